@@ -1,0 +1,225 @@
+"""One typed configuration tree for every part: defaults, then a YAML file, then environment variables.
+
+Built once at the edge (the CLI or an app's start) and passed in; code deeper down never reads the
+environment. Secrets (tokens, passwords) come only from the environment and are never logged.
+
+Environment: `FLEETSTREAM_<SECTION>__<FIELD>` for any field (e.g. `FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS`),
+plus the conventional short names `KAFKA_BOOTSTRAP_SERVERS`, `CLICKHOUSE_DSN`, `SCHEMA_REGISTRY_URL`,
+`SEC_AUTH_TOKEN` that point a deployment at existing services. `FLEETSTREAM_CONFIG` names the YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "ChannelRange",
+    "ClickHouseSettings",
+    "KafkaSettings",
+    "Settings",
+    "StackSettings",
+    "TopicSettings",
+    "ValidationSettings",
+    "load_settings",
+]
+
+
+class KafkaSettings(BaseModel):
+    """How every client reaches the cluster; `client_config` passes librdkafka options through (SASL, SSL)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_config: dict[str, str] = Field(default_factory=dict)
+    schema_registry_url: str | None = None
+    compression_type: str = "lz4"
+    linger_ms: int = 20
+    batch_size_bytes: int = 1_000_000
+
+    def client(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration for a confluent-kafka client."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config, **overrides}
+
+
+class TopicSpec(BaseModel):
+    name: str
+    partitions: int = 3
+    retention_ms: int = 7 * 24 * 3600 * 1000
+
+
+def _topics() -> list[TopicSpec]:
+    raw = [
+        "telemetry.signals",
+        "telemetry.dtcs",
+        "telemetry.gps",
+        "telemetry.netstats",
+        "dyno.samples",
+        "fleet.locations",
+        "fleet.faults",
+    ]
+    derived = ["telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded", "alert.created"]
+    names = raw + [f"{t}.valid" for t in raw] + derived + [f"dlq.{t}" for t in raw + derived]
+    return [TopicSpec(name=n, retention_ms=30 * 24 * 3600 * 1000 if n.startswith("dlq.") else 7 * 24 * 3600 * 1000)
+            for n in names]
+
+
+class TopicSettings(BaseModel):
+    """Topic names, partitions and retention: `fleetstream topics create` makes exactly these."""
+
+    replication_factor: int = 1
+    topics: list[TopicSpec] = Field(default_factory=_topics)
+
+    @property
+    def raw(self) -> list[str]:
+        """Topics producers write and the validator reads."""
+        return [t.name for t in self.topics if not t.name.endswith(".valid") and not t.name.startswith(
+            ("dlq.", "telemetry.windows", "analytics.", "alert."))]
+
+
+class StackSettings(BaseModel):
+    """The local single-node stack (`fleetstream stack up`): a KRaft broker from the official jars."""
+
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    cache_dir: Path = Path.home() / ".cache" / "fleetstream"
+    heap_mb: int = 768
+
+
+class ClickHouseSettings(BaseModel):
+    """Where analytics rows go: `chdb://<dir>` (embedded engine, default) or `http(s)://host:8123`."""
+
+    dsn: str | None = None
+    batch_rows: int = 50_000
+    batch_seconds: float = 1.0
+    query_port: int = 8124
+    retention_days: int = 365
+
+
+class ChannelRange(BaseModel):
+    """Sensor limits for one channel in one unit: outside hard = dead letter (or clamp), outside warning = flagged."""
+
+    channel: str
+    unit: str
+    aliases: list[str] = Field(default_factory=list)
+    hard_min: float | None = None
+    hard_max: float | None = None
+    warn_min: float | None = None
+    warn_max: float | None = None
+
+
+def _default_ranges() -> list[ChannelRange]:
+    # DESIGN.md's range table: (hard min, hard max, warning min, warning max)
+    return [
+        ChannelRange(channel="engine_speed", unit="rpm", aliases=["rpm", "EngineSpeed", "Engine Speed", "engine_rpm"],
+                     hard_min=0, hard_max=20000, warn_min=500, warn_max=15000),
+        ChannelRange(channel="afr", unit="AFR", aliases=["AFR", "Air/Fuel Ratio", "air_fuel_ratio"],
+                     hard_min=6.0, hard_max=35.0, warn_min=10.0, warn_max=20.0),
+        ChannelRange(channel="map", unit="kPa", aliases=["MAP", "manifold_pressure", "ManifoldPressure"],
+                     hard_min=0, hard_max=300, warn_min=20, warn_max=250),
+        ChannelRange(channel="power", unit="hp", aliases=["horsepower", "Power", "hp"],
+                     hard_min=-50, hard_max=2000, warn_max=1000),
+        ChannelRange(channel="torque", unit="ft-lb", aliases=["Torque"], hard_min=-100, hard_max=2000, warn_max=800),
+        ChannelRange(channel="tps", unit="%", aliases=["TPS", "throttle", "ThrottlePosition", "Throttle Position"],
+                     hard_min=0, hard_max=100),
+        ChannelRange(channel="iat", unit="degF", aliases=["IAT", "intake_air_temp", "IntakeAirTemp"],
+                     hard_min=-40, hard_max=300, warn_min=32, warn_max=200),
+    ]
+
+
+class ValidationSettings(BaseModel):
+    """What the validator accepts: ranges per channel and unit, timestamp skew and horizon, reject or sanitize."""
+
+    mode: str = Field(default="reject", pattern="^(reject|sanitize)$")
+    max_future_skew_ms: int = 5 * 60 * 1000
+    max_age_ms: int = 30 * 24 * 3600 * 1000
+    ranges: list[ChannelRange] = Field(default_factory=_default_ranges)
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETSTREAM_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = Path(".fleetstream")
+    """Working data of the local stack and sinks (broker logs and storage, chDB store, spools, pid files)."""
+    log_level: str = "INFO"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    graphql_endpoint: str | None = None
+    sec_auth_token: SecretStr | None = None
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The configured DSN, else the embedded store under `home`."""
+        return self.clickhouse.dsn or f"chdb://{(self.home / 'clickhouse').resolve()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+_file_data: ContextVar[dict[str, Any]] = ContextVar("_file_data", default={})
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The YAML file and the conventional short variables, below `FLEETSTREAM_*` in priority."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _file_data.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return _file_data.get()
+
+
+_SHORT_ENV = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+    "SCHEMA_REGISTRY_URL": ("kafka", "schema_registry_url"),
+    "CLICKHOUSE_DSN": ("clickhouse", "dsn"),
+    "GRAPHQL_ENDPOINT": ("graphql_endpoint",),
+    "SEC_AUTH_TOKEN": ("sec_auth_token",),
+}
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Defaults < YAML file (`path` or `$FLEETSTREAM_CONFIG`) < short variables < `FLEETSTREAM_*` < overrides."""
+    path = path or (Path(os.environ["FLEETSTREAM_CONFIG"]) if os.environ.get("FLEETSTREAM_CONFIG") else None)
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of settings at the top level")
+        data = loaded
+    for name, where in _SHORT_ENV.items():
+        if os.environ.get(name):
+            nested: dict[str, Any] = {where[-1]: os.environ[name]}
+            for part in reversed(where[:-1]):
+                nested = {part: nested}
+            data = _deep_merge(data, nested)
+    token = _file_data.set(data)
+    try:
+        return Settings(**overrides)
+    finally:
+        _file_data.reset(token)
