@@ -174,17 +174,17 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _FileSource(settings_cls))
 
 
-_file_data: ContextVar[dict[str, Any]] = ContextVar("_file_data", default={})
+_file_data: ContextVar[dict[str, Any] | None] = ContextVar("_file_data", default=None)
 
 
 class _FileSource(PydanticBaseSettingsSource):
     """The YAML file and the conventional short variables, below `FLEETSTREAM_*` in priority."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _file_data.get().get(field_name), field_name, False
+        return (_file_data.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return _file_data.get()
+        return _file_data.get() or {}
 
 
 _SHORT_ENV = {
