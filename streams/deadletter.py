@@ -1,0 +1,41 @@
+"""The dead-letter envelope: the failing bytes plus everything a person needs to find, fix and replay them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas import codec
+from schemas.topics import dlq_topic
+
+__all__ = ["dead_letter"]
+
+
+def dead_letter(
+    *,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    original: bytes,
+    stage: str,
+    error_code: str,
+    reason: str,
+    sample_count: int,
+    now_ms: int,
+    attempt: int = 1,
+) -> tuple[str, bytes | None, bytes]:
+    """(dlq topic, key, encoded envelope) for one failure; the key is kept so a vehicle's letters stay together."""
+    envelope: dict[str, Any] = {
+        "source_topic": source_topic,
+        "partition": partition,
+        "offset": offset,
+        "key": key,
+        "original": original,
+        "stage": stage,
+        "error_code": error_code,
+        "reason": reason,
+        "sample_count": sample_count,
+        "first_seen_ms": now_ms,
+        "attempt": attempt,
+    }
+    return dlq_topic(source_topic), key, codec.encode("dead_letter", envelope)
