@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MALFORMED", "SimulatedVehicle", "VehicleFleetSimulator"]
+from producers.edge import EdgeProducer
+
+__all__ = ["MALFORMED", "SimulatedVehicle", "VehicleFleetSimulator", "run_simulation"]
 
 MALFORMED = b"\xc3\x01not-a-known-fingerprint"
 """What a corrupted message looks like: the Avro marker, then garbage. Counted as one produced sample."""
@@ -172,3 +176,19 @@ class VehicleFleetSimulator:
                 "total_messages": total, "matched_messages": matched, "unmatched_messages": total - matched,
                 "error_messages": errors, "long_message_parts": 0, "min_time_ms": t - 10_000, "max_time_ms": t,
                 "rate": total / 10.0}
+
+
+def run_simulation(simulator: VehicleFleetSimulator, producer: EdgeProducer, seconds: float,
+                   tick_s: float = 0.5, stop: threading.Event | None = None) -> None:
+    """Publish the simulator's records in real time for `seconds` (or until `stop` is set)."""
+    stop = stop or threading.Event()
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        started = time.monotonic()
+        for topic, key, record in simulator.tick(int(time.time() * 1000)):
+            if isinstance(record, bytes):
+                producer.publish_bytes(topic, key, record, simulator.source, samples=1)
+            else:
+                producer.publish(topic, key, record)
+        stop.wait(max(0.0, tick_s - (time.monotonic() - started)))
+    producer.flush()

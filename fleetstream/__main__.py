@@ -1,0 +1,5 @@
+"""`python -m fleetstream` is the `fleetstream` command (how the demo starts its child processes)."""
+
+from fleetstream.cli import app
+
+app(prog_name="fleetstream")
