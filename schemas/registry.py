@@ -8,7 +8,6 @@ must stay backward and forward compatible with the one before (tested in tests/s
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -49,13 +48,14 @@ def _load(path: Path, record_type: str) -> SchemaVersion:
     raw = json.loads(path.read_text())
     parsed = fastavro.parse_schema(raw, _write_hint=False)
     canonical = to_parsing_canonical_form(parsed)
-    rabin = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
+    # fastavro's hex string already lists the bytes little-endian, the order single-object encoding writes.
+    rabin_le = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
     return SchemaVersion(
         record_type=record_type,
         version=int(path.stem.removeprefix("v")),
         raw=raw,
         parsed=parsed,
-        fingerprint=struct.pack("<Q", rabin),
+        fingerprint=rabin_le,
     )
 
 
