@@ -32,7 +32,10 @@ simulate_app = typer.Typer(help="Simulators that publish realistic telemetry (an
                            no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+agent_app = typer.Typer(help="The edge agent: sources → durable spool → Kafka, for dyno PCs and gateways.",
+                        no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(agent_app, name="agent")
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -150,6 +153,52 @@ def simulate_vehicles(
     with EdgeProducer(settings.kafka) as producer:
         run_simulation(simulator, producer, seconds or float("inf"))
     typer.echo(f"delivered {producer.delivered_messages} messages: {dict(producer.delivered_samples)} samples")
+
+
+# --- edge agent --------------------------------------------------------------------------------------------
+
+
+@agent_app.command("run")
+def agent_run(
+    ctx: typer.Context,
+    agent_config: Annotated[Path, typer.Option("--config", help="agent.yaml: station id, spool, sources.",
+                                               exists=True, dir_okay=False)],
+    seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until interrupted).")] = 0.0,
+) -> None:
+    """Run the sources in agent.yaml through one durable spool and one Kafka producer.
+
+    Example agent.yaml: see examples/agent.yaml. Metrics: http://127.0.0.1:<metrics_port>/metrics.
+    Status while it runs: `fleetstream agent status --spool-dir <spool_dir>`.
+    """
+    import signal
+    import threading
+
+    from producers.agent import Agent, load_agent_config
+
+    agent = Agent(load_agent_config(agent_config), settings_of(ctx).kafka)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    agent.start()
+    try:
+        stop.wait(seconds or None)
+    except KeyboardInterrupt:
+        pass
+    agent.stop()
+    echo_json(agent.status())
+
+
+@agent_app.command("status")
+def agent_status(
+    spool_dir: Annotated[Path, typer.Option(help="The agent's spool_dir.")] = Path(".fleetstream/spool"),
+) -> None:
+    """Health of a running (or the last) agent: sources, circuit states, spool backlog, counters."""
+    from producers.agent import read_status
+
+    try:
+        echo_json(read_status(spool_dir))
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 # --- demo --------------------------------------------------------------------------------------------------

@@ -1,0 +1,272 @@
+"""The edge agent: any set of sources → one durable spool → one idempotent Kafka producer.
+
+Each source runs in its own thread under a supervisor (backoff with jitter, circuit breaker, health).
+Sources hand over records through `emit`, which encodes them and appends them to the spool: when `emit`
+returns, the records are on disk. A drain thread publishes the spool in order and moves its cursor only
+over what the broker acknowledged, so an outage of hours or a `kill -9` loses nothing (producers/spool.py).
+Counters are exported as Prometheus metrics and in a status file that `fleetstream agent status` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import KafkaError, Message, Producer
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from pydantic import BaseModel, Field
+
+from fleetstream.config import KafkaSettings
+from producers.reliability import Backoff, CircuitBreaker, SourceHealth
+from producers.spool import PRIORITIES, Spool, SpoolEntry
+from schemas.codec import Codec
+from schemas.topics import record_type_of, sample_count
+
+__all__ = ["Agent", "AgentConfig", "Emit", "Source", "SourceSpec", "load_agent_config", "read_status"]
+
+log = logging.getLogger(__name__)
+
+Record = tuple[str, str, dict[str, Any]]
+Emit = Callable[[Sequence[Record]], None]
+Source = Callable[[Emit, threading.Event], None]
+"""A source runs until `stop` is set, emitting records; raising means "failed, reconnect me"."""
+
+
+class SourceSpec(BaseModel):
+    """One source in agent.yaml: `type` picks the adapter, `options` are its settings."""
+
+    name: str
+    type: str
+    priority: str = Field(default="normal", pattern="^(" + "|".join(PRIORITIES) + ")$")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentConfig(BaseModel):
+    station_id: str = "edge-1"
+    spool_dir: Path = Path(".fleetstream/spool")
+    spool_budget_mb: int = 1024
+    metrics_port: int | None = 9464
+    drain_chunk: int = 5000
+    failure_threshold: int = 5
+    open_seconds: float = 30.0
+    success_threshold: int = 2
+    sources: list[SourceSpec] = Field(default_factory=list)
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Read agent.yaml, with errors that name the file and the field."""
+    try:
+        return AgentConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    except Exception as exc:
+        raise ValueError(f"{path}: invalid agent configuration: {exc}") from exc
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["source"]
+        self.received = Counter("fleetstream_agent_received_samples", "Samples spooled", labels, registry=self.registry)
+        self.published = Counter("fleetstream_agent_published_records", "Records acknowledged by Kafka",
+                                 registry=self.registry)
+        self.failed = Counter("fleetstream_agent_failed_publishes", "Records Kafka did not acknowledge (retried)",
+                              registry=self.registry)
+        self.dropped = Gauge("fleetstream_agent_dropped_samples", "Samples dropped by the disk budget",
+                             ["reason"], registry=self.registry)
+        self.spooled_bytes = Gauge("fleetstream_agent_spool_pending_bytes", "Bytes waiting in the spool",
+                                   registry=self.registry)
+        self.latency = Gauge("fleetstream_agent_spool_latency_seconds", "Spool-to-ack latency of the last chunk",
+                             registry=self.registry)
+        self.circuit = Gauge("fleetstream_agent_circuit_open", "1 when the source's breaker is open",
+                             labels, registry=self.registry)
+
+
+class Agent:
+    """Runs sources, the spool and the drain loop until `stop()` (see the module docstring)."""
+
+    def __init__(self, config: AgentConfig, kafka: KafkaSettings, sources: dict[str, Source] | None = None):
+        from producers.sources import build_source
+
+        self.config = config
+        self.spool = Spool(config.spool_dir, budget_bytes=config.spool_budget_mb * 1024 * 1024)
+        self.codec = Codec(kafka.schema_registry_url)
+        self._producer = Producer(kafka.client(**{
+            "enable.idempotence": True, "acks": "all", "compression.type": kafka.compression_type,
+            "linger.ms": kafka.linger_ms, "message.timeout.ms": 30_000,
+        }))
+        self._sources = sources if sources is not None else {
+            spec.name: build_source(spec, config.station_id) for spec in config.sources}
+        self._priority = {spec.name: spec.priority for spec in config.sources}
+        self.health = {name: SourceHealth(name) for name in self._sources}
+        self.breakers = {name: CircuitBreaker(config.failure_threshold, config.open_seconds,
+                                              config.success_threshold) for name in self._sources}
+        self.metrics = _Metrics()
+        self._stop = threading.Event()
+        self._drain_stop = threading.Event()
+        self._source_threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []
+
+    def emit_for(self, name: str) -> Emit:
+        """The `emit` a source gets: encode, append durably, count."""
+        priority = self._priority.get(name, "normal")
+
+        def emit(records: Sequence[Record]) -> None:
+            entries = []
+            for topic, key, record in records:
+                record_type = record_type_of(topic)
+                entries.append(SpoolEntry(topic, key.encode(), self.codec.encode(record_type, record, topic),
+                                          sample_count(record_type, record), name))
+            samples = sum(e.samples for e in entries)
+            if self.spool.append(entries, priority):
+                self.health[name].record(samples)
+                self.metrics.received.labels(name).inc(samples)
+
+        return emit
+
+    def start(self) -> None:
+        if self.config.metrics_port:
+            start_http_server(self.config.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
+        self._spawn("drain", self._drain_loop)
+        for name, source in self._sources.items():
+            self._source_threads.append(self._spawn(f"source-{name}", self._supervise, name, source))
+        self._spawn("status", self._status_loop)
+        log.info("agent %s running %d sources, spool %s", self.config.station_id, len(self._sources),
+                 self.config.spool_dir)
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return thread
+
+    def _supervise(self, name: str, source: Source) -> None:
+        health, breaker, backoff = self.health[name], self.breakers[name], Backoff()
+        emit = self.emit_for(name)
+        while not self._stop.is_set():
+            if not breaker.allow():
+                health.state = "circuit_open"
+                self.metrics.circuit.labels(name).set(1)
+                self._stop.wait(breaker.seconds_until_retry())
+                continue
+            self.metrics.circuit.labels(name).set(0)
+            health.state, health.connected = "running", True
+            try:
+                source(emit, self._stop)
+                breaker.record_success()
+                backoff.reset()
+                if not self._stop.is_set():
+                    health.state, health.connected = "finished", False
+                    return
+            except Exception as exc:
+                health.connected, health.failures, health.last_error = False, health.failures + 1, str(exc)
+                breaker.record_failure()
+                delay = backoff.next_delay()
+                health.state = "reconnecting"
+                log.warning("source %s failed (%s); retrying in %.1f s, circuit %s", name, exc, delay, breaker.state)
+                self._stop.wait(delay)
+
+    def publish(self, entries: Sequence[SpoolEntry]) -> list[bool]:
+        """Produce a chunk and wait until the broker has answered for every record (acked or failed)."""
+        acked = [False] * len(entries)
+        pending = [len(entries)]
+
+        def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
+            def callback(err: KafkaError | None, _: Message) -> None:
+                acked[index] = err is None
+                pending[0] -= 1
+            return callback
+
+        for index, entry in enumerate(entries):
+            while True:
+                try:
+                    self._producer.produce(entry.topic, entry.value, entry.key, on_delivery=on_delivery(index))
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)
+        while pending[0] > 0:
+            self._producer.flush(1.0)
+        return acked
+
+    def _drain_loop(self) -> None:
+        backoff = Backoff(base_s=0.2, cap_s=10.0)
+        while not self._drain_stop.is_set():
+            before = self.spool.stats.failed_publishes
+            sent = self.spool.drain_once(self.publish, self.config.drain_chunk)
+            self.metrics.published.inc(sent)
+            self.metrics.failed.inc(self.spool.stats.failed_publishes - before)
+            self.metrics.latency.set(self.spool.stats.last_latency_s)
+            if self.spool.stats.failed_publishes > before:
+                self._drain_stop.wait(backoff.next_delay())
+            elif sent == 0:
+                backoff.reset()
+                self._drain_stop.wait(0.05)
+
+    def _status_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            self.write_status()
+
+    def status(self) -> dict[str, Any]:
+        stats = self.spool.stats
+        for reason, samples in stats.dropped_samples.items():
+            self.metrics.dropped.labels(reason).set(samples)
+        self.metrics.spooled_bytes.set(self.spool.pending_bytes())
+        return {
+            "station_id": self.config.station_id,
+            "pid": os.getpid(),
+            "updated_at": time.time(),
+            "spool": {"pending_bytes": self.spool.pending_bytes(), "spooled_samples": stats.spooled_samples,
+                      "published_samples": stats.published_samples, "published_records": stats.published_records,
+                      "failed_publishes": stats.failed_publishes, "dropped_samples": dict(stats.dropped_samples),
+                      "last_latency_s": round(stats.last_latency_s, 3)},
+            "sources": [self.health[n].to_dict(self.breakers[n]) for n in self._sources],
+        }
+
+    def write_status(self) -> None:
+        path = self.config.spool_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status(), indent=2))
+        os.replace(tmp, path)
+
+    def drain(self, timeout_s: float = 60.0) -> bool:
+        """Wait until everything spooled so far is acknowledged (for `--once` runs, tests and shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.spool.pending_bytes() == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop sources, drain for up to `drain_timeout_s`, and leave the rest safely on disk for next time."""
+        self._stop.set()
+        for thread in self._source_threads:
+            thread.join(timeout=drain_timeout_s)
+        if not self.drain(drain_timeout_s):
+            log.warning("stopping with %d bytes still spooled; they are sent on the next start",
+                        self.spool.pending_bytes())
+        self._drain_stop.set()
+        for thread in self._threads:
+            thread.join(timeout=drain_timeout_s)
+        self.write_status()
+        self._producer.flush(5.0)
+        self.spool.close()
+
+
+def read_status(spool_dir: Path) -> dict[str, Any]:
+    """The last status an agent wrote, with `running` telling whether its process is alive."""
+    path = spool_dir / "status.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no agent status at {path}: is an agent running with spool_dir {spool_dir}?")
+    status: dict[str, Any] = json.loads(path.read_text())
+    try:
+        os.kill(status["pid"], 0)
+        status["running"] = time.time() - status["updated_at"] < 10
+    except ProcessLookupError:
+        status["running"] = False
+    return status
