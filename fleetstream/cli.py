@@ -178,11 +178,9 @@ def agent_run(
     agent = Agent(load_agent_config(agent_config), settings_of(ctx).kafka)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     agent.start()
-    try:
-        stop.wait(seconds or None)
-    except KeyboardInterrupt:
-        pass
+    stop.wait(seconds or None)
     agent.stop()
     echo_json(agent.status())
 

@@ -61,9 +61,11 @@ class TopicTally:
         while time.monotonic() < deadline:
             messages = self._consumer.consume(num_messages=5000, timeout=0.2)
             for message in messages:
-                if message.error() or not (message.key() or b"").startswith(self.key_prefix):
+                topic, value = message.topic(), message.value()
+                if message.error() or topic is None or value is None:
                     continue
-                self._count(message.topic(), message.value())
+                if (message.key() or b"").startswith(self.key_prefix):
+                    self._count(topic, value)
             if not messages:
                 return
 
