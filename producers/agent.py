@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic import BaseModel, Field
 
 from fleetstream.config import KafkaSettings
+from producers.edge import EdgeProducer
 from producers.reliability import Backoff, CircuitBreaker, SourceHealth
 from producers.spool import PRIORITIES, Spool, SpoolEntry
 from schemas.codec import Codec
@@ -96,10 +96,7 @@ class Agent:
         self.config = config
         self.spool = Spool(config.spool_dir, budget_bytes=config.spool_budget_mb * 1024 * 1024)
         self.codec = Codec(kafka.schema_registry_url)
-        self._producer = Producer(kafka.client(**{
-            "enable.idempotence": True, "acks": "all", "compression.type": kafka.compression_type,
-            "linger.ms": kafka.linger_ms, "message.timeout.ms": 30_000,
-        }))
+        self.producer = EdgeProducer(kafka, self.codec)
         self._sources = sources if sources is not None else {
             spec.name: build_source(spec, config.station_id) for spec in config.sources}
         self._priority = {spec.name: spec.priority for spec in config.sources}
@@ -171,33 +168,11 @@ class Agent:
                 log.warning("source %s failed (%s); retrying in %.1f s, circuit %s", name, exc, delay, breaker.state)
                 self._stop.wait(delay)
 
-    def publish(self, entries: Sequence[SpoolEntry]) -> list[bool]:
-        """Produce a chunk and wait until the broker has answered for every record (acked or failed)."""
-        acked = [False] * len(entries)
-        pending = [len(entries)]
-
-        def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
-            def callback(err: KafkaError | None, _: Message) -> None:
-                acked[index] = err is None
-                pending[0] -= 1
-            return callback
-
-        for index, entry in enumerate(entries):
-            while True:
-                try:
-                    self._producer.produce(entry.topic, entry.value, entry.key, on_delivery=on_delivery(index))
-                    break
-                except BufferError:
-                    self._producer.poll(0.1)
-        while pending[0] > 0:
-            self._producer.flush(1.0)
-        return acked
-
     def _drain_loop(self) -> None:
         backoff = Backoff(base_s=0.2, cap_s=10.0)
         while not self._drain_stop.is_set():
             before = self.spool.stats.failed_publishes
-            sent = self.spool.drain_once(self.publish, self.config.drain_chunk)
+            sent = self.spool.drain_once(self.producer.publish_acknowledged, self.config.drain_chunk)
             self.metrics.published.inc(sent)
             self.metrics.failed.inc(self.spool.stats.failed_publishes - before)
             self.metrics.latency.set(self.spool.stats.last_latency_s)
@@ -254,7 +229,7 @@ class Agent:
         for thread in self._threads:
             thread.join(timeout=drain_timeout_s)
         self.write_status()
-        self._producer.flush(5.0)
+        self.producer.flush(5.0)
         self.spool.close()
 
 

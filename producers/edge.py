@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from fleetstream.config import KafkaSettings
+from producers.spool import SpoolEntry
 from schemas.codec import Codec
 from schemas.topics import record_type_of, sample_count
 
@@ -41,6 +42,7 @@ class EdgeProducer:
             "linger.ms": kafka.linger_ms,
             "batch.size": kafka.batch_size_bytes,
             "queue.buffering.max.messages": 500_000,
+            "message.timeout.ms": 30_000,
             **overrides,
         })
         self._codec = codec or Codec(kafka.schema_registry_url)
@@ -89,6 +91,38 @@ class EdgeProducer:
                 # The local queue is full: serve delivery reports to make room, then retry.
                 self.producer.poll(0.05)
         self.producer.poll(0)
+
+    def publish_acknowledged(self, entries: Sequence[SpoolEntry]) -> list[bool]:
+        """Produce a spool chunk and block until the broker has answered for every record.
+
+        Returns, per entry, whether it was acknowledged; the spool moves its cursor over the acknowledged
+        prefix only. Every record gets an answer within `message.timeout.ms`, so this never waits forever.
+        """
+        acked = [False] * len(entries)
+        pending = [len(entries)]
+
+        def answer(index: int, entry: SpoolEntry) -> DeliveryCallback:
+            def callback(err: KafkaError | None, _: Message) -> None:
+                acked[index] = err is None
+                pending[0] -= 1
+                if err is None:
+                    self.delivered_messages += 1
+                    self.delivered_samples[entry.source] += entry.samples
+                else:
+                    self.failed_messages += 1
+                    self.last_error = err
+            return callback
+
+        for index, entry in enumerate(entries):
+            while True:
+                try:
+                    self.producer.produce(entry.topic, entry.value, entry.key, on_delivery=answer(index, entry))
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+        while pending[0] > 0:
+            self.producer.flush(1.0)
+        return acked
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still in flight."""
