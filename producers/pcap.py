@@ -13,6 +13,7 @@ a simulator's datagrams with it (see tests/data/jetdrive/README.md).
 from __future__ import annotations
 
 import socket
+import struct
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ __all__ = ["CaptureStats", "PcapFormatError", "UdpPayload", "read_udp_payloads",
 
 _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"}
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_DAMAGED = (dpkt.NeedData, dpkt.UnpackError, ValueError, struct.error)  # what dpkt raises on cut or corrupt bytes
 
 # link type -> how to get from a frame to its network-layer packet
 _LINK_PARSERS: dict[int, Any] = {
@@ -92,7 +94,7 @@ def _read(fileobj: BinaryIO, name: str, port: int | None, stats: CaptureStats) -
             if payload is not None:
                 stats.payloads += 1
                 yield payload
-    except (dpkt.NeedData, dpkt.UnpackError, ValueError):  # a record header cut off by the end of the file
+    except _DAMAGED:  # a record header cut off by the end of the file, or corrupt
         stats.skipped["truncated_file"] += 1
 
 
@@ -104,7 +106,7 @@ def _open_reader(fileobj: BinaryIO, name: str) -> Any:
             return dpkt.pcap.Reader(fileobj)
         if magic == _PCAPNG_MAGIC:
             return dpkt.pcapng.Reader(fileobj)
-    except (dpkt.NeedData, dpkt.UnpackError, ValueError) as exc:
+    except _DAMAGED as exc:
         raise PcapFormatError(f"{name}: unreadable capture header: {exc}") from exc
     raise PcapFormatError(f"{name}: not a pcap or pcapng file (starts with {magic.hex() or 'nothing'}, "
                           f"expected {sorted(m.hex() for m in _PCAP_MAGICS)} or {_PCAPNG_MAGIC.hex()})")
@@ -114,7 +116,7 @@ def _udp_payload(parse_link: Any, frame: bytes, timestamp_s: float, port: int | 
                  stats: CaptureStats) -> UdpPayload | None:
     try:
         packet = parse_link(frame)
-    except (dpkt.NeedData, dpkt.UnpackError):
+    except _DAMAGED:
         stats.skipped["truncated_frame"] += 1
         return None
     if isinstance(packet, bytes):  # dpkt leaves what it could not parse (a frame cut short) as raw bytes
