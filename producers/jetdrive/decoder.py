@@ -194,6 +194,14 @@ class JetDriveDecoder:
         """Expire held values when no datagram arrives (the shell calls this on receive timeouts)."""
         return self._expire(now_ms)
 
+    def drop_held(self) -> int:
+        """Drop every held value as `dropped_before_info` (the stream ended); returns how many."""
+        dropped = sum(len(p.held) for p in self._providers.values())
+        for provider in self._providers.values():
+            provider.held.clear()
+        self.counters.dropped_before_info += dropped
+        return dropped
+
     def ping_all(self, now_ms: int) -> None:
         """Queue a Ping to every provider, to refresh clock syncs (drift, better latency)."""
         for host in self._providers:

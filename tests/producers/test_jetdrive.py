@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
 import threading
 import time
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -32,6 +34,7 @@ from producers.jetdrive.protocol import (
     ChannelValues,
     ClearChannelInfo,
     Message,
+    MessageKey,
     Ping,
     Pong,
     RequestChannelInfo,
@@ -41,7 +44,9 @@ from producers.jetdrive.protocol import (
     encode_message,
     split_body,
 )
+from producers.jetdrive.replay import replay_capture
 from producers.jetdrive.simulator import SIM_CHANNELS
+from producers.pcap import write_udp_pcap
 from schemas.codec import decode, encode
 from schemas.units import canonical_unit
 
@@ -532,3 +537,28 @@ def test_client_receives_simulated_pull_over_loopback_multicast():
     assert abs(samples[-1].timestamp_ms - time.time() * 1000) < 2000
     health = client.health()
     assert health["errors"] == {} and health["dropped_before_info"] == 0 and not health["connected"]
+
+
+# --- capture replay -----------------------------------------------------------------------------------
+
+
+def test_capture_replay_turns_the_fixture_into_records_and_a_summary():
+    replay = replay_capture(Path(__file__).parents[1] / "data" / "jetdrive" / "sim_pull.pcap", "cell-1")
+    summary = replay.summary()
+    assert summary["capture"] == {"packets": 52, "payloads": 52, "skipped": {}}
+    assert summary["decoder"]["samples"] == 450 and summary["decoder"]["errors"] == {}
+    assert sum(len(r["samples"]) for r in replay.records) == 450
+    rpm = replay.channels[(0x0A0B, 1)]
+    assert (rpm.provider, rpm.channel, rpm.unit, rpm.count) == ("Dynojet Dyno CPU@0x0a0b", "engine_speed", "rpm", 50)
+    assert rpm.first_ms == 1_704_067_200_000 and 2500 <= rpm.minimum < rpm.maximum < 3100
+
+
+def test_capture_replay_counts_values_whose_info_never_came_as_dropped():
+    capture = JetDriveSimulator(host=DYNO).capture(0.2)
+    without_info = [(T0 + t, d) for t, d in capture if d[0] != MessageKey.CHANNEL_INFO]  # announced before start
+    buffer = io.BytesIO()
+    write_udp_pcap(buffer, without_info)
+    buffer.seek(0)
+    replay = replay_capture(buffer, "cell-1")
+    assert replay.records == []
+    assert replay.decoder["dropped_before_info"] == 10 * 9
