@@ -1,0 +1,29 @@
+"""GraphQL forwarder: validated telemetry into the analytics backend, on the public vehicle client's contract.
+
+- `payloads`: the requests for decoded records (pure; the contract's shapes and value formats).
+- `client`: httpx transport with the bearer token, TLS options and retries.
+- `forwarder`: one batch through the id caches and the batched mutations.
+- `consumer`: the Kafka shell (`GraphQLForwarder`), committing per partition after the backend accepted.
+The local contract-checking backend for the demo and tests is `sinks.backend`.
+"""
+
+from sinks.graphql.client import GraphQLClient, RetryPolicy
+from sinks.graphql.consumer import ForwarderStats, GraphQLForwarder
+from sinks.graphql.exceptions import BackendAuthError, BackendRejected, BackendUnavailable, InvalidRecord
+from sinks.graphql.forwarder import Failure, Forwarder
+from sinks.graphql.settings import FORWARDED_TOPICS, GraphQLSinkSettings
+
+__all__ = [
+    "FORWARDED_TOPICS",
+    "BackendAuthError",
+    "BackendRejected",
+    "BackendUnavailable",
+    "Failure",
+    "Forwarder",
+    "ForwarderStats",
+    "GraphQLClient",
+    "GraphQLForwarder",
+    "GraphQLSinkSettings",
+    "InvalidRecord",
+    "RetryPolicy",
+]

@@ -1,0 +1,382 @@
+"""The GraphQL requests for decoded records, exactly as the public vehicle client shapes them.
+
+Pure functions over plain data: no I/O, no caches. `sinks.graphql.forwarder` decides which requests to
+send (ids already cached or not) and in which order; this module says what each request contains.
+
+Facts taken from the public client `ics-wivi-analytics-ingest` 26.3.x, which the backend is built for:
+- Documents: its six mutations and its `__type(name: "CreateNetworkStatsInput")` probe, sent as
+  graphql-core prints them (`print_ast(parse(...))`), body `{"query": ..., "variables": ...}`.
+- Id types differ per mutation: upsertSignalData and createNetworkStats carry ids as numbers,
+  upsertDtcData the configuration id as the returned string and the message id as a number,
+  upsertGpsData the configuration id as the returned string. The contract's `ID` accepts both.
+- createMessage keys: arbId, name (message name, else signal name), networkName, ecuName, ecuId,
+  requestCode, fileId, messageDate; the cache key and the match of returned messages use
+  (arbId, networkName, ecuName, name), each stripped.
+- paramType: vehicle labels RawValue -> RAW, State Encoded -> ENCODED, NUMBER -> RAW, string -> STRING,
+  any other label -> TEXT, empty -> omitted (null).
+- Network stats: `exclude_none` of name, configurationId | vehicleId, fileId, uploadId, the counts,
+  maxTime, minTime, rate.
+
+Where our records carry less than the client's input, the closest faithful value is sent: times are
+epoch milliseconds here, formatted as ISO-8601 UTC with "Z" (see `iso_time`); empty Avro string
+defaults are sent as they are, except optional network-stats fields, which the client omits.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, TypeVar
+
+from graphql import parse, print_ast
+
+from sinks.graphql.exceptions import InvalidRecord
+
+__all__ = [
+    "CREATE_CONFIGURATION",
+    "CREATE_MESSAGE",
+    "CREATE_NETWORK_STATS",
+    "DETECT_NETWORK_STATS_ID_FIELD",
+    "UPSERT_DTC_DATA",
+    "UPSERT_GPS_DATA",
+    "UPSERT_SIGNAL_DATA",
+    "ConfigKey",
+    "GraphQLRequest",
+    "MessageDescriptor",
+    "Part",
+    "chunked",
+    "configuration_key",
+    "configuration_request",
+    "detect_request",
+    "dtc_parts",
+    "dtc_request",
+    "gps_points",
+    "gps_requests",
+    "iso_time",
+    "match_message_ids",
+    "message_descriptor",
+    "message_request",
+    "network_id_field",
+    "network_stats_request",
+    "normalise_param_type",
+    "normalise_signal_type",
+    "pack",
+    "signal_parts",
+    "signal_request",
+]
+
+
+def _canonical(document: str) -> str:
+    return print_ast(parse(document))
+
+
+CREATE_CONFIGURATION = _canonical("""
+mutation createConfiguration($input: CreateConfigurationInput!) {
+  createConfiguration(input: $input) { id deviceId vehicleId organizationId fleetId }
+}""")
+CREATE_MESSAGE = _canonical("""
+mutation createMessage($input: CreateMessageInput!) {
+  createMessage(input: $input) { id arbId name networkName ecuId ecuName fileId }
+}""")
+UPSERT_SIGNAL_DATA = _canonical("""
+mutation UpsertSignalData($input: UpsertSignalDataInput!) {
+  upsertSignalData(input: $input) { configurationId messageId messageName name paramType unit }
+}""")
+UPSERT_DTC_DATA = _canonical("""
+mutation UpsertDtcData($input: [UpsertDtcDataInput]!) {
+  upsertDtcData(input: $input) { configurationId messageId }
+}""")
+UPSERT_GPS_DATA = _canonical("""
+mutation UpsertGpsData($input: UpsertGpsDataInput!) {
+  upsertGpsData(input: $input) { deviceId fleetId vehicleId id organizationId }
+}""")
+CREATE_NETWORK_STATS = _canonical("""
+mutation createNetworkStats($input: CreateNetworkStatsInput!) {
+  createNetworkStats(input: $input) {
+    name uploadId totalMessages matchedMessages unmatchedMessages errorMessages longMessageParts minTime maxTime rate
+  }
+}""")
+DETECT_NETWORK_STATS_ID_FIELD = _canonical("""
+query DetectCreateNetworkStatsInputType {
+  __type(name: "CreateNetworkStatsInput") { inputFields { name } }
+}""")
+
+T = TypeVar("T")
+
+_INT32 = (-(2**31), 2**31 - 1)
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+@dataclass(frozen=True)
+class GraphQLRequest:
+    """One POST to the backend: the document, its variables, and the root field it calls (for logs)."""
+
+    field: str
+    document: str
+    variables: dict[str, Any] | None
+
+    def body(self) -> dict[str, Any]:
+        return {"query": self.document, "variables": self.variables}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One input object of a batched request, with the record it came from and how many samples it carries."""
+
+    record: int
+    payload: dict[str, Any]
+    samples: int
+
+
+class ConfigKey(NamedTuple):
+    """What createConfiguration is keyed on; the backend's Int ids."""
+
+    device_id: int
+    vehicle_id: int
+    fleet_id: int
+    org_id: int
+
+
+def _int_id(record: dict[str, Any], field: str) -> int:
+    raw = record.get(field)
+    text = str(raw).strip() if raw is not None else ""
+    if not _INTEGER.fullmatch(text):
+        raise InvalidRecord("invalid_id", f"{field} {raw!r} is not an integer; the backend's ids are Int")
+    value = int(text)
+    if not _INT32[0] <= value <= _INT32[1]:
+        raise InvalidRecord("invalid_id", f"{field} {raw!r} does not fit the backend's 32-bit Int")
+    return value
+
+
+def _int32(value: int | None, field: str) -> int | None:
+    if value is not None and not _INT32[0] <= value <= _INT32[1]:
+        raise InvalidRecord("out_of_range", f"{field} {value} does not fit the backend's 32-bit Int")
+    return value
+
+
+def _finite(value: float | None, field: str) -> float | None:
+    # JSON has no NaN or infinity; the validator should have caught them, but a sink must not send them.
+    if value is not None and not math.isfinite(value):
+        raise InvalidRecord("nan", f"{field} is {value}, which JSON and GraphQL Float cannot carry")
+    return value
+
+
+def configuration_key(record: dict[str, Any]) -> ConfigKey:
+    """The record's (device, vehicle, fleet, organization) as Ints; a non-integer id is an `InvalidRecord`."""
+    return ConfigKey(_int_id(record, "device_id"), _int_id(record, "vehicle_id"), _int_id(record, "fleet_id"),
+                     _int_id(record, "org_id"))
+
+
+def configuration_request(key: ConfigKey) -> GraphQLRequest:
+    """createConfiguration with the client's key order."""
+    return GraphQLRequest("createConfiguration", CREATE_CONFIGURATION, {"input": {
+        "deviceId": key.device_id, "fleetId": key.fleet_id, "organizationId": key.org_id,
+        "vehicleId": key.vehicle_id}})
+
+
+def iso_time(timestamp_ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 UTC with "Z": `1970-01-07T18:28:54Z`, `2025-08-01T11:06:53.947Z`.
+
+    Whole seconds print as the client prints epoch times (`%Y-%m-%dT%H:%M:%SZ`); other instants keep
+    their milliseconds, as the client's ISO inputs do, so no two samples of a batch collapse onto one
+    second. Both forms round-trip the times in the client's README exactly.
+    """
+    seconds, millis = divmod(timestamp_ms, 1000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}Z" if millis == 0 else f"{moment}.{millis:03d}Z"
+
+
+_VEHICLE_PARAM_TYPES = {"RawValue": "RAW", "State Encoded": "ENCODED", "NUMBER": "RAW", "string": "STRING"}
+_CANONICAL_PARAM_TYPES = frozenset({"ENCODED", "RAW", "TEXT", "STRING"})
+
+
+def normalise_param_type(label: str | None) -> str | None:
+    """The client's paramType rule, made idempotent: labels already normalised upstream stay as they are.
+
+    The client maps RawValue/State Encoded/NUMBER/string and turns every other label into TEXT; our
+    records usually carry the normalised label already (the Avro default is RAW), which that rule would
+    wrongly turn into TEXT, so ENCODED, RAW, TEXT and STRING pass through.
+    """
+    if not label:
+        return None
+    if label in _CANONICAL_PARAM_TYPES:
+        return label
+    return _VEHICLE_PARAM_TYPES.get(label, "TEXT")
+
+
+_SIGNAL_TYPES = frozenset({"SIGNAL", "DID", "PID", "DMR"})
+
+
+def normalise_signal_type(label: str | None) -> str | None:
+    """SIGNAL, DID, PID or DMR, case-insensitive as in the client; empty is omitted; anything else is invalid."""
+    if not label:
+        return None
+    if label.upper() not in _SIGNAL_TYPES:
+        raise InvalidRecord("invalid_record", f"signal_type {label!r} is not one of SIGNAL, DID, PID, DMR")
+    return label.upper()
+
+
+@dataclass(frozen=True)
+class MessageDescriptor:
+    """A message the backend keeps an id for: what createMessage receives for a signal or DTC batch."""
+
+    name: str
+    network_name: str
+    ecu_name: str
+    ecu_id: str
+    arb_id: str
+    file_id: str
+    message_date: str
+
+    @property
+    def cache_key(self) -> tuple[str, str, str, str]:
+        """(arbId, networkName, ecuName, name), stripped: the client's cache and match key."""
+        return (self.arb_id.strip(), self.network_name.strip(), self.ecu_name.strip(), self.name.strip())
+
+    def message_input(self) -> dict[str, Any]:
+        return {"arbId": self.arb_id, "name": self.name, "networkName": self.network_name,
+                "ecuName": self.ecu_name, "ecuId": self.ecu_id, "requestCode": None, "fileId": self.file_id,
+                "messageDate": self.message_date}
+
+
+def message_descriptor(record: dict[str, Any]) -> MessageDescriptor:
+    """The message a signal or DTC batch belongs to; its name is the message name, else the record's name."""
+    name = record.get("message_name") or record.get("name") or ""
+    if not name.strip():
+        raise InvalidRecord("missing_field", "neither message_name nor name is set; createMessage needs a name")
+    return MessageDescriptor(name, record.get("network_name", ""), record.get("ecu_name", ""),
+                             record.get("ecu_id", ""), record.get("arb_id", ""), record.get("file_id", ""),
+                             record.get("message_date", ""))
+
+
+def message_request(descriptors: Sequence[MessageDescriptor]) -> GraphQLRequest:
+    """createMessage for `descriptors`, all in one request."""
+    return GraphQLRequest("createMessage", CREATE_MESSAGE,
+                          {"input": {"messages": [d.message_input() for d in descriptors]}})
+
+
+def match_message_ids(descriptors: Iterable[MessageDescriptor], data: dict[str, Any]) -> dict[tuple[str, ...], str]:
+    """Message ids from a createMessage response, matched back to descriptors on the client's key fields."""
+    returned = {
+        tuple((m.get(k) or "").strip() for k in ("arbId", "networkName", "ecuName", "name")): str(m["id"])
+        for m in data.get("createMessage") or [] if m and m.get("id") is not None
+    }
+    return {d.cache_key: returned[d.cache_key] for d in descriptors if d.cache_key in returned}
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most `size` items."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def signal_parts(index: int, record: dict[str, Any], configuration_id: str, message_id: str,
+                 max_samples: int) -> list[Part]:
+    """SignalInput objects for one signal batch, split so that none carries more than `max_samples` points."""
+    head = {"configurationId": int(configuration_id), "messageId": int(message_id), "name": record["name"],
+            "unit": record["unit"], "paramType": normalise_param_type(record.get("param_type")),
+            "paramId": record.get("param_id", ""), "signalType": normalise_signal_type(record.get("signal_type"))}
+    data = [{"value": _finite(s.get("value"), "value"), "svalue": s.get("svalue"), "time": iso_time(s["timestamp_ms"])}
+            for s in record["samples"]]
+    return [Part(index, {**head, "data": list(chunk)}, len(chunk)) for chunk in chunked(data, max_samples)]
+
+
+def signal_request(parts: Sequence[Part]) -> GraphQLRequest:
+    return GraphQLRequest("upsertSignalData", UPSERT_SIGNAL_DATA,
+                          {"input": {"signals": [p.payload for p in parts]}})
+
+
+def _bytes_list(items: Sequence[str]) -> list[dict[str, str]] | None:
+    return [{"bytes": b} for b in items] if items else None
+
+
+def dtc_parts(index: int, record: dict[str, Any], configuration_id: str, message_id: str,
+              max_samples: int) -> list[Part]:
+    """UpsertDtcDataInput objects for one DTC batch, split by `max_samples` codes."""
+    data = [{"dtcId": d["dtc_id"], "status": d["status"], "description": d["description"],
+             "time": iso_time(d["timestamp_ms"]), "extended": _bytes_list(d.get("extended") or []),
+             "snapshot": _bytes_list(d.get("snapshot") or [])} for d in record["dtcs"]]
+    return [Part(index, {"fileId": record.get("file_id", ""), "configurationId": configuration_id,
+                         "messageId": int(message_id), "messageDate": record.get("message_date", ""),
+                         "data": list(chunk)}, len(chunk))
+            for chunk in chunked(data, max_samples)]
+
+
+def dtc_request(parts: Sequence[Part]) -> GraphQLRequest:
+    return GraphQLRequest("upsertDtcData", UPSERT_DTC_DATA, {"input": [p.payload for p in parts]})
+
+
+def gps_points(index: int, record: dict[str, Any]) -> list[Part]:
+    """GpsPointInput objects of one GPS batch, one part per point (they are packed per configuration)."""
+    return [Part(index, {"time": iso_time(p["timestamp_ms"]), "latitude": _finite(p.get("latitude"), "latitude"),
+                         "longitude": _finite(p.get("longitude"), "longitude"),
+                         "accuracy": _finite(p.get("accuracy_m"), "accuracy_m"),
+                         "altitude": _finite(p.get("altitude_m"), "altitude_m"),
+                         "speed": _finite(p.get("speed"), "speed"),
+                         "bearing": _finite(p.get("bearing_deg"), "bearing_deg"),
+                         "available": dict(p["available"]) if p.get("available") else None}, 1)
+            for p in record["points"]]
+
+
+def gps_requests(configuration_id: str, points: Sequence[Part], per_request: int) -> list[tuple[GraphQLRequest,
+                                                                                                  Sequence[Part]]]:
+    """upsertGpsData for one configuration's points, `per_request` points at a time."""
+    return [(GraphQLRequest("upsertGpsData", UPSERT_GPS_DATA,
+                            {"input": {"configurationId": configuration_id, "data": [p.payload for p in chunk]}}),
+             chunk)
+            for chunk in chunked(points, per_request)]
+
+
+def detect_request() -> GraphQLRequest:
+    """The introspection probe the client uses to learn how the backend keys network stats."""
+    return GraphQLRequest("__type", DETECT_NETWORK_STATS_ID_FIELD, None)
+
+
+def network_id_field(data: dict[str, Any]) -> str:
+    """configurationId (current backends) or vehicleId (older ones), from the probe's answer."""
+    fields = {f.get("name") for f in ((data.get("__type") or {}).get("inputFields") or [])}
+    if "configurationId" not in fields and "vehicleId" in fields:
+        return "vehicleId"
+    return "configurationId"
+
+
+def network_stats_request(record: dict[str, Any], configuration_id: str, vehicle_id: int,
+                          id_field: str) -> GraphQLRequest:
+    """createNetworkStats keyed by `id_field`, with the client's field order and its omission of nulls."""
+    ids = {"configurationId": int(configuration_id)} if id_field == "configurationId" else {"vehicleId": vehicle_id}
+    values: dict[str, Any] = {
+        "name": record["name"], **ids, "fileId": record.get("file_id") or None,
+        "uploadId": _int32(record.get("upload_id"), "upload_id"),
+        "totalMessages": _int32(record["total_messages"], "total_messages"),
+        "matchedMessages": _int32(record["matched_messages"], "matched_messages"),
+        "unmatchedMessages": _int32(record["unmatched_messages"], "unmatched_messages"),
+        "errorMessages": _int32(record["error_messages"], "error_messages"),
+        "longMessageParts": _int32(record["long_message_parts"], "long_message_parts"),
+        "maxTime": iso_time(record["max_time_ms"]) if record.get("max_time_ms") is not None else None,
+        "minTime": iso_time(record["min_time_ms"]) if record.get("min_time_ms") is not None else None,
+        "rate": _finite(record["rate"], "rate"),
+    }
+    return GraphQLRequest("createNetworkStats", CREATE_NETWORK_STATS,
+                          {"input": {k: v for k, v in values.items() if v is not None}})
+
+
+def pack(parts: Sequence[Part], max_items: int, max_samples: int) -> list[list[Part]]:
+    """Greedy, order-keeping packing: a request closes at `max_items` parts or `max_samples` samples.
+
+    A part never exceeds `max_samples` (the part builders split), so every request holds at least one.
+    """
+    requests: list[list[Part]] = []
+    current: list[Part] = []
+    samples = 0
+    for part in parts:
+        if current and (len(current) >= max_items or samples + part.samples > max_samples):
+            requests.append(current)
+            current, samples = [], 0
+        current.append(part)
+        samples += part.samples
+    if current:
+        requests.append(current)
+    return requests
