@@ -155,6 +155,32 @@ def simulate_vehicles(
     typer.echo(f"delivered {producer.delivered_messages} messages: {dict(producer.delivered_samples)} samples")
 
 
+@simulate_app.command("jetdrive")
+def simulate_jetdrive(
+    seconds: Annotated[float, typer.Option(help="How long to stream; 0 runs until interrupted.")] = 0.0,
+    group: Annotated[str, typer.Option(help="Multicast group.")] = "224.0.2.10",
+    port: Annotated[int, typer.Option(help="UDP port.")] = 22344,
+    interface: Annotated[str, typer.Option(help="Interface address to send and join on (127.0.0.1 for one host).")]
+    = "0.0.0.0",
+    seed: Annotated[int, typer.Option(help="Seed: the same seed streams byte-identical pulls.")] = 0,
+    rate_hz: Annotated[float, typer.Option(help="ChannelValues messages per second.")] = 50.0,
+) -> None:
+    """Stream realistic dyno pulls (RPM sweep, drum-consistent power and torque, AFR, MAP, IAT, TPS) as JetDrive."""
+    import threading
+
+    from producers.jetdrive import JetDriveSimulator
+
+    stop = threading.Event()
+    if seconds:
+        threading.Timer(seconds, stop.set).start()
+    simulator = JetDriveSimulator(group=group, port=port, interface=interface, seed=seed, rate_hz=rate_hz)
+    try:
+        simulator.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+    typer.echo(f"sent {simulator.sent_datagrams} datagrams, {simulator.sent_values} values")
+
+
 # --- edge agent --------------------------------------------------------------------------------------------
 
 

@@ -149,7 +149,8 @@ def run_demo(
 
     run_id = uuid.uuid4().hex[:8]
     key_prefix = f"demo-{run_id}-"
-    stack = KafkaStack(settings) if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else None
+    local = settings.kafka.bootstrap_servers == f"127.0.0.1:{settings.stack.kafka_port}"
+    stack = KafkaStack(settings) if local else None  # anything else is an existing cluster: used as it is
     started_stack = stack is not None and not stack.status().running
     services = Services(settings)
     tally = TopicTally(settings, key_prefix.encode())

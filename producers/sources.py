@@ -34,8 +34,34 @@ def _vehicle_sim(spec: SourceSpec, station_id: str) -> Source:
     return run
 
 
+def _jetdrive(spec: SourceSpec, station_id: str) -> Source:
+    """JetDrive multicast client; options: group, port, interface, run_id, batch_interval_s."""
+    from producers.jetdrive import JetDriveClient
+
+    client = JetDriveClient(station_id, **spec.options)
+
+    def run(emit: Emit, stop: threading.Event) -> None:
+        client.run(lambda records: emit([("dyno.samples", station_id, r) for r in records]), stop)
+
+    return run
+
+
+def _jetdrive_sim(spec: SourceSpec, station_id: str) -> Source:
+    """A simulated dyno provider on the multicast group (for demos and tests); options as JetDriveSimulator."""
+    from producers.jetdrive import JetDriveSimulator
+
+    simulator = JetDriveSimulator(**spec.options)
+
+    def run(emit: Emit, stop: threading.Event) -> None:
+        simulator.run(stop)
+
+    return run
+
+
 SOURCE_TYPES: dict[str, Callable[[Any, str], Any]] = {
     "vehicle_sim": _vehicle_sim,
+    "jetdrive": _jetdrive,
+    "jetdrive_sim": _jetdrive_sim,
 }
 
 
