@@ -1,0 +1,372 @@
+"""`inspect`: what is in a capture or log file, before (or instead of) importing it.
+
+One report shape for every source: format, identity (SHA-256), record count (rows, data points, packets),
+channels with units, sample counts, value ranges and time spans, errors with their positions, and
+format-specific counters. Inspectors are registered per format in a small registry, so capture formats
+owned elsewhere plug in without this module knowing them:
+
+    register_inspector("mts", inspect_mts, sniff=looks_like_mts, extensions=(".mts",))
+
+Registered here: pvlog, wp8 and csv (through the import parsers, non-strict: every bad row is listed, a
+structural error ends the report with its offset), and jetdrive (pcap/pcapng captures of JetDrive UDP
+traffic, through producers.pcap and producers.jetdrive.protocol). The Innovate MTS inspector is the open
+registration point `mts`: producers/innovate.py registers it (or the CLI does) once that decoder exists.
+Detection tries the registered sniffers first, then the file-import detection (producers.files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from producers.files import SNIFF_BYTES, FileFormatError, Issue, ParseOptions, file_identity, parser_for
+
+__all__ = [
+    "ChannelSummary",
+    "InspectReport",
+    "Inspector",
+    "inspect",
+    "inspectors",
+    "register_inspector",
+]
+
+ISSUES_SHOWN = 20
+
+
+@dataclass
+class ChannelSummary:
+    """One channel as found in the file: canonical name and unit, where it came from, and what values it had."""
+
+    channel: str
+    unit: str
+    source_name: str = ""
+    file_unit: str = ""
+    provider: str = ""
+    samples: int = 0
+    min: float | None = None
+    max: float | None = None
+    first_ms: int | None = None
+    last_ms: int | None = None
+
+    def add(self, timestamp_ms: int, value: float) -> None:
+        """Account one sample (kept as running min/max/first/last, so inspection streams)."""
+        self.samples += 1
+        self.min = value if self.min is None else min(self.min, value)
+        self.max = value if self.max is None else max(self.max, value)
+        self.first_ms = timestamp_ms if self.first_ms is None else min(self.first_ms, timestamp_ms)
+        self.last_ms = timestamp_ms if self.last_ms is None else max(self.last_ms, timestamp_ms)
+
+
+@dataclass
+class InspectReport:
+    """What `inspect` found; `to_text()` for people, `to_dict()` for JSON."""
+
+    path: str
+    format: str
+    size_bytes: int
+    file_id: str
+    records: int = 0
+    record_kind: str = "rows"
+    channels: list[ChannelSummary] = field(default_factory=list)
+    time_base: str = "ms from the start of the file"
+    """What `first_ms`/`last_ms` count from: relative file time, or epoch ms for captures."""
+    start_time_ms: int | None = None
+    """Absolute start recorded in the file, if any (ms since the epoch)."""
+    error_count: int = 0
+    warning_count: int = 0
+    issues: list[Issue] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Source columns or signals that an import would not send, with the reason in `issues`."""
+    counters: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    fatal: str | None = None
+    """The error that stopped reading, if one did: the report covers the file up to it."""
+
+    @property
+    def ok(self) -> bool:
+        return self.fatal is None and self.error_count == 0
+
+    @property
+    def span_ms(self) -> tuple[int, int] | None:
+        firsts = [c.first_ms for c in self.channels if c.first_ms is not None]
+        lasts = [c.last_ms for c in self.channels if c.last_ms is not None]
+        return (min(firsts), max(lasts)) if firsts and lasts else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        data["span_ms"] = list(self.span_ms) if self.span_ms else None
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_text(self) -> str:
+        lines = [
+            f"{self.path}: {self.format}, {self.size_bytes} bytes, sha256 {self.file_id}",
+            f"  {self.records} {self.record_kind}, {sum(c.samples for c in self.channels)} samples, "
+            f"{len(self.channels)} channels, {self.error_count} errors, {self.warning_count} warnings",
+        ]
+        lines += [f"  {key}: {value}" for key, value in self.metadata.items()]
+        if self.start_time_ms is not None:
+            lines.append(f"  start time: {_iso(self.start_time_ms)} (recorded in the file)")
+        if self.span_ms is not None:
+            lines.append(f"  time span: {self.span_ms[0]}..{self.span_ms[1]} ({self.time_base}), "
+                         f"{(self.span_ms[1] - self.span_ms[0]) / 1000:.3f} s")
+        lines += [f"  {key}: {value}" for key, value in sorted(self.counters.items())]
+        lines += self._channel_lines()
+        if self.skipped:
+            lines.append(f"  not imported: {', '.join(self.skipped)}")
+        lines += [f"  {'error' if issue.error else 'note'} at {issue.where}: {issue.message}"
+                  for issue in self.issues[:ISSUES_SHOWN]]
+        if len(self.issues) > ISSUES_SHOWN:
+            lines.append(f"  ... {len(self.issues) - ISSUES_SHOWN} more issues (see to_dict)")
+        if self.fatal:
+            lines.append(f"  STOPPED: {self.fatal}")
+        return "\n".join(lines)
+
+    def _channel_lines(self) -> list[str]:
+        if not self.channels:
+            return []
+        rows = [("channel", "unit", "samples", "min", "max", "first_ms", "last_ms", "source")]
+        for c in self.channels:
+            source = " / ".join(part for part in (c.provider, c.source_name) if part)
+            if c.file_unit and c.file_unit != c.unit:
+                source += f" [{c.file_unit}]"
+            rows.append((c.channel, c.unit, str(c.samples), _num(c.min), _num(c.max), _num(c.first_ms),
+                         _num(c.last_ms), source))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                for row in rows]
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+Inspector = Callable[[Path], InspectReport]
+Sniffer = Callable[[bytes], bool]
+
+
+@dataclass(frozen=True)
+class _Registration:
+    inspector: Inspector
+    sniff: Sniffer | None
+    extensions: tuple[str, ...]
+
+
+_REGISTRY: dict[str, _Registration] = {}
+
+
+def register_inspector(fmt: str, inspector: Inspector, *, sniff: Sniffer | None = None,
+                       extensions: tuple[str, ...] = ()) -> None:
+    """Add (or replace) the inspector of a format; `sniff(head)` gets the first 4 KiB for auto-detection."""
+    _REGISTRY[fmt] = _Registration(inspector, sniff, tuple(ext.lower() for ext in extensions))
+
+
+def inspectors() -> list[str]:
+    """Formats `inspect` knows, in detection order."""
+    return list(_REGISTRY)
+
+
+def inspect(path: str | os.PathLike[str], fmt: str = "auto") -> InspectReport:
+    """Inspect one file: detected (or given) format, counts, channels, ranges, time span, errors, identity."""
+    location = Path(path)
+    name = _detect(location) if fmt == "auto" else fmt
+    if name not in _REGISTRY:
+        raise ValueError(f"no inspector for format {name!r}; known: auto, {', '.join(_REGISTRY)}")
+    return _REGISTRY[name].inspector(location)
+
+
+def _detect(path: Path) -> str:
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    for fmt, registration in _REGISTRY.items():
+        if registration.sniff is not None and registration.sniff(head):
+            return fmt
+    suffix = path.suffix.lower()
+    for fmt, registration in _REGISTRY.items():
+        if registration.sniff is None:
+            continue  # the file-import formats: producers.files decides, content first
+        if suffix in registration.extensions:
+            return fmt
+    return parser_for(path).FORMAT
+
+
+# --- the file-import formats ----------------------------------------------------------------------------------
+
+
+def _inspect_import_format(fmt: str) -> Inspector:
+    def inspector(path: Path) -> InspectReport:
+        return inspect_import_file(path, fmt)
+
+    return inspector
+
+
+def inspect_import_file(path: Path, fmt: str = "auto") -> InspectReport:
+    """Run the import parser without sending anything, accounting every sample; never strict."""
+    parser = parser_for(path, fmt)
+    report = InspectReport(path=str(path), format=parser.FORMAT, size_bytes=path.stat().st_size,
+                           file_id=file_identity(path))
+    report.record_kind = "data points" if parser.FORMAT == "wp8" else "rows"
+    with open(path, "rb") as handle:
+        try:
+            parsed = parser.parse(handle, ParseOptions(label=str(path)))
+        except FileFormatError as exc:
+            report.fatal = str(exc)
+            return report
+        report.metadata, report.start_time_ms = parsed.metadata, parsed.start_time_ms
+        if parsed.metadata.get("layout", "").startswith("ECU"):
+            report.record_kind = "rows"
+        summaries = {info.channel: ChannelSummary(info.channel, info.unit, info.source_name, info.file_unit,
+                                                  info.device) for info in parsed.channels}
+        report.channels = list(summaries.values())
+        try:
+            for sample in parsed.samples:
+                summaries[sample.channel].add(sample.timestamp_ms, sample.value)
+        except FileFormatError as exc:
+            report.fatal = str(exc)
+        stats = parsed.stats
+        report.records, report.error_count, report.warning_count = stats.rows, stats.errors, stats.warnings
+        report.issues, report.skipped = list(stats.issues), list(stats.skipped_columns)
+    return report
+
+
+for _fmt in ("wp8", "pvlog", "csv"):
+    register_inspector(_fmt, _inspect_import_format(_fmt))
+
+
+# --- JetDrive captures ----------------------------------------------------------------------------------------
+
+PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a")
+
+
+def looks_like_pcap(head: bytes) -> bool:
+    """pcap (either byte order, µs or ns) or pcapng, by magic number."""
+    return head[:4] in PCAP_MAGICS
+
+
+@dataclass
+class _HostState:
+    name: str = ""
+    last_sequence: int | None = None
+
+
+def inspect_jetdrive_capture(path: Path, port: int | None = None) -> InspectReport:
+    """A pcap/pcapng of JetDrive traffic: datagrams, providers, channels with units and ranges, sequence gaps.
+
+    Channels are keyed by (host, channel id), as the protocol requires; values before a host's ChannelInfo
+    are counted as `values_without_channel_info`. Times are the capture's (epoch ms). `port` None means the
+    JetDrive default port.
+    """
+    from producers.jetdrive.protocol import DEFAULT_PORT, ChannelInfo, ChannelValues, decode_datagram
+    from producers.pcap import CaptureStats, PcapFormatError, read_udp_payloads
+
+    report = InspectReport(path=str(path), format="jetdrive", size_bytes=path.stat().st_size,
+                           file_id=file_identity(path), record_kind="datagrams", time_base="capture time, epoch ms")
+    counters: Counter[str] = Counter()
+    hosts: dict[int, _HostState] = {}
+    channels: dict[tuple[int, int], ChannelSummary] = {}
+    capture = CaptureStats()
+    try:
+        for index, datagram in enumerate(read_udp_payloads(path, port or DEFAULT_PORT, capture)):
+            report.records += 1
+            messages, errors = decode_datagram(datagram.payload)
+            for error in errors:
+                report.error_count += 1
+                counters[f"frame_error.{error.reason}"] += 1
+                _keep(report, Issue(f"datagram {index} byte {error.offset}", str(error)))
+            for message in messages:
+                counters[f"messages.{type(message.body).__name__}"] += 1
+                host = hosts.setdefault(message.host, _HostState())
+                _track_sequence(host, message.sequence, counters)
+                if isinstance(message.body, ChannelInfo):
+                    host.name = message.body.provider_name
+                    _define_channels(message.host, message.body, channels)
+                elif isinstance(message.body, ChannelValues):
+                    _account_values(message.host, message.body, datagram.timestamp_ms, channels, counters)
+    except PcapFormatError as exc:
+        report.fatal = str(exc)
+    counters["packets"] = capture.packets
+    counters.update({f"skipped.{reason}": count for reason, count in capture.skipped.items()})
+    report.counters = dict(counters)
+    report.metadata = {f"provider 0x{host_id:04x}": state.name or "(no ChannelInfo seen)"
+                       for host_id, state in sorted(hosts.items())}
+    for (host_id, _), summary in channels.items():
+        summary.provider = f"{hosts[host_id].name or 'host'} (0x{host_id:04x})"
+    report.channels = [summary for summary in channels.values() if summary.samples or summary.unit]
+    return report
+
+
+def _keep(report: InspectReport, issue: Issue) -> None:
+    if len(report.issues) < 200:
+        report.issues.append(issue)
+
+
+def _track_sequence(host: _HostState, sequence: int, counters: Counter[str]) -> None:
+    """Sequence numbers wrap at 256: a jump forward is lost datagrams, a step back is reordering."""
+    if host.last_sequence is not None:
+        step = (sequence - host.last_sequence) % 256
+        if step == 0:
+            counters["sequence_repeats"] += 1
+        elif step > 128:
+            counters["sequence_out_of_order"] += 1
+        elif step > 1:
+            counters["sequence_gaps"] += 1
+            counters["datagrams_missing"] += step - 1
+    host.last_sequence = sequence
+
+
+def _define_channels(host: int, info: Any, channels: dict[tuple[int, int], ChannelSummary]) -> None:
+    from producers.jetdrive.decoder import UNIT_NAMES, canonical_channel_name
+    from schemas.units import UnknownUnitError, canonical_unit
+
+    for definition in info.channels:
+        file_unit = UNIT_NAMES.get(definition.unit_code, "")
+        try:
+            unit = canonical_unit(file_unit)
+        except UnknownUnitError:
+            unit = file_unit
+        key = (host, definition.channel_id)
+        previous = channels.get(key)
+        summary = ChannelSummary(canonical_channel_name(definition.name, definition.channel_id), unit,
+                                 definition.name, file_unit)
+        if previous is not None:
+            summary.samples, summary.min, summary.max = previous.samples, previous.min, previous.max
+            summary.first_ms, summary.last_ms = previous.first_ms, previous.last_ms
+        channels[key] = summary
+
+
+def _account_values(host: int, values: Any, capture_ms: int, channels: dict[tuple[int, int], ChannelSummary],
+                    counters: Counter[str]) -> None:
+    from schemas.units import UnknownUnitError, to_canonical
+
+    for value in values.values:
+        summary = channels.get((host, value.channel_id))
+        if summary is None:
+            counters["values_without_channel_info"] += 1
+            continue
+        try:
+            converted = to_canonical(value.value, summary.file_unit)[0]
+        except UnknownUnitError:
+            converted = value.value
+        summary.add(capture_ms, converted)
+
+
+register_inspector("jetdrive", inspect_jetdrive_capture, sniff=looks_like_pcap, extensions=(".pcap", ".pcapng"))
+
+# Registration point for Innovate MTS captures (producers/innovate.py, not present when this was written):
+#     register_inspector("mts", inspect_mts_capture, sniff=..., extensions=(".mts", ".bin"))
+# reporting packets, function codes, lambda range and resync/error counts in the same InspectReport.
