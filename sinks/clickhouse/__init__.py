@@ -1,0 +1,41 @@
+"""The ClickHouse sink: client, migrations, row mapping, the exactly-once consumer and the query pack.
+
+`fleetstream db migrate|status` → `migrate`/`status`; `fleetstream sink clickhouse` → `ClickHouseSink`;
+`fleetstream query NAME` → `run_query` and `render`.
+"""
+
+from sinks.clickhouse.client import DATABASE, StoreLockedError, connect, embedded_path, is_embedded
+from sinks.clickhouse.consumer import GROUP_ID, ClickHouseSink, SinkStats, dlq_topic_for
+from sinks.clickhouse.migrations import Migration, MigrationError, MigrationStatus, load_migrations, migrate, status
+from sinks.clickhouse.queries import FORMATS, NamedQuery, list_queries, load_query, render, run_query, run_sql
+from sinks.clickhouse.rows import ROUTES, Route, SourcedRecord, route, to_columns
+
+__all__ = [
+    "DATABASE",
+    "FORMATS",
+    "GROUP_ID",
+    "ROUTES",
+    "ClickHouseSink",
+    "Migration",
+    "MigrationError",
+    "MigrationStatus",
+    "NamedQuery",
+    "Route",
+    "SinkStats",
+    "SourcedRecord",
+    "StoreLockedError",
+    "connect",
+    "dlq_topic_for",
+    "embedded_path",
+    "is_embedded",
+    "list_queries",
+    "load_migrations",
+    "load_query",
+    "migrate",
+    "render",
+    "route",
+    "run_query",
+    "run_sql",
+    "status",
+    "to_columns",
+]

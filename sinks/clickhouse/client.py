@@ -1,0 +1,70 @@
+"""One way to reach ClickHouse: the embedded engine (`chdb://<dir>`) or a server (`http(s)://host:8123`).
+
+Both give a clickhouse-connect `Client` with the same API, so nothing above this module knows which one
+it talks to. The embedded engine locks its data directory to one process (see DESIGN.md); callers that
+may run beside the sink go through `sinks.query_server.query` instead of opening the store themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+__all__ = ["DATABASE", "Client", "StoreLockedError", "connect", "embedded_path", "is_embedded"]
+
+log = logging.getLogger(__name__)
+
+DATABASE = "fleetstream"
+
+
+class StoreLockedError(RuntimeError):
+    """The embedded store is open in another process (normally a running sink)."""
+
+
+def is_embedded(dsn: str) -> bool:
+    """True for the embedded engine (`chdb://...`), whose data directory only one process may open."""
+    return dsn.startswith("chdb:")
+
+
+def embedded_path(dsn: str) -> Path:
+    """The data directory of a `chdb://` DSN (`chdb:///abs/path` or `chdb://relative/path`)."""
+    if not is_embedded(dsn):
+        raise ValueError(f"not an embedded (chdb://) DSN: {dsn}")
+    rest = dsn.removeprefix("chdb:").removeprefix("//")
+    return Path(rest).expanduser().resolve()
+
+
+def connect(dsn: str, lock_wait_s: float = 0.0) -> Client:
+    """A clickhouse-connect client for `dsn`; the embedded store's directory is created if missing.
+
+    `lock_wait_s`: how long to keep retrying while another process holds the embedded store (a short
+    `fleetstream query` that opened it in-process), before StoreLockedError.
+
+    HTTP clients get no session id: the sink and its query endpoint share one client from several threads,
+    and ClickHouse refuses concurrent queries in one session.
+    """
+    if is_embedded(dsn):
+        path = embedded_path(dsn)
+        path.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + lock_wait_s
+        while True:
+            try:
+                client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+                break
+            except Exception as exc:
+                if "Cannot lock file" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(f"{path} is open in another process (is the sink running?)") from exc
+                time.sleep(0.25)
+        log.info("opened embedded ClickHouse store %s", path)
+        return client
+    parsed = urlparse(dsn)
+    client = clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
+    log.info("connected to ClickHouse server %s:%s", parsed.hostname, parsed.port)
+    return client

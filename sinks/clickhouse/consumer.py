@@ -1,0 +1,388 @@
+"""The ClickHouse sink: Kafka topics → batched, exactly-once inserts, offsets committed after the insert.
+
+One confluent-kafka consumer (group `fleetstream-clickhouse`, manual commits) reads every stored topic
+and all `dlq.*` topics. Messages are decoded on arrival and buffered per partition by a
+`PartitionBatcher`; a batch is inserted when it reaches `batch_rows` rows or `batch_seconds` age, as one
+column-oriented insert into its table with `insert_deduplication_token = <topic>-<partition>-<first>-<last>`.
+The sequence per batch is: record range `before` → insert → produce the batch's dead letters → record
+`after` → commit offsets synchronously. A crash anywhere in it leads to a replay that is either skipped
+(`after`) or re-formed to the same range and deduplicated by ClickHouse (`before`); see `offsets.py`.
+
+A message that does not decode is never dropped: it becomes a dead letter (stage `sink`) on the
+dead-letter topic of its stream, or, when it was read from a dead-letter topic, a `dead_letters` row
+straight away.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from fleetstream.config import Settings
+from schemas.codec import Codec, DecodeError
+from sinks.clickhouse import rows
+from sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
+from sinks.clickhouse.client import DATABASE, Client, connect, is_embedded
+from sinks.clickhouse.migrations import migrate
+from sinks.clickhouse.offsets import OffsetStore, RangeState
+from sinks.clickhouse.rows import Route, SourcedRecord
+
+__all__ = ["DLQ_PATTERN", "GROUP_ID", "ClickHouseSink", "SinkStats", "dlq_topic_for"]
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "fleetstream-clickhouse"
+DLQ_PATTERN = r"^dlq\..*"
+"""Every dead-letter topic, including ones created after the sink started (librdkafka regex subscription)."""
+
+_INSERT_ATTEMPTS = 5
+
+
+def dlq_topic_for(topic: str) -> str:
+    """Where the sink sends a record it cannot decode: the dead-letter topic of the stream it came from.
+
+    `telemetry.signals.valid` → `dlq.telemetry.signals` (the configured dead-letter topics are per stream);
+    the envelope's source_topic keeps the exact topic.
+    """
+    return f"dlq.{topic.removesuffix('.valid')}"
+
+
+@dataclass
+class SinkStats:
+    """Counters of one sink's lifetime."""
+
+    rows: Counter[str] = field(default_factory=Counter)
+    """Rows inserted per table (a replayed batch deduplicated by ClickHouse counts again here)."""
+    messages: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    """Records the sink itself could not decode (sent to a dlq topic or stored directly)."""
+    replayed_skipped: int = 0
+    """Re-delivered messages skipped because their batch was already acknowledged."""
+    insert_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": dict(self.rows), "messages": self.messages, "batches": self.batches,
+                "dead_letters": self.dead_letters, "replayed_skipped": self.replayed_skipped,
+                "insert_seconds": round(self.insert_seconds, 3)}
+
+
+class ClickHouseSink:
+    """Consumes the stored topics into ClickHouse; `run(stop_event)` for a service, `run_until_idle` for demos.
+
+    Nothing connects in `__init__`: the store, consumer and producer are opened by `start()` (called by both
+    run methods). With an embedded store the sink also serves the read-only query endpoint, since no other
+    process can open the store while it runs.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        routes: Mapping[str, Route] | None = None,
+        subscribe_dlq: bool = True,
+        group_id: str = GROUP_ID,
+        dlq_topic: Callable[[str], str] = dlq_topic_for,
+        client: Client | None = None,
+        consumer_overrides: Mapping[str, Any] | None = None,
+        serve_queries: bool = True,
+    ):
+        self.settings = settings
+        self.routes = dict(rows.ROUTES if routes is None else routes)
+        self.subscribe_dlq = subscribe_dlq
+        self.group_id = group_id
+        self.dlq_topic = dlq_topic
+        self.stats = SinkStats()
+        self._client = client
+        self._owns_client = client is None
+        self._consumer_overrides = dict(consumer_overrides or {})
+        self._serve_queries = serve_queries
+        self._codec = Codec(settings.kafka.schema_registry_url)
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._offsets: OffsetStore | None = None
+        self._batchers: dict[tuple[str, int], PartitionBatcher] = {}
+        self._skipped_commits: dict[tuple[str, int], int] = {}
+        self._query_server: Any = None
+        self._last_activity = time.monotonic()
+
+    # lifecycle
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            # wait out a `fleetstream query` that opened the embedded store in-process a moment ago
+            self._client = connect(self.settings.clickhouse_dsn, lock_wait_s=30.0)
+        return self._client
+
+    def start(self) -> None:
+        """Open the store (applying pending migrations), subscribe, and serve queries when embedded."""
+        if self._consumer is not None:
+            return
+        migrate(self.client, self.settings.clickhouse.retention_days)
+        self._offsets = OffsetStore(self.client, self.group_id)
+        config = self.settings.kafka.client(**{
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "topic.metadata.refresh.interval.ms": 10_000,
+            **self._consumer_overrides,
+        })
+        self._consumer = Consumer(config)
+        topics = [*self.routes, *([DLQ_PATTERN] if self.subscribe_dlq else [])]
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info("ClickHouse sink subscribed to %d topics%s as group %s", len(self.routes),
+                 " and dlq.*" if self.subscribe_dlq else "", self.group_id)
+        if self._serve_queries and is_embedded(self.settings.clickhouse_dsn):
+            from sinks.query_server import QueryServer
+
+            self._query_server = QueryServer(self.client, self.settings)
+            self._query_server.start()
+
+    def close(self, flush: bool = True) -> None:
+        """Insert what is buffered (unless `flush` is False: simulates a crash), then leave the group."""
+        try:
+            if flush and self._consumer is not None:
+                self.flush(force=True)
+        finally:
+            if self._query_server is not None:
+                self._query_server.stop()
+                self._query_server = None
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+            if self._producer is not None:
+                self._producer.flush(10)
+                self._producer = None
+            if self._owns_client and self._client is not None:
+                self._client.close()  # releases the embedded store for `fleetstream query` and the next sink
+                self._client = None
+            log.info("ClickHouse sink stopped: %s", self.stats.as_dict())
+
+    def run(self, stop_event: threading.Event) -> SinkStats:
+        """Consume until `stop_event` is set, then flush and close."""
+        self.start()
+        try:
+            while not stop_event.is_set():
+                self.poll_once()
+        finally:
+            self.close()
+        return self.stats
+
+    def run_until_idle(self, idle_s: float = 5.0, max_s: float | None = None) -> SinkStats:
+        """Consume until no message arrived for `idle_s` (or `max_s` passed), flush, close; for demos and tests."""
+        self.start()
+        started = self._last_activity = time.monotonic()
+        try:
+            while time.monotonic() - self._last_activity < idle_s:
+                if max_s is not None and time.monotonic() - started > max_s:
+                    log.warning("ClickHouse sink stopped after %.0f s without becoming idle", max_s)
+                    break
+                self.poll_once()
+        finally:
+            self.close()
+        return self.stats
+
+    # the loop
+
+    def poll_once(self, timeout_s: float = 0.2, max_messages: int = 10_000) -> int:
+        """Consume one bulk of messages into the partition buffers and insert the batches that are due."""
+        assert self._consumer is not None, "start() first"
+        messages = self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+        now = time.monotonic()
+        for message in messages:
+            self._accept(message, now)
+        if messages:
+            self._last_activity = now
+        self.flush()
+        self._commit_skipped()
+        return len(messages)
+
+    def _accept(self, message: Message, now: float) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                log.debug("consumer: %s", error)
+                return
+            if error.fatal():
+                raise RuntimeError(f"fatal Kafka consumer error: {error}")
+            log.warning("consumer error: %s", error)
+            return
+        topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
+        self.stats.messages += 1
+        batcher = self._batcher(topic, partition)
+        if not batcher.admits(offset):
+            self.stats.replayed_skipped += 1
+            self._skipped_commits[(topic, partition)] = offset + 1
+            return
+        if batcher.must_cut_before(offset):
+            self._store(batcher.take(), batcher)
+        batcher.add(self._buffered(topic, message, offset), now)
+
+    def _buffered(self, topic: str, message: Message, offset: int) -> Buffered:
+        raw = message.value() or b""
+        route = self._route(topic)
+        try:
+            record = self._codec.decode(raw, route.record_type)
+            return Buffered(offset, message.key(), raw, record, None, rows.rows_of(route.record_type, record))
+        except (DecodeError, KeyError, TypeError) as exc:
+            return Buffered(offset, message.key(), raw, None, str(exc), 1)
+
+    def _route(self, topic: str) -> Route:
+        return self.routes[topic] if topic in self.routes else rows.route(topic)
+
+    def _batcher(self, topic: str, partition: int) -> PartitionBatcher:
+        batcher = self._batchers.get((topic, partition))
+        if batcher is None:  # assignment callbacks normally create it; this covers a message racing them
+            assert self._offsets is not None
+            prior = self._offsets.load([(topic, partition)]).get((topic, partition))
+            batcher = self._batchers[(topic, partition)] = PartitionBatcher(topic, partition, prior)
+        return batcher
+
+    def flush(self, force: bool = False) -> int:
+        """Insert every batch that is due (all open batches with `force`); returns batches inserted."""
+        now, inserted = time.monotonic(), 0
+        ch = self.settings.clickhouse
+        for batcher in list(self._batchers.values()):
+            if batcher.items and (force or batcher.due(now, ch.batch_rows, ch.batch_seconds)):
+                self._store(batcher.take(), batcher)
+                inserted += 1
+        return inserted
+
+    # one batch
+
+    def _store(self, batch: Batch, batcher: PartitionBatcher) -> None:
+        """before → insert → dead letters → after → commit (see the module docstring)."""
+        assert self._offsets is not None and self._consumer is not None
+        route = self._route(batch.topic)
+        columns, dead = self._columns(batch, route)
+        self._offsets.mark(batch.topic, batch.partition, batch.first_offset, batch.last_offset, RangeState.BEFORE)
+        if rows.row_count(columns):
+            self._insert(route.table, columns, batch.token)
+        if dead:
+            self._send_dead_letters(batch.topic, batch.partition, dead)
+        self._offsets.mark(batch.topic, batch.partition, batch.first_offset, batch.last_offset, RangeState.AFTER)
+        batcher.stored(batch)
+        self.stats.batches += 1
+        self._commit(batch.topic, batch.partition, batch.last_offset + 1)
+
+    def _columns(self, batch: Batch, route: Route) -> tuple[rows.Columns, list[Buffered]]:
+        """The batch's rows, and the messages that did not decode (to be dead-lettered)."""
+        good = [SourcedRecord(i.record, batch.topic, batch.partition, i.offset, i.key)
+                for i in batch.items if i.record is not None]
+        bad = [i for i in batch.items if i.record is None]
+        columns = rows.to_columns(route.record_type, good)
+        if bad and route.table == rows.DEAD_LETTERS.table:
+            # A dead-letter topic's own unreadable messages are stored here, not sent to a dlq of a dlq.
+            raw = [(SourcedRecord({"original": i.raw}, batch.topic, batch.partition, i.offset, i.key), i.error or "")
+                   for i in bad]
+            first_seen_ms = int(time.time() * 1000)
+            columns = rows.merge_columns([columns, rows.dead_letter_columns_from_raw(raw, first_seen_ms)])
+            self.stats.dead_letters += len(bad)
+            bad = []
+        return columns, bad
+
+    def _insert(self, table: str, columns: rows.Columns, token: str) -> None:
+        settings = {
+            "insert_deduplicate": 1,
+            "insert_deduplication_token": token,
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+            # old file imports span many days: more partitions than the default 100 is expected, not an error
+            "throw_on_max_partitions_per_insert_block": 0,
+        }
+        n = rows.row_count(columns)
+        for attempt in range(1, _INSERT_ATTEMPTS + 1):
+            started = time.perf_counter()
+            try:
+                self.client.insert(f"{DATABASE}.{table}", list(columns.values()), column_names=list(columns),
+                                   column_oriented=True, settings=settings)
+            except Exception as exc:
+                if attempt == _INSERT_ATTEMPTS:
+                    raise
+                delay = min(0.5 * 2 ** (attempt - 1), 8.0)
+                log.warning("insert of %d rows into %s failed (attempt %d, retry in %.1f s): %s", n, table, attempt,
+                            delay, exc)
+                time.sleep(delay)  # same token on retry: an insert that did land is deduplicated
+                continue
+            elapsed = time.perf_counter() - started
+            self.stats.insert_seconds += elapsed
+            self.stats.rows[table] += n
+            log.debug("inserted %d rows into %s in %.3f s (%s)", n, table, elapsed, token)
+            return
+
+    def _send_dead_letters(self, topic: str, partition: int, dead: list[Buffered]) -> None:
+        if self._producer is None:
+            self._producer = Producer(self.settings.kafka.client(**{
+                "enable.idempotence": True, "acks": "all", "compression.type": self.settings.kafka.compression_type,
+                "linger.ms": 5}))
+        failures: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        target, now_ms = self.dlq_topic(topic), int(time.time() * 1000)
+        for item in dead:
+            envelope = {"source_topic": topic, "partition": partition, "offset": item.offset, "key": item.key,
+                        "original": item.raw, "stage": "sink", "error_code": "malformed",
+                        "reason": f"the ClickHouse sink could not decode it: {item.error}", "sample_count": 1,
+                        "first_seen_ms": now_ms, "attempt": 1}
+            self._producer.produce(target, self._codec.encode("dead_letter", envelope, target), key=item.key,
+                                   on_delivery=delivered)
+        remaining = self._producer.flush(30)
+        if remaining or failures:
+            # no commit: the batch is replayed (its insert deduplicated) and the dead letters sent again
+            raise RuntimeError(f"could not deliver {len(dead)} dead letters to {target}: "
+                               f"{failures[:3] or f'{remaining} still queued'}")
+        self.stats.dead_letters += len(dead)
+        log.warning("%d undecodable records of %s[%d] sent to %s", len(dead), topic, partition, target)
+
+    def _commit(self, topic: str, partition: int, next_offset: int) -> None:
+        assert self._consumer is not None
+        try:
+            self._consumer.commit(offsets=[TopicPartition(topic, partition, next_offset)], asynchronous=False)
+        except Exception as exc:  # the batch is recorded `after`, so a lost commit costs a skip, not a duplicate
+            log.warning("commit of %s[%d]@%d failed: %s", topic, partition, next_offset, exc)
+
+    def _commit_skipped(self) -> None:
+        while self._skipped_commits:
+            (topic, partition), next_offset = self._skipped_commits.popitem()
+            self._commit(topic, partition, next_offset)
+
+    # rebalances
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._offsets is not None
+        wanted = [(tp.topic, tp.partition) for tp in partitions]
+        priors = self._offsets.load(wanted)
+        for topic, partition in wanted:
+            self._batchers[(topic, partition)] = PartitionBatcher(topic, partition, priors.get((topic, partition)))
+        pinned = [f"{t}[{p}]" for (t, p), prior in priors.items() if prior.state is RangeState.BEFORE]
+        log.info("assigned %d partitions%s", len(wanted),
+                 f"; re-forming unacknowledged batches of {', '.join(pinned)}" if pinned else "")
+        self._last_activity = time.monotonic()
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Insert and commit what the revoked partitions buffered, so the next owner starts after it."""
+        for tp in partitions:
+            batcher = self._batchers.pop((tp.topic, tp.partition), None)
+            if batcher is None or not batcher.items:
+                continue
+            try:
+                self._store(batcher.take(), batcher)
+            except Exception as exc:  # the next owner re-forms the batch from the recorded range
+                log.error("could not store %s[%d] on revoke, abandoning its buffer: %s", tp.topic, tp.partition, exc)
+        log.info("revoked %d partitions", len(partitions))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Lost partitions may already belong to someone else: drop their buffers, commit nothing."""
+        for tp in partitions:
+            self._batchers.pop((tp.topic, tp.partition), None)
+        log.warning("lost %d partitions; their buffered messages will be re-read by the new owner", len(partitions))

@@ -1,0 +1,342 @@
+"""Decoded records → column lists for one insert: which table a topic fills and one mapper per record type.
+
+Pure functions over plain data (no client, no Kafka), so each mapping is unit-tested on its own. Batched
+record types are flattened to one row per sample, point, code or location; record-level fields are repeated
+with list multiplication and per-sample fields gathered with one comprehension per column, which keeps the
+Python work per sample to a few list appends. Timestamps stay integer milliseconds: clickhouse-connect writes
+ints into DateTime64(3) as-is, with no datetime objects in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ROUTES",
+    "Columns",
+    "Route",
+    "SourcedRecord",
+    "dead_letter_columns_from_raw",
+    "merge_columns",
+    "route",
+    "row_count",
+    "rows_of",
+    "to_columns",
+]
+
+Columns = dict[str, list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class SourcedRecord:
+    """A decoded record and where it was read from (kept in every row as provenance)."""
+
+    value: dict[str, Any]
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the records of one topic go."""
+
+    table: str
+    record_type: str
+
+
+ROUTES: dict[str, Route] = {
+    "telemetry.signals.valid": Route("samples", "signal_batch"),
+    "dyno.samples.valid": Route("samples", "dyno_sample_batch"),
+    "telemetry.dtcs.valid": Route("dtcs", "dtc_batch"),
+    "telemetry.gps.valid": Route("gps_points", "gps_batch"),
+    "telemetry.netstats.valid": Route("network_stats", "network_stats"),
+    "fleet.locations.valid": Route("fleet_locations", "fleet_location_batch"),
+    "fleet.faults.valid": Route("fleet_faults", "fleet_fault_batch"),
+    "telemetry.windows": Route("window_aggregates", "window_aggregate"),
+    "analytics.kpi": Route("kpis", "kpi"),
+    "analytics.threshold.exceeded": Route("alerts", "alert"),
+}
+"""Topics the sink stores; every `dlq.*` topic additionally goes to dead_letters."""
+
+DEAD_LETTERS = Route("dead_letters", "dead_letter")
+
+
+def route(topic: str) -> Route:
+    """The table and record type of `topic`; KeyError for a topic the sink does not store."""
+    if topic.startswith("dlq."):
+        return DEAD_LETTERS
+    try:
+        return ROUTES[topic]
+    except KeyError:
+        raise KeyError(f"the ClickHouse sink does not store topic {topic!r}") from None
+
+
+def _provenance(cols: Columns, rec: SourcedRecord, n: int) -> None:
+    cols["kafka_topic"] += [rec.topic] * n
+    cols["kafka_partition"] += [rec.partition] * n
+    cols["kafka_offset"] += [rec.offset] * n
+
+
+def _repeat(cols: Columns, value: dict[str, Any], fields: Sequence[str], n: int) -> None:
+    for field in fields:
+        cols[field] += [value[field]] * n
+
+
+def _new(names: Sequence[str]) -> Columns:
+    return {name: [] for name in (*names, "kafka_topic", "kafka_partition", "kafka_offset")}
+
+
+_VEHICLE = ("org_id", "fleet_id", "vehicle_id", "device_id", "source", "batch_id")
+_SAMPLE_COLUMNS = (*_VEHICLE, "channel", "unit", "ts", "value", "svalue", "flags", "run_id", "provider", "sensor_state")
+
+
+def _signal_batches(records: Sequence[SourcedRecord]) -> Columns:
+    cols = _new(_SAMPLE_COLUMNS)
+    for rec in records:
+        v, samples = rec.value, rec.value["samples"]
+        n = len(samples)
+        _repeat(cols, v, _VEHICLE, n)
+        cols["channel"] += [v["name"]] * n
+        cols["unit"] += [v["unit"]] * n
+        cols["ts"] += [s["timestamp_ms"] for s in samples]
+        cols["value"] += [s["value"] for s in samples]
+        cols["svalue"] += [s["svalue"] or "" for s in samples]
+        cols["flags"] += [s.get("flags", 0) for s in samples]
+        cols["run_id"] += [""] * n
+        cols["provider"] += [""] * n
+        cols["sensor_state"] += [""] * n
+        _provenance(cols, rec, n)
+    return cols
+
+
+def _dyno_batches(records: Sequence[SourcedRecord]) -> Columns:
+    """Dyno samples share the samples table: the station is the vehicle, the source system the device."""
+    cols = _new(_SAMPLE_COLUMNS)
+    for rec in records:
+        v, samples = rec.value, rec.value["samples"]
+        n = len(samples)
+        cols["org_id"] += [""] * n
+        cols["fleet_id"] += [""] * n
+        cols["vehicle_id"] += [v["station_id"]] * n
+        cols["device_id"] += [v["provider"]] * n
+        _repeat(cols, v, ("source", "batch_id", "channel", "unit", "run_id", "provider", "sensor_state"), n)
+        cols["ts"] += [s["timestamp_ms"] for s in samples]
+        cols["value"] += [s["value"] for s in samples]
+        cols["svalue"] += [""] * n
+        cols["flags"] += [s.get("flags", 0) for s in samples]
+        _provenance(cols, rec, n)
+    return cols
+
+
+def _dtc_batches(records: Sequence[SourcedRecord]) -> Columns:
+    header = ("message_name", "network_name", "ecu_name", "ecu_id")
+    cols = _new((*_VEHICLE, *header, "ts", "dtc_id", "status", "description", "extended", "snapshot"))
+    for rec in records:
+        v, dtcs = rec.value, rec.value["dtcs"]
+        n = len(dtcs)
+        _repeat(cols, v, (*_VEHICLE, *header), n)
+        cols["ts"] += [d["timestamp_ms"] for d in dtcs]
+        for field in ("dtc_id", "status", "description", "extended", "snapshot"):
+            cols[field] += [d[field] for d in dtcs]
+        _provenance(cols, rec, n)
+    return cols
+
+
+_GPS_AVAILABLE_BITS = (("accuracy", 1), ("altitude", 2), ("bearing", 4), ("speed", 8), ("time", 16))
+
+
+def _available_mask(available: dict[str, bool] | None) -> int:
+    if not available:
+        return 0
+    return sum(bit for name, bit in _GPS_AVAILABLE_BITS if available.get(name))
+
+
+def _gps_batches(records: Sequence[SourcedRecord]) -> Columns:
+    point_fields = ("latitude", "longitude", "accuracy_m", "altitude_m", "speed", "bearing_deg")
+    cols = _new((*_VEHICLE, "ts", *point_fields, "available_mask"))
+    for rec in records:
+        v, points = rec.value, rec.value["points"]
+        n = len(points)
+        _repeat(cols, v, _VEHICLE, n)
+        cols["ts"] += [p["timestamp_ms"] for p in points]
+        for field in point_fields:
+            cols[field] += [p[field] for p in points]
+        cols["available_mask"] += [_available_mask(p["available"]) for p in points]
+        _provenance(cols, rec, n)
+    return cols
+
+
+def _network_stats(records: Sequence[SourcedRecord]) -> Columns:
+    counts = ("upload_id", "file_id", "total_messages", "matched_messages", "unmatched_messages", "error_messages",
+              "long_message_parts", "rate")
+    cols = _new((*_VEHICLE, "ts", "network", *counts, "min_time", "max_time"))
+    for rec in records:
+        v = rec.value
+        _repeat(cols, v, (*_VEHICLE, *counts), 1)
+        cols["ts"].append(v["timestamp_ms"])
+        cols["network"].append(v["name"])
+        cols["min_time"].append(v["min_time_ms"])
+        cols["max_time"].append(v["max_time_ms"])
+        _provenance(cols, rec, 1)
+    return cols
+
+
+_FLEET_VEHICLE = ("provider", "provider_vehicle_id", "vin", "fleet_number", "batch_id")
+
+
+def _fleet_locations(records: Sequence[SourcedRecord]) -> Columns:
+    fields = ("latitude", "longitude", "speed_mph", "heading_degrees", "engine_state", "driver_id", "driver_name",
+              "location_description", "odometer_miles")
+    cols = _new((*_FLEET_VEHICLE, "ts", *fields))
+    for rec in records:
+        v, locations = rec.value, rec.value["locations"]
+        n = len(locations)
+        _repeat(cols, v, _FLEET_VEHICLE, n)
+        cols["ts"] += [loc["timestamp_ms"] for loc in locations]
+        for field in fields:
+            cols[field] += [loc[field] for loc in locations]
+        _provenance(cols, rec, n)
+    return cols
+
+
+def _fleet_faults(records: Sequence[SourcedRecord]) -> Columns:
+    fields = ("fault_id", "code", "description", "status", "source_address")
+    cols = _new((*_FLEET_VEHICLE, *fields, "first_observed", "last_observed"))
+    for rec in records:
+        v, faults = rec.value, rec.value["faults"]
+        n = len(faults)
+        _repeat(cols, v, _FLEET_VEHICLE, n)
+        for field in fields:
+            cols[field] += [f[field] for f in faults]
+        cols["first_observed"] += [f["first_observed_ms"] for f in faults]
+        cols["last_observed"] += [f["last_observed_ms"] for f in faults]
+        _provenance(cols, rec, n)
+    return cols
+
+
+def _flat(fields: Sequence[str], renamed: dict[str, str]) -> Callable[[Sequence[SourcedRecord]], Columns]:
+    """A mapper for one-row-per-record types: `fields` copied as they are, `renamed` as column ← field."""
+
+    def mapper(records: Sequence[SourcedRecord]) -> Columns:
+        cols = _new((*fields, *renamed))
+        for rec in records:
+            for field in fields:
+                cols[field].append(rec.value[field])
+            for column, field in renamed.items():
+                cols[column].append(rec.value[field])
+            _provenance(cols, rec, 1)
+        return cols
+
+    return mapper
+
+
+_window_aggregates = _flat(
+    ("key", "source_topic", "channel", "unit", "window_kind", "count", "min", "max", "mean", "last", "p95"),
+    {"window_start": "window_start_ms", "window_end": "window_end_ms"},
+)
+_kpis = _flat(
+    ("scope", "scope_id", "name", "value", "unit", "dimensions"),
+    {"period_start": "period_start_ms", "period_end": "period_end_ms", "computed_at": "computed_at_ms"},
+)
+_alerts = _flat(
+    ("alert_id", "event", "kind", "rule_id", "key", "channel", "severity", "comparator", "threshold", "value",
+     "message"),
+    {"started": "started_ms", "ended": "ended_ms"},
+)
+
+_DEAD_LETTER_FIELDS = ("source_topic", "stage", "error_code", "reason", "sample_count", "attempt", "original")
+
+
+def _dead_letters(records: Sequence[SourcedRecord]) -> Columns:
+    cols = _new((*_DEAD_LETTER_FIELDS, "source_partition", "source_offset", "key", "first_seen"))
+    for rec in records:
+        v = rec.value
+        for field in _DEAD_LETTER_FIELDS:
+            cols[field].append(v[field])
+        cols["source_partition"].append(v["partition"])
+        cols["source_offset"].append(v["offset"])
+        cols["key"].append(v["key"] or b"")
+        cols["first_seen"].append(v["first_seen_ms"])
+        _provenance(cols, rec, 1)
+    return cols
+
+
+def dead_letter_columns_from_raw(
+    raw: Sequence[tuple[SourcedRecord, str]], now_ms: int
+) -> Columns:
+    """Dead-letter rows for messages of a `dlq.*` topic that are not readable dead letters themselves.
+
+    `raw` pairs a record whose `value` is `{"original": bytes}` with the decode error. They are stored
+    directly (stage sink, error malformed) rather than sent to yet another dead-letter topic.
+    """
+    records = [
+        SourcedRecord(
+            value={"source_topic": rec.topic, "partition": rec.partition, "offset": rec.offset, "key": rec.key,
+                   "original": rec.value["original"], "stage": "sink", "error_code": "malformed", "reason": error,
+                   "sample_count": 1, "first_seen_ms": now_ms, "attempt": 1},
+            topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key,
+        )
+        for rec, error in raw
+    ]
+    return _dead_letters(records)
+
+
+_MAPPERS: dict[str, Callable[[Sequence[SourcedRecord]], Columns]] = {
+    "signal_batch": _signal_batches,
+    "dyno_sample_batch": _dyno_batches,
+    "dtc_batch": _dtc_batches,
+    "gps_batch": _gps_batches,
+    "network_stats": _network_stats,
+    "fleet_location_batch": _fleet_locations,
+    "fleet_fault_batch": _fleet_faults,
+    "window_aggregate": _window_aggregates,
+    "kpi": _kpis,
+    "alert": _alerts,
+    "dead_letter": _dead_letters,
+}
+
+
+def to_columns(record_type: str, records: Sequence[SourcedRecord]) -> Columns:
+    """The rows `records` (all of `record_type`) become, column by column, ready for a column-oriented insert."""
+    try:
+        mapper = _MAPPERS[record_type]
+    except KeyError:
+        raise KeyError(f"no row mapping for record type {record_type!r}") from None
+    return mapper(records)
+
+
+def row_count(columns: Columns) -> int:
+    """Rows in a column dict (all columns have the same length)."""
+    return len(next(iter(columns.values()), []))
+
+
+def merge_columns(parts: Sequence[Columns]) -> Columns:
+    """Concatenate column dicts of the same table (e.g. decoded dead letters and raw ones of one batch)."""
+    parts = [p for p in parts if row_count(p)]
+    if not parts:
+        return {}
+    out: Columns = {name: [] for name in parts[0]}
+    for part in parts:
+        for name, values in part.items():
+            out[name] += values
+    return out
+
+
+_ROWS_FIELD: dict[str, str] = {
+    "signal_batch": "samples",
+    "dyno_sample_batch": "samples",
+    "dtc_batch": "dtcs",
+    "gps_batch": "points",
+    "fleet_location_batch": "locations",
+    "fleet_fault_batch": "faults",
+}
+
+
+def rows_of(record_type: str, value: dict[str, Any]) -> int:
+    """How many rows one decoded record becomes (the length of its batch array, else one)."""
+    field = _ROWS_FIELD.get(record_type)
+    return 1 if field is None else len(value[field])

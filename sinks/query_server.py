@@ -1,0 +1,279 @@
+"""Read-only SQL over HTTP on loopback, served by the process that owns the embedded store.
+
+chDB opens a data directory from one process only. While the sink runs it owns the store, so it serves
+`POST /query` (`{"sql": ..., "parameters": {...}}` → `{"columns", "types", "rows"}`) and `GET /health` on
+127.0.0.1 and announces itself in `<store>/query_server.json` (port and pid; removed on exit).
+`query(settings, sql, parameters)` is what `fleetstream query` calls: through the endpoint when the
+discovery file names a live process, else by opening the store itself (or the server DSN).
+
+Read-only is enforced by ClickHouse: every statement runs with the setting `readonly=1`, which refuses
+writes, DDL, `SET` and table functions whatever the SQL says. The statement check in front of it is a
+guard, not the enforcement: it gives a clear error early, rejects `INTO OUTFILE` (a SELECT that writes a
+file, which `readonly` allows), and keeps write statements away from clickhouse-connect's embedded
+backend, which applies per-query settings to INSERTs with `SET` and cannot undo `readonly` afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import decimal
+import ipaddress
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from fleetstream.config import Settings
+from sinks.clickhouse.client import Client, connect, embedded_path, is_embedded
+
+__all__ = [
+    "DISCOVERY_FILE",
+    "QueryError",
+    "QueryResult",
+    "QueryServer",
+    "check_read_only",
+    "discover",
+    "execute_read_only",
+    "query",
+]
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_FILE = "query_server.json"
+_READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+_MAX_BODY_BYTES = 1 << 20
+
+
+class QueryError(ValueError):
+    """The statement was refused or failed; the message is meant for the person who wrote it."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A result set with JSON-ready values (times as ISO strings), the same whichever way it was run."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns, "types": self.types, "rows": self.rows}
+
+
+def check_read_only(sql: str) -> str:
+    """The statement without comments, or QueryError when it is not a single read statement."""
+    statement = _COMMENTS.sub(" ", sql).strip().rstrip(";").strip()
+    if not statement:
+        raise QueryError("empty statement")
+    first = statement.split(None, 1)[0].upper()
+    if first not in _READ_STATEMENTS:
+        raise QueryError(f"only {', '.join(_READ_STATEMENTS)} statements are allowed, not {first}")
+    if ";" in statement:
+        raise QueryError("one statement per query")
+    if re.search(r"\bINTO\s+OUTFILE\b", statement, re.I):
+        raise QueryError("INTO OUTFILE is not allowed")
+    return statement
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, uuid.UUID | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def execute_read_only(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+    """Run one read statement with `readonly=1`; errors become QueryError with ClickHouse's message."""
+    statement = check_read_only(sql)
+    try:
+        result = client.query(statement, parameters=parameters or {}, settings={"readonly": 1})
+    except Exception as exc:
+        raise QueryError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from exc
+    return QueryResult(
+        columns=list(result.column_names),
+        types=[t.name for t in result.column_types],
+        rows=[[_jsonable(v) for v in row] for row in result.result_rows],
+    )
+
+
+class QueryServer:
+    """The loopback endpoint over a client the owning process already has (one chDB client per process)."""
+
+    def __init__(self, client: Client, settings: Settings, host: str = "127.0.0.1", port: int | None = None):
+        self._client = client
+        self._host = host
+        self._port = settings.clickhouse.query_port if port is None else port
+        dsn = settings.clickhouse_dsn
+        store = embedded_path(dsn) if is_embedded(dsn) else settings.home / "clickhouse"
+        self.discovery_path = store / DISCOVERY_FILE
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "not started"
+        return int(self._httpd.server_address[1])
+
+    def start(self) -> None:
+        """Bind (the configured port, else any free one: the discovery file says which), serve, announce."""
+        handler = _handler(self._client)
+        try:
+            self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
+        except OSError as exc:
+            log.warning("query port %d unavailable (%s); using a free port", self._port, exc)
+            self._httpd = ThreadingHTTPServer((self._host, 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="query-server", daemon=True)
+        self._thread.start()
+        self._announce()
+        log.info("read-only query endpoint on http://%s:%d (%s)", self._host, self.port, self.discovery_path)
+
+    def _announce(self) -> None:
+        self.discovery_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.discovery_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"host": self._host, "port": self.port, "pid": os.getpid(),
+                                   "started_at": dt.datetime.now(dt.UTC).isoformat()}))
+        tmp.replace(self.discovery_path)
+
+    def stop(self) -> None:
+        """Stop serving and remove the discovery file (only if it still names this process)."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._httpd = None
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if json.loads(self.discovery_path.read_text()).get("pid") == os.getpid():
+                self.discovery_path.unlink()
+        log.info("query endpoint stopped")
+
+    def __enter__(self) -> QueryServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def _handler(client: Client) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._reply(200, {"status": "ok", "pid": os.getpid()})
+            else:
+                self._reply(404, {"error": "GET /health or POST /query"})
+
+        def do_POST(self) -> None:
+            if self.path != "/query":
+                self._reply(404, {"error": "POST /query"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > _MAX_BODY_BYTES:
+                self._reply(413, {"error": "request too large"})
+                return
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+                result = execute_read_only(client, str(body.get("sql", "")), body.get("parameters") or {})
+            except (QueryError, json.JSONDecodeError, AttributeError) as exc:
+                self._reply(400, {"error": str(exc)})
+                return
+            self._reply(200, result.as_dict())
+
+        def _reply(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s " + format, self.address_string(), *args)
+
+    return Handler
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def discover(store: Path, timeout_s: float = 2.0) -> str | None:
+    """The base URL of the endpoint serving `store`, if its discovery file names a live, answering process."""
+    path = store / DISCOVERY_FILE
+    try:
+        info = json.loads(path.read_text())
+        pid, host, port = int(info["pid"]), str(info["host"]), int(info["port"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    if not _alive(pid):
+        log.debug("stale discovery file %s (pid %d is gone)", path, pid)
+        return None
+    base = f"http://{host}:{port}"
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout_s) as response:
+            return base if response.status == 200 else None
+    except OSError:  # URLError and timeouts are OSErrors
+        return None
+
+
+def _remote(base: str, sql: str, parameters: dict[str, Any], timeout_s: float) -> QueryResult:
+    request = urllib.request.Request(f"{base}/query", data=json.dumps({"sql": sql, "parameters": parameters}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            payload = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise QueryError(json.loads(exc.read() or b"{}").get("error", str(exc))) from exc
+    return QueryResult(payload["columns"], payload["types"], payload["rows"])
+
+
+def query(settings: Settings, sql: str, parameters: dict[str, Any] | None = None,
+          timeout_s: float = 120.0) -> QueryResult:
+    """Run a read statement wherever the store is: the running sink's endpoint, the embedded store, a server."""
+    params = {k: _jsonable(v) for k, v in (parameters or {}).items()}
+    dsn = settings.clickhouse_dsn
+    if is_embedded(dsn):
+        base = discover(embedded_path(dsn))
+        if base is not None:
+            return _remote(base, sql, params, timeout_s)
+    check_read_only(sql)  # before opening a store this process would otherwise lock for nothing
+    started = time.perf_counter()
+    client = connect(dsn)
+    try:
+        return execute_read_only(client, sql, params)
+    finally:
+        client.close()
+        log.debug("query ran in-process in %.3f s", time.perf_counter() - started)
