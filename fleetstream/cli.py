@@ -32,6 +32,8 @@ simulate_app = typer.Typer(help="Simulators that publish realistic telemetry (an
                            no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+sink_app = typer.Typer(help="Sinks: ClickHouse storage and the GraphQL forwarder.", no_args_is_help=True)
+app.add_typer(sink_app, name="sink")
 agent_app = typer.Typer(help="The edge agent: sources → durable spool → Kafka, for dyno PCs and gateways.",
                         no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
@@ -223,6 +225,63 @@ def agent_status(
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+# --- sinks -------------------------------------------------------------------------------------------------
+
+
+def _until_signalled(seconds: float = 0.0) -> Any:
+    """An Event set by SIGTERM/SIGINT (and after `seconds`, if given): how long-running commands stop cleanly."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if seconds:
+        timer = threading.Timer(seconds, stop.set)
+        timer.daemon = True
+        timer.start()
+    return stop
+
+
+@sink_app.command("graphql")
+def sink_graphql(
+    ctx: typer.Context,
+    seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until interrupted).")] = 0.0,
+    drain: Annotated[bool, typer.Option(help="Forward what is there and stop when the topics are idle.")] = False,
+) -> None:
+    """Forward validated signals, DTCs, GPS and network stats to the GraphQL backend (GRAPHQL_ENDPOINT).
+
+    createConfiguration and createMessage ids are cached; requests are batched by count, time and samples;
+    offsets are committed only after the backend accepted; rejected records become dead letters.
+    """
+    from sinks.graphql import GraphQLForwarder
+
+    settings = settings_of(ctx)
+    if not settings.graphql_endpoint:
+        typer.echo("error: set GRAPHQL_ENDPOINT (or graphql_endpoint in the config)", err=True)
+        raise typer.Exit(2)
+    forwarder = GraphQLForwarder(settings)
+    stats = forwarder.drain() if drain else forwarder.run(_until_signalled(seconds))
+    echo_json(stats.__dict__)
+
+
+@app.command("fake-backend")
+def fake_backend(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8088,
+    token: Annotated[str | None, typer.Option(help="Require this bearer token.", envvar="SEC_AUTH_TOKEN")] = None,
+) -> None:
+    """A local GraphQL backend that type-checks every request against the backend's contract and records it.
+
+    For demos and contract tests: point GRAPHQL_ENDPOINT at the printed URL.
+    """
+    from sinks.backend import ContractBackend
+
+    backend = ContractBackend(token=token, port=port)
+    typer.echo(f"contract backend listening on {backend.url}")
+    backend.serve(_until_signalled())
+    typer.echo(json.dumps(dict(backend.counts)))
 
 
 # --- demo --------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ plus the conventional short names `KAFKA_BOOTSTRAP_SERVERS`, `CLICKHOUSE_DSN`, `
 from __future__ import annotations
 
 import os
+import ssl
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 __all__ = [
     "ChannelRange",
     "ClickHouseSettings",
+    "GraphQLSinkSettings",
     "KafkaSettings",
     "Settings",
     "StackSettings",
@@ -141,6 +143,41 @@ class ValidationSettings(BaseModel):
     ranges: list[ChannelRange] = Field(default_factory=_default_ranges)
 
 
+FORWARDED_TOPICS = ("telemetry.signals.valid", "telemetry.dtcs.valid", "telemetry.gps.valid",
+                    "telemetry.netstats.valid")
+"""The validated topics whose records the backend receives."""
+
+
+class GraphQLSinkSettings(BaseModel):
+    """The GraphQL forwarder: batching (defaults match the public vehicle client), TLS, retries, consumer.
+
+    The endpoint and bearer token are top-level settings (`GRAPHQL_ENDPOINT`, `SEC_AUTH_TOKEN`).
+    """
+
+    batch_size: int = Field(default=100, ge=1, description="Signals or DTC entries per request; records per batch.")
+    max_samples_per_request: int = Field(default=10_000, ge=1, description="Data points per request.")
+    max_gps_points: int = Field(default=10_000, ge=1, description="GPS points per upsertGpsData request.")
+    batch_interval_seconds: float = Field(default=1.0, gt=0, description="Longest a record waits in a batch.")
+    verify_tls: bool = True
+    ca_bundle: Path | None = Field(default=None, description="CA file for the backend's certificate.")
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    retry_attempts: int = Field(default=5, ge=1, description="Tries per request on network errors and 5xx.")
+    retry_base_delay_seconds: float = Field(default=0.5, ge=0)
+    retry_max_delay_seconds: float = Field(default=30.0, ge=0)
+    group_id: str = "fleetstream-graphql"
+    topics: tuple[str, ...] = FORWARDED_TOPICS
+    poll_max_messages: int = Field(default=500, ge=1)
+    poll_timeout_seconds: float = Field(default=0.2, ge=0)
+
+    def tls_verify(self) -> bool | ssl.SSLContext:
+        """httpx's `verify`: off, the system trust store, or a context trusting the CA bundle."""
+        if not self.verify_tls:
+            return False
+        if self.ca_bundle is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.ca_bundle))
+
+
 class Settings(BaseSettings):
     """The whole configuration; see the module docstring for where values come from."""
 
@@ -154,6 +191,7 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    graphql: GraphQLSinkSettings = Field(default_factory=GraphQLSinkSettings)
     graphql_endpoint: str | None = None
     sec_auth_token: SecretStr | None = None
 

@@ -17,8 +17,8 @@ import faust
 
 from fleetstream.config import Settings
 from schemas import codec
+from schemas.deadletter import dead_letter
 from schemas.topics import record_type_of, valid_topic
-from streams.deadletter import dead_letter
 from streams.validation import Validator
 
 __all__ = ["Output", "StreamStats", "create_app", "validate_message"]

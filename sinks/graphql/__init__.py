@@ -7,11 +7,11 @@
 The local contract-checking backend for the demo and tests is `sinks.backend`.
 """
 
+from fleetstream.config import FORWARDED_TOPICS, GraphQLSinkSettings
 from sinks.graphql.client import GraphQLClient, RetryPolicy
 from sinks.graphql.consumer import ForwarderStats, GraphQLForwarder
 from sinks.graphql.exceptions import BackendAuthError, BackendRejected, BackendUnavailable, InvalidRecord
 from sinks.graphql.forwarder import Failure, Forwarder
-from sinks.graphql.settings import FORWARDED_TOPICS, GraphQLSinkSettings
 
 __all__ = [
     "FORWARDED_TOPICS",

@@ -20,12 +20,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from fleetstream.config import Settings
+from fleetstream.config import GraphQLSinkSettings, Settings
 from schemas import codec
-from schemas.topics import dlq_topic, record_type_of, sample_count
+from schemas.deadletter import dead_letter
+from schemas.topics import record_type_of, sample_count
 from sinks.graphql.client import GraphQLClient, RetryPolicy
 from sinks.graphql.forwarder import Failure, Forwarder
-from sinks.graphql.settings import GraphQLSinkSettings
 
 __all__ = ["ForwarderStats", "GraphQLForwarder"]
 
@@ -83,7 +83,7 @@ class GraphQLForwarder:
                  clock: Callable[[], float] = time.monotonic,
                  now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self.settings = settings
-        self.options = options or GraphQLSinkSettings()
+        self.options = options or settings.graphql
         self.client = client or _client_from(settings, self.options)
         self.forwarder = Forwarder(self.client, self.options)
         self._consumer = consumer
@@ -218,11 +218,11 @@ class GraphQLForwarder:
         topic, number = partition
         now_ms = self._now_ms()
         for entry, failure in dead:
-            envelope = {"source_topic": topic, "partition": number, "offset": entry.offset, "key": entry.key,
-                        "original": entry.value, "stage": "forward", "error_code": failure.code,
-                        "reason": failure.reason, "sample_count": entry.samples, "first_seen_ms": now_ms,
-                        "attempt": failure.attempts}
-            producer.produce(dlq_topic(topic), value=codec.encode("dead_letter", envelope), key=entry.key)
+            dlq, key, value = dead_letter(source_topic=topic, partition=number, offset=entry.offset, key=entry.key,
+                                          original=entry.value, stage="forward", error_code=failure.code,
+                                          reason=failure.reason, sample_count=entry.samples, now_ms=now_ms,
+                                          attempt=failure.attempts)
+            producer.produce(dlq, value=value, key=key)
         # The dead letters must be durable before the offsets that they account for are committed.
         if producer.flush(30) != 0:
             raise RuntimeError(f"dead letters for {topic}[{number}] were not delivered; offsets left uncommitted")

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fleetstream.config import GraphQLSinkSettings
 from sinks.graphql import payloads as p
 from sinks.graphql.client import GraphQLClient
 from sinks.graphql.exceptions import BackendRejected, BackendUnavailable, InvalidRecord
-from sinks.graphql.settings import GraphQLSinkSettings
 
 __all__ = ["Failure", "Forwarder"]
 

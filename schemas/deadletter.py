@@ -1,4 +1,7 @@
-"""The dead-letter envelope: the failing bytes plus everything a person needs to find, fix and replay them."""
+"""The dead-letter envelope: the failing bytes plus everything a person needs to find, fix and replay them.
+
+Part of the contract because every stage that can fail (streams, sinks) writes the same envelope.
+"""
 
 from __future__ import annotations
 
