@@ -5,13 +5,13 @@ channels with units, sample counts, value ranges and time spans, errors with the
 format-specific counters. Inspectors are registered per format in a small registry, so capture formats
 owned elsewhere plug in without this module knowing them:
 
-    register_inspector("mts", inspect_mts, sniff=looks_like_mts, extensions=(".mts",))
+    register_inspector("myformat", inspect_myformat, sniff=looks_like_myformat, extensions=(".myf",))
 
 Registered here: pvlog, wp8 and csv (through the import parsers, non-strict: every bad row is listed, a
 structural error ends the report with its offset), and jetdrive (pcap/pcapng captures of JetDrive UDP
-traffic, through producers.pcap and producers.jetdrive.protocol). The Innovate MTS inspector is the open
-registration point `mts`: producers/innovate.py registers it (or the CLI does) once that decoder exists.
-Detection tries the registered sniffers first, then the file-import detection (producers.files).
+traffic, through producers.pcap and producers.jetdrive.protocol), and mts (raw Innovate ISP2 serial
+captures, through producers.innovate's decoder). Detection tries the registered sniffers first, then the
+file-import detection (producers.files).
 """
 
 from __future__ import annotations
@@ -367,6 +367,79 @@ def _account_values(host: int, values: Any, capture_ms: int, channels: dict[tupl
 
 register_inspector("jetdrive", inspect_jetdrive_capture, sniff=looks_like_pcap, extensions=(".pcap", ".pcapng"))
 
-# Registration point for Innovate MTS captures (producers/innovate.py, not present when this was written):
-#     register_inspector("mts", inspect_mts_capture, sniff=..., extensions=(".mts", ".bin"))
-# reporting packets, function codes, lambda range and resync/error counts in the same InspectReport.
+
+# --- Innovate MTS (ISP2) serial captures ----------------------------------------------------------------------
+
+_MTS_HEADER_MASK = 0xA280
+MTS_READ_BYTES = 1 << 16
+
+
+def looks_like_mts(head: bytes) -> bool:
+    """Three ISP2 headers in a row, each where the previous one's length says (junk before them allowed).
+
+    Raw serial captures have no magic number; the header marker bits and the length chain are the signature.
+    """
+    for start in range(min(len(head) - 1, 64)):
+        position, packets = start, 0
+        while packets < 3 and position + 1 < len(head):
+            word = head[position] << 8 | head[position + 1]
+            if word & _MTS_HEADER_MASK != _MTS_HEADER_MASK:
+                break
+            position += 2 + 2 * (((word >> 1) & 0x80) | (word & 0x7F))
+            packets += 1
+        if packets == 3:
+            return True
+    return False
+
+
+def inspect_mts_capture(path: Path) -> InspectReport:
+    """A raw ISP2 byte capture: packets, function codes per sensor, lambda/AFR ranges, aux ranges, resyncs, errors.
+
+    Captures carry no timestamps: times are packet index x 81.92 ms (the chain head's period). Aux values are
+    the raw 13-bit words (their scaling is a per-installation setting).
+    """
+    from producers.innovate import PACKET_INTERVAL_MS, InnovateDecoder
+
+    report = InspectReport(path=str(path), format="mts", size_bytes=path.stat().st_size,
+                           file_id=file_identity(path), record_kind="packets",
+                           time_base="packet index x 81.92 ms (captures carry no time)")
+    decoder = InnovateDecoder()
+    summaries: dict[str, ChannelSummary] = {}
+    functions: Counter[str] = Counter()
+    data_packets = 0
+
+    def summary(channel: str, unit: str, source: str) -> ChannelSummary:
+        return summaries.setdefault(channel, ChannelSummary(channel, unit, source))
+
+    with open(path, "rb") as handle:
+        while chunk := handle.read(MTS_READ_BYTES):
+            for packet in decoder.feed(chunk):
+                if packet.kind != "data":
+                    continue
+                time_ms = round(data_packets * PACKET_INTERVAL_MS)
+                data_packets += 1
+                for index, sensor in enumerate(packet.sensors):
+                    suffix = "" if index == 0 else f"_{index + 1}"
+                    functions[f"sensor{index + 1}.function.{sensor.function_code}.{sensor.state_label}"] += 1
+                    if sensor.lambda_value is not None:
+                        summary(f"lambda{suffix}", "lambda", f"{sensor.device} {index + 1}").add(
+                            time_ms, sensor.lambda_value)
+                    if sensor.afr is not None:
+                        summary(f"afr{suffix}", "AFR", f"{sensor.device} {index + 1}").add(time_ms, sensor.afr)
+                for index, value in enumerate(packet.aux):
+                    summary(f"aux_{index + 1}", "", f"aux word {index + 1} (raw)").add(time_ms, float(value))
+        decoder.finish()
+    counters = decoder.counters
+    report.records = counters.packets
+    report.channels = list(summaries.values())
+    report.counters = {**functions, "data_packets": counters.data_packets, "reply_packets": counters.reply_packets,
+                       "device_infos": counters.device_infos, "resyncs": counters.resyncs,
+                       "skipped_bytes": counters.skipped_bytes, "dropped_bytes": counters.dropped_bytes,
+                       **{f"error.{reason}": count for reason, count in counters.errors.items()}}
+    report.error_count = sum(counters.errors.values())
+    report.issues = [Issue(f"byte {issue.offset}", f"{issue.reason}: {issue.detail}")
+                     for issue in counters.recent_issues]
+    return report
+
+
+register_inspector("mts", inspect_mts_capture, sniff=looks_like_mts, extensions=(".isp2", ".mts"))

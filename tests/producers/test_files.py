@@ -243,3 +243,29 @@ def test_inspect_registry_accepts_new_formats(tmp_path: Path) -> None:
     finally:
         from producers import inspect as module
         module._REGISTRY.pop("mts-test")
+
+
+def test_inspect_innovate_capture_with_junk(tmp_path: Path) -> None:
+    from producers import innovate
+
+    def packet(function_code: int, lambda_value: float, aux: int) -> bytes:
+        raw = innovate.lambda_to_raw(lambda_value) if function_code == 0 else 500
+        words = [*innovate.encode_wideband(function_code, raw, 147), innovate.encode_aux(aux)]
+        return innovate.encode_packet(words)
+
+    contract_example = innovate.encode_packet(innovate.encode_wideband(0, innovate.lambda_to_raw(0.928), 147))
+    assert contract_example == bytes.fromhex("B2824313032C")
+    capture = tmp_path / "session.isp2"
+    pull = b"".join(packet(0, 0.85 + i / 100, 100 + i) for i in range(10))
+    capture.write_bytes(b"\x00\xff" + packet(4, 0, 10) + pull)
+    report = inspect(capture)
+    assert report.format == "mts" and report.records == 11
+    assert report.counters["resyncs"] == 1 and report.counters["skipped_bytes"] == 2
+    assert report.counters["sensor1.function.4.warming_up"] == 1 and report.counters["sensor1.function.0.ok"] == 10
+    lam = next(c for c in report.channels if c.channel == "lambda")
+    afr = next(c for c in report.channels if c.channel == "afr")
+    assert (lam.samples, lam.min, lam.max) == (10, 0.85, 0.94)
+    assert afr.min == pytest.approx(0.85 * 14.7) and afr.max == pytest.approx(0.94 * 14.7)
+    aux = next(c for c in report.channels if c.channel == "aux_1")
+    assert (aux.min, aux.max) == (10.0, 109.0)
+    assert any(issue.where == "byte 0" and "junk" in issue.message for issue in report.issues)
