@@ -183,6 +183,87 @@ def simulate_jetdrive(
     typer.echo(f"sent {simulator.sent_datagrams} datagrams, {simulator.sent_values} values")
 
 
+# --- files and captures -------------------------------------------------------------------------------------
+
+
+@app.command("inspect")
+def inspect_cmd(
+    path: Annotated[Path, typer.Argument(help="A capture or file: .pcap/.pcapng (JetDrive), MTS serial capture, "
+                                              ".pvlog, .wp8 or .csv.", exists=True, dir_okay=False)],
+    fmt: Annotated[str, typer.Option("--format", help="auto, mts, jetdrive, pvlog, wp8 or csv.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What a capture or file decodes to, without publishing anything: format, counts, channels with units,
+    time span, value ranges, and errors with their offsets. Exits 1 when the file has errors."""
+    from producers.inspect import inspect
+
+    report = inspect(path, fmt)
+    typer.echo(report.to_json() if as_json else report.to_text())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files to import.", exists=True, dir_okay=False)],
+    station: Annotated[str, typer.Option(help="Dyno cell or gateway id (the Kafka key).")],
+    fmt: Annotated[str, typer.Option("--format", help="auto, pvlog, wp8 or csv.")] = "auto",
+    mapping: Annotated[Path | None, typer.Option(help="YAML column mapping: columns: {header: {channel, unit}}.")]
+    = None,
+    start_time: Annotated[str | None, typer.Option(help="Absolute start time (ISO-8601 or epoch ms); default: "
+                                                        "the file's own, else its modification time.")] = None,
+    batch_samples: Annotated[int, typer.Option(help="Samples per Kafka message.")] = 500,
+    strict: Annotated[bool, typer.Option(help="Fail on the first bad row instead of counting it.")] = False,
+    force: Annotated[bool, typer.Option(help="Send again a file the ledger says was imported.")] = False,
+) -> None:
+    """Import Power Vision logs, WinPEP 8 runs or CSV exports into dyno.samples, with a progress bar.
+
+    Idempotent: a file already imported completely (same content) is skipped; batch ids and sample keys are
+    derived from the file's content, so a re-send is recognised downstream.
+    """
+    import time as time_
+
+    from producers.edge import EdgeProducer
+    from producers.files import FileFormatError, ImportLedger, import_file
+    from producers.vehicle_client import parse_time_ms
+
+    settings = settings_of(ctx)
+    start_ms = None
+    if start_time:
+        start_ms = int(start_time) if start_time.isdigit() else parse_time_ms(start_time, "--start-time")
+    ledger = ImportLedger(settings.home / "imports.json")
+    failed = False
+    with EdgeProducer(settings.kafka) as producer:
+        for path in paths:
+            try:
+                job = import_file(path, fmt, station_id=station, mapping=mapping, batch_samples=batch_samples,
+                                  start_time_ms=start_ms, strict=strict)
+            except (FileFormatError, ValueError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                failed = True
+                continue
+            done = ledger.get(job.file_id)
+            if done and not force:
+                typer.echo(f"{path}: already imported on {done['imported_at']} ({done['samples']} samples); "
+                           "--force sends it again")
+                continue
+            try:
+                for record in job:
+                    producer.publish("dyno.samples", station, record)
+            except FileFormatError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                failed = True
+                continue
+            if producer.flush() == 0:
+                ledger.record(job.file_id, path=str(path), station=station, samples=job.stats.samples,
+                              imported_at=time_.strftime("%Y-%m-%dT%H:%M:%SZ", time_.gmtime()))
+            typer.echo(f"{path}: {job.fmt}, {job.stats.samples} samples in {job.batches} batches, "
+                       f"{job.stats.errors} bad rows, start time from {job.start_time_source}")
+    if failed:
+        raise typer.Exit(1)
+
+
 # --- edge agent --------------------------------------------------------------------------------------------
 
 

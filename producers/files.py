@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import json
 import logging
 import math
 import os
@@ -54,6 +55,7 @@ __all__ = [
     "FileImport",
     "FileMapping",
     "FileSample",
+    "ImportLedger",
     "Issue",
     "ParseOptions",
     "ParseStats",
@@ -621,3 +623,25 @@ def import_file(path: str | os.PathLike[str], fmt: str = "auto", *, station_id: 
     """
     return FileImport(path, station_id=station_id, fmt=fmt, mapping=mapping, batch_samples=batch_samples,
                       start_time_ms=start_time_ms, strict=strict, progress=progress)
+
+
+class ImportLedger:
+    """Which files were already imported completely, by content identity, so a re-import sends nothing twice.
+
+    Stable batch ids and sample keys make a re-sent file harmless inside the stream's dedup window; the
+    ledger makes re-importing the same file days later harmless too. `--force` bypasses it.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._entries: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, file_id: str) -> dict[str, Any] | None:
+        return self._entries.get(file_id)
+
+    def record(self, file_id: str, **facts: Any) -> None:
+        self._entries[file_id] = facts
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._entries, indent=2))
+        os.replace(tmp, self.path)

@@ -6,8 +6,13 @@ records to `emit` (which makes them durable). Keep adapters thin: decoding lives
 
 from __future__ import annotations
 
+import fcntl
+import os
+import struct
+import termios
 import threading
 import time
+import tty
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +63,53 @@ def _jetdrive_sim(spec: SourceSpec, station_id: str) -> Source:
     return run
 
 
+class _PtyMaster:
+    """The device end of a pseudo-terminal, for a simulator: the reader opens the slave like a real tty."""
+
+    def __init__(self) -> None:
+        self.fd, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        self.device_path = os.ttyname(self._slave)
+
+    @property
+    def in_waiting(self) -> int:
+        return struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+    def read(self, size: int = 1) -> bytes:
+        return os.read(self.fd, size) if size else b""
+
+    def write(self, data: bytes) -> int:
+        return os.write(self.fd, data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._slave)
+
+
+def _innovate(spec: SourceSpec, station_id: str) -> Source:
+    """Innovate MTS over serial. options: url (any pyserial URL), aux ([{name, scale, offset, unit}]), run_id,
+    batch_interval_s; `simulate: true` runs an MTS simulator behind a pseudo-terminal instead of a device."""
+    from producers.innovate import AuxChannel, InnovateReader, InnovateSimulator
+
+    options = dict(spec.options)
+    simulate = bool(options.pop("simulate", False))
+    seed = int(options.pop("seed", 0))
+    aux = [AuxChannel(**a) for a in options.pop("aux", [])]
+    device = _PtyMaster() if simulate else None
+    url = device.device_path if device else options.pop("url")
+    reader = InnovateReader(url, station_id, aux_channels=aux, **options)
+
+    def run(emit: Emit, stop: threading.Event) -> None:
+        if device is not None:
+            simulator = InnovateSimulator(seed=seed, warmup_packets=20)
+            threading.Thread(target=simulator.stream_to, args=(device, stop), name="mts-sim", daemon=True).start()
+        reader.run(lambda records: emit([("dyno.samples", station_id, r) for r in records]), stop)
+
+    return run
+
+
 SOURCE_TYPES: dict[str, Callable[[Any, str], Any]] = {
+    "innovate": _innovate,
     "vehicle_sim": _vehicle_sim,
     "jetdrive": _jetdrive,
     "jetdrive_sim": _jetdrive_sim,

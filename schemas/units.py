@@ -68,6 +68,10 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[float], float]]] = {
     "ratio": ("ratio", _linear(1.0)),
     "mph/s": ("mph/s", _linear(1.0)),
     "km/h/s": ("mph/s", _linear(0.621371192)),
+    "deg": ("deg", _linear(1.0)),
+    "°": ("deg", _linear(1.0)),
+    "g/s": ("g/s", _linear(1.0)),
+    "lb/min": ("g/s", _linear(7.559872833)),
     "": ("", _linear(1.0)),
 }
 
