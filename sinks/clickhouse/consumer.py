@@ -225,6 +225,10 @@ class ClickHouseSink:
         if batcher.must_cut_before(offset):
             self._store(batcher.take(), batcher)
         batcher.add(self._buffered(topic, message, offset), now)
+        # cut inside a bulk too: batches end at the message that reaches the limit (or the re-formed range)
+        ch = self.settings.clickhouse
+        if batcher.due(now, ch.batch_rows, ch.batch_seconds):
+            self._store(batcher.take(), batcher)
 
     def _buffered(self, topic: str, message: Message, offset: int) -> Buffered:
         raw = message.value() or b""

@@ -346,29 +346,29 @@ def test_sink_stores_exactly_the_produced_records_and_a_replay_adds_nothing(
     group = f"it-{uuid.uuid4().hex[:8]}"
     settings = sink_settings(kafka_bootstrap, store, batch_rows=1_000)
 
-    # 1. crash between insert and commit: the insert lands, the state stays `before`, nothing is committed
+    # 1. crash right after the first insert landed: its range is recorded `before`, nothing is committed
     crashing = ClickHouseSink(settings, routes=routes, subscribe_dlq=False, group_id=group,
                               dlq_topic=lambda _t: dlq, serve_queries=False)
-    original_commit = crashing._commit
+    real_insert = crashing._insert
 
-    def crash(*_args: Any) -> None:
-        raise CrashBeforeCommit
+    def insert_then_crash(table: str, columns: rows.Columns, token: str) -> None:
+        real_insert(table, columns, token)
+        raise CrashBeforeCommit(token)
 
-    crashing._commit = crash  # type: ignore[method-assign,assignment]
+    crashing._insert = insert_then_crash  # type: ignore[method-assign]
     crashing.start()
-    with pytest.raises(CrashBeforeCommit):
+    with pytest.raises(CrashBeforeCommit, match=f"^{signals}-0-0-9$"):
         for _ in range(200):
             crashing.poll_once(timeout_s=0.5)
-    crashing._commit = original_commit  # type: ignore[method-assign]
     crashing.close(flush=False)
-    first_rows = crashing.stats.rows["samples"]
-    assert first_rows == 1_000  # the first batch: 10 messages of 100 samples
+    assert crashing.stats.rows["samples"] == 1_000  # the first batch: 10 messages of 100 samples
 
     # 2. restart: the same range is re-formed and deduplicated, the rest is stored once
     sink = ClickHouseSink(settings, routes=routes, subscribe_dlq=False, group_id=group, dlq_topic=lambda _t: dlq,
                           serve_queries=False)
     stats = sink.run_until_idle(idle_s=3.0, max_s=120)
     assert stats.dead_letters == 1
+    assert stats.rows["samples"] == 3_000  # 1,000 re-inserted (and deduplicated by ClickHouse) + 2,000 new
     client = connect(f"chdb://{store}")
     try:
         assert count(client, f"SELECT count() FROM {DATABASE}.samples") == 3_000
