@@ -32,6 +32,8 @@ simulate_app = typer.Typer(help="Simulators that publish realistic telemetry (an
                            no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+db_app = typer.Typer(help="ClickHouse schema: versioned migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 sink_app = typer.Typer(help="Sinks: ClickHouse storage and the GraphQL forwarder.", no_args_is_help=True)
 app.add_typer(sink_app, name="sink")
 agent_app = typer.Typer(help="The edge agent: sources → durable spool → Kafka, for dyno PCs and gateways.",
@@ -324,6 +326,93 @@ def _until_signalled(seconds: float = 0.0) -> Any:
         timer.daemon = True
         timer.start()
     return stop
+
+
+@db_app.command("migrate")
+def db_migrate(ctx: typer.Context) -> None:
+    """Apply pending migrations (sinks/migrations/*.sql) in order; safe to run again."""
+    from sinks.clickhouse import connect, migrate
+
+    settings = settings_of(ctx)
+    client = connect(settings.clickhouse_dsn, lock_wait_s=10)
+    try:
+        applied = migrate(client, settings.clickhouse.retention_days)
+    finally:
+        client.close()
+    typer.echo(f"applied {len(applied)} migrations" + "".join(f"\n  + {m.version:03d} {m.name}" for m in applied))
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context) -> None:
+    """Which migrations are applied and which are pending."""
+    from sinks.clickhouse import connect, status
+
+    client = connect(settings_of(ctx).clickhouse_dsn, lock_wait_s=10)
+    try:
+        for row in status(client):
+            state = f"applied {row.applied_at}" if row.applied else "pending"
+            typer.echo(f"{row.version:03d} {row.name:32s} {state}")
+    finally:
+        client.close()
+
+
+@sink_app.command("clickhouse")
+def sink_clickhouse(
+    ctx: typer.Context,
+    seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until interrupted).")] = 0.0,
+) -> None:
+    """Store validated, derived and dead-letter topics in ClickHouse, exactly once (migrations applied first).
+
+    With the embedded store it also serves read-only queries on 127.0.0.1 (clickhouse.query_port), which
+    is how `fleetstream query` reaches the store while the sink owns it.
+    """
+    from sinks.clickhouse import ClickHouseSink
+
+    stats = ClickHouseSink(settings_of(ctx)).run(_until_signalled(seconds))
+    echo_json(stats.as_dict())
+
+
+@app.command("query")
+def query_cmd(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="A query of the pack; omit to list them.")] = None,
+    vehicle: Annotated[str | None, typer.Option(help="Vehicle or station id.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Start of the range (ISO-8601, UTC).")] = None,
+    to: Annotated[str | None, typer.Option(help="End of the range (ISO-8601, UTC).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or parquet.")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+    sql: Annotated[str | None, typer.Option(help="Run this read-only SQL instead of a named query.")] = None,
+) -> None:
+    """Ask ClickHouse the questions users ask: `fleetstream query` lists the pack, `fleetstream query NAME` runs one.
+
+    Works while the sink runs (through its query endpoint) and when it does not (opening the store).
+    """
+    from sinks.clickhouse import list_queries, render, run_query, run_sql
+
+    if name is None and sql is None:
+        for named in list_queries():
+            params = ", ".join(f"--{p}" for p in named.parameters)
+            typer.echo(f"{named.name:30s} {named.description}" + (f"  [{params}]" if params else ""))
+        return
+    settings = settings_of(ctx)
+    try:
+        if sql is not None:
+            columns, rows = run_sql(settings, sql)
+        else:
+            assert name is not None
+            columns, rows = run_query(settings, name, {"vehicle": vehicle, "from": from_, "to": to})
+    except (KeyError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    rendered = render(columns, rows, fmt)
+    if output is not None:
+        output.write_bytes(rendered if isinstance(rendered, bytes) else rendered.encode())
+        typer.echo(f"{len(rows)} rows written to {output}")
+    elif isinstance(rendered, bytes):
+        typer.echo("error: parquet output needs --output FILE", err=True)
+        raise typer.Exit(2)
+    else:
+        typer.echo(rendered)
 
 
 @sink_app.command("graphql")

@@ -132,7 +132,7 @@ def _stored_counts(settings: Settings, key_prefix: str) -> tuple[int, int]:
              + (SELECT count() FROM fleetstream.gps_points WHERE vehicle_id LIKE {prefix:String})
              + (SELECT count() FROM fleetstream.dtcs WHERE vehicle_id LIKE {prefix:String})
              + (SELECT count() FROM fleetstream.network_stats WHERE vehicle_id LIKE {prefix:String})"""
-    dead_sql = "SELECT sum(sample_count) FROM fleetstream.dead_letters WHERE key LIKE {prefix:String}"
+    dead_sql = "SELECT sum(sample_count) FROM fleetstream.dead_letters FINAL WHERE key LIKE {prefix:String}"
     stored = run_sql(settings, stored_sql, like)[1][0][0]
     dead = run_sql(settings, dead_sql, like)[1][0][0]
     return int(stored or 0), int(dead or 0)
