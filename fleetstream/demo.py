@@ -142,7 +142,6 @@ def run_demo(
     settings: Settings, seconds: float = 20.0, vehicles: int = 5, settle_timeout_s: float = 120.0
 ) -> dict[str, Any]:
     """Run the pipeline for `seconds` of simulated traffic and return the summary (see module docstring)."""
-    from fleetstream.stack import KafkaStack
     from fleetstream.topics import create_topics
     from producers.edge import EdgeProducer
     from producers.vehicle_sim import VehicleFleetSimulator, run_simulation
@@ -150,7 +149,11 @@ def run_demo(
     run_id = uuid.uuid4().hex[:8]
     key_prefix = f"demo-{run_id}-"
     local = settings.kafka.bootstrap_servers == f"127.0.0.1:{settings.stack.kafka_port}"
-    stack = KafkaStack(settings) if local else None  # anything else is an existing cluster: used as it is
+    stack = None  # anything but the local stack's own address is an existing cluster: used as it is
+    if local:
+        from fleetstream.stack import KafkaStack
+
+        stack = KafkaStack(settings)
     started_stack = stack is not None and not stack.status().running
     services = Services(settings)
     tally = TopicTally(settings, key_prefix.encode())
@@ -187,10 +190,17 @@ def run_demo(
 
 
 def _wait_for_sink(settings: Settings, services: Services, timeout_s: float = 120.0) -> None:
+    """Wait until the sink answers queries. With the embedded store the demo never opens it itself: the
+    sink process owns it, so readiness is its query endpoint appearing."""
+    from sinks.clickhouse import embedded_path, is_embedded
+    from sinks.query_server import discover
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         services.check()
         try:
+            if is_embedded(settings.clickhouse_dsn) and discover(embedded_path(settings.clickhouse_dsn)) is None:
+                raise ConnectionError("the sink's query endpoint is not up yet")
             _stored_counts(settings, "demo-readiness-")
             return
         except Exception as exc:
