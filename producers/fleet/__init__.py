@@ -1,0 +1,47 @@
+"""Motive and Samsara fleet API pollers: unified location and fault batches onto Kafka, incrementally.
+
+Build a provider client (`MotiveClient`, `SamsaraClient`) with the token the caller read from the
+environment (MOTIVE_API_KEY, SAMSARA_API_TOKEN), hand it to a `FleetPoller` with a `CheckpointStore`
+and a durable `publish` callable, and call `poll_once()` or `run(stop_event)`; `start_pollers` runs
+several providers side by side. `fake.start_fake` serves local fakes of both APIs for demos and tests.
+"""
+
+from producers.fleet.checkpoint import Checkpoint, CheckpointStore
+from producers.fleet.errors import (
+    AuthError,
+    FleetApiError,
+    MalformedResponseError,
+    RequestRejectedError,
+    RetriesExhaustedError,
+)
+from producers.fleet.http import ApiClient, HttpSettings
+from producers.fleet.motive import MotiveClient, motive_settings
+from producers.fleet.poller import FleetPoller, FleetSource, Publication, each_record, kafka_key, start_pollers
+from producers.fleet.samsara import SamsaraClient, samsara_settings
+from producers.fleet.unify import UnifiedFault, UnifiedLocation, fault_batches, location_batches
+
+__all__ = [
+    "ApiClient",
+    "AuthError",
+    "Checkpoint",
+    "CheckpointStore",
+    "FleetApiError",
+    "FleetPoller",
+    "FleetSource",
+    "HttpSettings",
+    "MalformedResponseError",
+    "MotiveClient",
+    "Publication",
+    "RequestRejectedError",
+    "RetriesExhaustedError",
+    "SamsaraClient",
+    "UnifiedFault",
+    "UnifiedLocation",
+    "each_record",
+    "fault_batches",
+    "kafka_key",
+    "location_batches",
+    "motive_settings",
+    "samsara_settings",
+    "start_pollers",
+]
