@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 __all__ = [
     "ChannelRange",
     "ClickHouseSettings",
+    "FleetSettings",
     "GraphQLSinkSettings",
     "KafkaSettings",
     "Settings",
@@ -178,6 +179,17 @@ class GraphQLSinkSettings(BaseModel):
         return ssl.create_default_context(cafile=str(self.ca_bundle))
 
 
+class FleetSettings(BaseModel):
+    """The Motive and Samsara pollers. Per provider: HTTP overrides (base_url, rate_per_s, burst, verify_tls,
+    ca_bundle, use_truststore, timeouts, max_retries). Tokens only from MOTIVE_API_KEY / SAMSARA_API_TOKEN."""
+
+    motive: dict[str, Any] = Field(default_factory=dict)
+    samsara: dict[str, Any] = Field(default_factory=dict)
+    lookback_s: float = 900.0
+    interval_s: float = 60.0
+    max_window_s: float = 6 * 3600.0
+
+
 class Settings(BaseSettings):
     """The whole configuration; see the module docstring for where values come from."""
 
@@ -191,6 +203,7 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
     graphql: GraphQLSinkSettings = Field(default_factory=GraphQLSinkSettings)
     graphql_endpoint: str | None = None
     sec_auth_token: SecretStr | None = None

@@ -14,6 +14,7 @@ import threading
 import time
 import tty
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -108,7 +109,30 @@ def _innovate(spec: SourceSpec, station_id: str) -> Source:
     return run
 
 
+def _fleet_poller(spec: SourceSpec, station_id: str) -> Source:
+    """A Motive or Samsara poller; options: provider, base_url, checkpoint_dir, lookback_s, interval_s, token_env."""
+    from fleetstream.config import FleetSettings
+    from producers.fleet import TOKEN_VARIABLES, build_poller
+
+    options = dict(spec.options)
+    provider = options.pop("provider", spec.type)
+    token = os.environ.get(options.pop("token_env", TOKEN_VARIABLES[provider]), "")
+    checkpoint_dir = Path(options.pop("checkpoint_dir", ".fleetstream/fleet-checkpoints"))
+    fleet = FleetSettings(**{k: options.pop(k) for k in ("lookback_s", "interval_s") if k in options})
+    emit_ref: list[Emit] = []
+    poller = build_poller(provider, fleet, token, checkpoint_dir,
+                          lambda batch: emit_ref[0]([(t, k.decode(), r) for t, k, r in batch]), **options)
+
+    def run(emit: Emit, stop: threading.Event) -> None:
+        emit_ref[:] = [emit]  # emit returns once the records are in the spool: durable, so checkpoints may move
+        poller.run(stop)
+
+    return run
+
+
 SOURCE_TYPES: dict[str, Callable[[Any, str], Any]] = {
+    "motive": _fleet_poller,
+    "samsara": _fleet_poller,
     "innovate": _innovate,
     "vehicle_sim": _vehicle_sim,
     "jetdrive": _jetdrive,

@@ -16,11 +16,21 @@ from producers.fleet.errors import (
 )
 from producers.fleet.http import ApiClient, HttpSettings
 from producers.fleet.motive import MotiveClient, motive_settings
-from producers.fleet.poller import FleetPoller, FleetSource, Publication, each_record, kafka_key, start_pollers
+from producers.fleet.poller import (
+    TOKEN_VARIABLES,
+    FleetPoller,
+    FleetSource,
+    Publication,
+    build_poller,
+    each_record,
+    kafka_key,
+    start_pollers,
+)
 from producers.fleet.samsara import SamsaraClient, samsara_settings
 from producers.fleet.unify import UnifiedFault, UnifiedLocation, fault_batches, location_batches
 
 __all__ = [
+    "TOKEN_VARIABLES",
     "ApiClient",
     "AuthError",
     "Checkpoint",
@@ -37,6 +47,7 @@ __all__ = [
     "SamsaraClient",
     "UnifiedFault",
     "UnifiedLocation",
+    "build_poller",
     "each_record",
     "fault_batches",
     "kafka_key",

@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
+from fleetstream.config import FleetSettings
 from producers.fleet.checkpoint import Checkpoint, CheckpointStore
 from producers.fleet.unify import UnifiedFault, UnifiedLocation, fault_batches, location_batches, to_ms
 
@@ -230,3 +232,25 @@ def start_pollers(pollers: Sequence[FleetPoller], stop_event: threading.Event) -
     for thread in threads:
         thread.start()
     return threads
+
+
+TOKEN_VARIABLES = {"motive": "MOTIVE_API_KEY", "samsara": "SAMSARA_API_TOKEN"}
+
+
+def build_poller(provider: str, fleet: FleetSettings, token: str, checkpoint_dir: Path, publish: PublishBatch,
+                 since: datetime | None = None, **http_overrides: Any) -> FleetPoller:
+    """A poller for `provider` from the `fleet` settings section (the CLI, the agent and the demo use this)."""
+    from producers.fleet.motive import MotiveClient, motive_settings
+    from producers.fleet.samsara import SamsaraClient, samsara_settings
+
+    overrides = {**getattr(fleet, provider), **http_overrides}
+    source: FleetSource
+    if provider == "motive":
+        source = MotiveClient(token, motive_settings(**overrides))
+    elif provider == "samsara":
+        source = SamsaraClient(token, samsara_settings(**overrides))
+    else:
+        raise ValueError(f"unknown fleet provider {provider!r}: expected motive or samsara")
+    return FleetPoller(source, CheckpointStore(checkpoint_dir), publish, lookback=timedelta(seconds=fleet.lookback_s),
+                       interval=timedelta(seconds=fleet.interval_s), since=since,
+                       max_window=timedelta(seconds=fleet.max_window_s))
