@@ -70,7 +70,9 @@ class ChannelDedup:
         _, first_positions = np.unique(candidate_ts, return_index=True)
         first_in_batch = np.zeros(candidate_ts.size, dtype=np.bool_)
         first_in_batch[first_positions] = True
-        seen_before = np.isin(candidate_ts, self._seen_ms, assume_unique=False)
+        positions = np.searchsorted(self._seen_ms, candidate_ts)  # the memory is sorted: binary search
+        seen_before = self._seen_ms[np.minimum(positions, self._seen_ms.size - 1)] == candidate_ts \
+            if self._seen_ms.size else np.zeros(candidate_ts.size, dtype=np.bool_)
         duplicate = np.zeros(ts.size, dtype=np.bool_)
         duplicate[checkable] = seen_before | ~first_in_batch
         self.max_seen_ms = max(self.max_seen_ms, int(ts.max()))
@@ -83,8 +85,13 @@ class ChannelDedup:
         return int(self._seen_ms.size)
 
     def _remember(self, new_ts: IntArray) -> None:
-        merged = np.union1d(self._seen_ms, new_ts)
-        self._seen_ms = merged[merged >= self.max_seen_ms - self.horizon_ms]
+        fresh = np.unique(new_ts)
+        if self._seen_ms.size == 0 or (fresh.size and fresh[0] > self._seen_ms[-1]):
+            merged = np.concatenate([self._seen_ms, fresh])  # in-order data: no re-sort of the horizon
+        else:
+            merged = np.union1d(self._seen_ms, fresh)
+        floor = int(np.searchsorted(merged, self.max_seen_ms - self.horizon_ms, side="left"))
+        self._seen_ms = merged[floor:]
 
     def to_dict(self) -> dict[str, Any]:
         return {"horizon_ms": self.horizon_ms, "max_seen_ms": self.max_seen_ms,

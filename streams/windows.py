@@ -28,13 +28,17 @@ Memory: the exact p95 needs the raw values, so the state keeps every admitted sa
 hopping window) for as long as any window containing it may still close: a sample at ``t`` is dropped when
 the watermark passes the end of its youngest window. That bounds the buffer to the samples of the last
 ``max(size) + allowed lateness`` of event time (default 5 min 10 s): at 100 Hz about 31k samples, i.e.
-~0.75 MB in memory (three 8-byte columns) and a larger JSON state. Values must be finite (validation
-guarantees it).
+~0.75 MB in memory (three 8-byte columns). In the serialised state the columns are packed little-endian
+arrays, compressed, in base64 (event times delta-encoded first): exact, and for regular sampling about
+the size of the values alone (~330 KB for 31k samples) instead of ~1.1 MB of JSON numbers. Values must be
+finite (validation guarantees it).
 """
 
 from __future__ import annotations
 
+import base64
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,7 +189,7 @@ class ChannelWindows:
     # ------------------------------------------------------------------ state
 
     def to_dict(self) -> dict[str, Any]:
-        """The whole state as JSON-serialisable plain data (floats round-trip exactly through JSON)."""
+        """The whole state as JSON-serialisable plain data; the sample columns are packed (see `_pack`)."""
         return {
             "key": self.key,
             "channel": self.channel,
@@ -194,9 +198,9 @@ class ChannelWindows:
             "specs": [spec.to_dict() for spec in self.specs],
             "allowed_lateness_ms": self.allowed_lateness_ms,
             "watermark_ms": self.watermark_ms,
-            "timestamps_ms": self._timestamps_ms.tolist(),
-            "values": self._values.tolist(),
-            "admitted_after_ms": self._admitted_after_ms.tolist(),
+            "timestamps_ms": _pack(self._timestamps_ms, delta=True),
+            "values": _pack(self._values, delta=False),
+            "admitted_after_ms": _pack(self._admitted_after_ms, delta=True),
         }
 
     @classmethod
@@ -208,9 +212,9 @@ class ChannelWindows:
             allowed_lateness_ms=int(data["allowed_lateness_ms"]),
         )
         windows.watermark_ms = int(data["watermark_ms"])
-        windows._timestamps_ms = np.asarray(data["timestamps_ms"], dtype=np.int64).reshape(-1)
-        windows._values = np.asarray(data["values"], dtype=np.float64).reshape(-1)
-        windows._admitted_after_ms = np.asarray(data["admitted_after_ms"], dtype=np.int64).reshape(-1)
+        windows._timestamps_ms = _unpack(data["timestamps_ms"], "<i8", delta=True)
+        windows._values = _unpack(data["values"], "<f8", delta=False)
+        windows._admitted_after_ms = _unpack(data["admitted_after_ms"], "<i8", delta=True)
         return windows
 
     # ------------------------------------------------------------------ internals
@@ -230,8 +234,9 @@ class ChannelWindows:
         """Emit the windows whose end lies in (old watermark, new watermark], then drop samples no longer needed."""
         old_watermark_ms = self.watermark_ms
         self.watermark_ms = new_watermark_ms
-        if new_watermark_ms <= old_watermark_ms or self._timestamps_ms.size == 0:
-            return []
+        if self._timestamps_ms.size == 0 or not any(
+                _crosses_window_end(spec, old_watermark_ms, new_watermark_ms) for spec in self.specs):
+            return []  # the common case: the watermark moved within windows; nothing closes, nothing expires
         aggregates: list[dict[str, Any]] = []
         for spec in self.specs:
             for start_ms in self._closing_starts(spec, old_watermark_ms, new_watermark_ms):
@@ -280,3 +285,19 @@ class ChannelWindows:
             "last": float(window_values[last_index]),
             "p95": nearest_rank_p95(window_values),
         }
+
+
+def _crosses_window_end(spec: WindowSpec, old_watermark_ms: int, new_watermark_ms: int) -> bool:
+    """Whether some window end ``k * advance + size`` lies in (old, new]."""
+    return (new_watermark_ms - spec.size_ms) // spec.advance_ms > (old_watermark_ms - spec.size_ms) // spec.advance_ms
+
+
+def _pack(column: npt.NDArray[np.int64] | npt.NDArray[np.float64], delta: bool) -> str:
+    """A column as base64(zlib(little-endian bytes)); integer columns delta-encoded, so regular times shrink."""
+    data = np.diff(column, prepend=np.int64(0)).astype("<i8") if delta else column.astype("<f8")
+    return base64.b64encode(zlib.compress(data.tobytes(), 1)).decode("ascii")
+
+
+def _unpack(text: str, dtype: str, delta: bool) -> Any:
+    data = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=dtype)
+    return np.cumsum(data, dtype=np.int64) if delta else data.astype(np.float64)
