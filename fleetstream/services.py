@@ -1,0 +1,148 @@
+"""Real services for integration tests and tools: a Kafka cluster and a ClickHouse DSN, found or started.
+
+Resolution, most explicit first:
+- Kafka: `KAFKA_BOOTSTRAP_SERVERS` if set; else a testcontainers Kafka when a Docker engine answers; else the
+  local `KafkaStack` (official jars, no Docker) on free loopback ports with its home in a scratch folder.
+- ClickHouse: `CLICKHOUSE_DSN` if set; else a testcontainers ClickHouse server when Docker answers; else the
+  embedded engine, `chdb://<scratch folder>`.
+
+Each resolver is a context manager: what it started it stops on exit, what it found it leaves alone. The
+environment is passed in by the caller (tests/conftest.py), not read here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetstream.config import Settings, StackSettings, load_settings
+from fleetstream.stack import KafkaStack
+
+__all__ = [
+    "CLICKHOUSE_IMAGE",
+    "KAFKA_IMAGE",
+    "ResolvedService",
+    "clickhouse_service",
+    "docker_available",
+    "free_ports",
+    "kafka_service",
+    "local_stack_settings",
+]
+
+log = logging.getLogger(__name__)
+
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
+CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:24.8"
+DOCKER_PING_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class ResolvedService:
+    """Where a service is (`address`: bootstrap servers or DSN) and how it was found: env, docker, local."""
+
+    address: str
+    source: str
+
+
+@functools.cache
+def docker_available() -> tuple[bool, str]:
+    """(True, version) if a Docker engine answers a ping within ~2 s, else (False, why); checked once per process."""
+    try:
+        import docker
+    except ImportError:
+        return False, "the docker SDK is not installed"
+    try:
+        client = docker.from_env(timeout=DOCKER_PING_TIMEOUT_S)
+        try:
+            client.ping()
+            version = client.version().get("Version", "?")
+        finally:
+            client.close()
+    except Exception as exc:  # the SDK raises DockerException, requests' and OS errors alike
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, f"Docker engine {version}"
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports that were free a moment ago (the kernel's choice, so parallel runs differ)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def local_stack_settings(home: Path, base: Settings | None = None) -> Settings:
+    """Settings for a private local broker under `home` on free ports; jar cache and heap come from `base`."""
+    base = base or load_settings()
+    kafka_port, controller_port = free_ports(2)
+    stack = StackSettings(**{**base.stack.model_dump(), "kafka_port": kafka_port, "controller_port": controller_port})
+    kafka = base.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{kafka_port}"})
+    return base.model_copy(update={"home": home, "stack": stack, "kafka": kafka})
+
+
+@contextlib.contextmanager
+def kafka_service(env: Mapping[str, str], scratch: Path, base: Settings | None = None,
+                  timeout_s: float = 120.0) -> Iterator[ResolvedService]:
+    """A Kafka cluster for the duration of the block; see the module docstring for the order tried."""
+    if env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        log.info("kafka: using KAFKA_BOOTSTRAP_SERVERS=%s", env["KAFKA_BOOTSTRAP_SERVERS"])
+        yield ResolvedService(env["KAFKA_BOOTSTRAP_SERVERS"], "env")
+        return
+    has_docker, why = docker_available()
+    if has_docker:
+        with _kafka_container() as bootstrap:
+            yield ResolvedService(bootstrap, "docker")
+        return
+    log.info("kafka: no Docker engine answers (%s); starting the local KafkaStack", why)
+    stack = KafkaStack(local_stack_settings(scratch / "stack", base))
+    status = stack.up(timeout_s=timeout_s)
+    try:
+        yield ResolvedService(status.bootstrap, "local")
+    finally:
+        stack.down()
+
+
+@contextlib.contextmanager
+def _kafka_container() -> Iterator[str]:
+    from testcontainers.community.kafka import KafkaContainer
+
+    log.info("kafka: starting a testcontainers Kafka (%s)", KAFKA_IMAGE)
+    with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
+        yield container.get_bootstrap_server()
+
+
+@contextlib.contextmanager
+def clickhouse_service(env: Mapping[str, str], scratch: Path) -> Iterator[ResolvedService]:
+    """A ClickHouse DSN for the duration of the block; see the module docstring for the order tried."""
+    if env.get("CLICKHOUSE_DSN"):
+        log.info("clickhouse: using CLICKHOUSE_DSN from the environment")
+        yield ResolvedService(env["CLICKHOUSE_DSN"], "env")
+        return
+    has_docker, why = docker_available()
+    if has_docker:
+        with _clickhouse_container() as dsn:
+            yield ResolvedService(dsn, "docker")
+        return
+    data_dir = (scratch / "clickhouse").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log.info("clickhouse: no Docker engine answers (%s); using the embedded engine in %s", why, data_dir)
+    yield ResolvedService(f"chdb://{data_dir}", "local")
+
+
+@contextlib.contextmanager
+def _clickhouse_container() -> Iterator[str]:
+    from testcontainers.community.clickhouse import ClickHouseContainer
+
+    log.info("clickhouse: starting a testcontainers ClickHouse server (%s)", CLICKHOUSE_IMAGE)
+    with ClickHouseContainer(CLICKHOUSE_IMAGE) as container:
+        host, port = container.get_container_host_ip(), container.get_exposed_port(8123)
+        yield f"http://{container.username}:{container.password}@{host}:{port}/{container.dbname}"
