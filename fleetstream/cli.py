@@ -145,7 +145,7 @@ def simulate_vehicles(
     vehicles: Annotated[int, typer.Option(help="Number of simulated vehicles.")] = 5,
     sample_hz: Annotated[float, typer.Option(help="Samples per second per channel.")] = 10.0,
     bad_sample_rate: Annotated[float, typer.Option(help="Fraction of samples made NaN or out of range.")] = 0.01,
-    prefix: Annotated[str, typer.Option(help="Vehicle id prefix (the Kafka key).")] = "veh",
+    first_vehicle_id: Annotated[int, typer.Option(help="Vehicle ids count up from this one (the Kafka key).")] = 1001,
 ) -> None:
     """Publish simulated vehicle signals, GPS, DTCs and network statistics through the edge producer."""
     from producers.edge import EdgeProducer
@@ -153,7 +153,7 @@ def simulate_vehicles(
 
     settings = settings_of(ctx)
     simulator = VehicleFleetSimulator(vehicles=vehicles, sample_hz=sample_hz, bad_sample_rate=bad_sample_rate,
-                                      prefix=prefix)
+                                      first_vehicle_id=first_vehicle_id)
     with EdgeProducer(settings.kafka) as producer:
         run_simulation(simulator, producer, seconds or float("inf"))
     typer.echo(f"delivered {producer.delivered_messages} messages: {dict(producer.delivered_samples)} samples")

@@ -1,10 +1,17 @@
 """`fleetstream demo`: the whole pipeline, end to end, on embedded defaults, with every sample accounted for.
 
+Sources (each as a user would run it): simulated vehicles through the edge producer, a JetDrive dyno and an
+Innovate wideband through an edge agent (real multicast and a real tty), a WinPEP 8 run imported from a file,
+a vehicle through the `IcsAnalytics` drop-in, and the Motive and Samsara pollers against local fakes of
+their APIs. The worker validates, the ClickHouse sink stores, the GraphQL forwarder feeds a local
+contract-checking backend.
+
 The demo is also the pipeline's end-to-end self-check, so each figure comes from a different place:
 `produced` from the broker's delivery acknowledgements, `valid` and `dead_letter` from reading the
 `.valid` and `dlq.` topics back, `stored` from ClickHouse. The identities `produced == valid + dead_letter`
-and `stored == valid` are then real checks. A run uses its own key prefix, so a shared or long-lived
-cluster with older data does not disturb the counts.
+and `stored == valid` are real checks. Only what this run wrote counts: the demo notes every topic's end
+offsets before it starts and counts records (and rows, by their Kafka provenance) from there, so it assumes
+it is the only writer on the cluster while it runs.
 """
 
 from __future__ import annotations
@@ -14,10 +21,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -30,41 +41,68 @@ __all__ = ["Services", "TopicTally", "run_demo", "summary_text"]
 
 log = logging.getLogger(__name__)
 
+_STREAM_STAGES = ("decode", "validate")
+"""Dead letters written by the validation stage: the ones `produced == valid + dead-lettered` is about.
+Later stages (sink, forward) dead-letter samples that were valid, and are reported separately."""
+
+_TABLE_TOPICS = {
+    "samples": ["telemetry.signals.valid", "dyno.samples.valid"],
+    "gps_points": ["telemetry.gps.valid"],
+    "dtcs": ["telemetry.dtcs.valid"],
+    "network_stats": ["telemetry.netstats.valid"],
+    "fleet_locations": ["fleet.locations.valid"],
+    "fleet_faults": ["fleet.faults.valid"],
+}
+
+Watermarks = dict[tuple[str, int], int]
+
+
+def _tallied_topics() -> list[str]:
+    return [valid_topic(t) for t in RAW_TOPICS] + [dlq_topic(t) for t in RAW_TOPICS]
+
+
+def end_offsets(settings: Settings, topics: list[str]) -> Watermarks:
+    """The next offset of every partition of `topics`: where this run's records begin."""
+    consumer = Consumer(settings.kafka.client(**{"group.id": "fleetstream-demo-watermarks"}))
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        marks = {}
+        for topic in topics:
+            for partition in metadata.topics[topic].partitions:
+                marks[(topic, partition)] = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                                           timeout=10)[1]
+        return marks
+    finally:
+        consumer.close()
+
 
 @dataclass
 class TopicTally:
-    """Reads `.valid` and `dlq.` topics from the start and counts samples whose key has the run's prefix."""
+    """Counts samples on the `.valid` and `dlq.` topics from the run's starting offsets."""
 
     settings: Settings
-    key_prefix: bytes
+    start: Watermarks
     valid_samples: int = 0
     dead_letter_samples: int = 0
     dead_letters_by_code: Counter[str] = field(default_factory=Counter)
+    later_stage_dead_letters: Counter[str] = field(default_factory=Counter)
+    by_source: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    _seen: set[tuple[str, ...]] = field(default_factory=set)
     _consumer: Consumer | None = None
-
-    def _open(self) -> Consumer:
-        consumer = Consumer(self.settings.kafka.client(**{
-            "group.id": f"fleetstream-demo-tally-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }))
-        topics = [valid_topic(t) for t in RAW_TOPICS] + [dlq_topic(t) for t in RAW_TOPICS]
-        metadata = consumer.list_topics(timeout=10)
-        consumer.assign([TopicPartition(t, p, 0) for t in topics for p in metadata.topics[t].partitions])
-        return consumer
 
     def poll(self, seconds: float) -> None:
         """Read whatever arrived within `seconds`."""
         if self._consumer is None:
-            self._consumer = self._open()
+            self._consumer = Consumer(self.settings.kafka.client(**{
+                "group.id": f"fleetstream-demo-tally-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}))
+            self._consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in self.start.items()])
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             messages = self._consumer.consume(num_messages=5000, timeout=0.2)
             for message in messages:
                 topic, value = message.topic(), message.value()
-                if message.error() or topic is None or value is None:
-                    continue
-                if (message.key() or b"").startswith(self.key_prefix):
+                if not message.error() and topic is not None and value is not None:
                     self._count(topic, value)
             if not messages:
                 return
@@ -72,11 +110,22 @@ class TopicTally:
     def _count(self, topic: str, value: bytes) -> None:
         record_type = record_type_of(topic)
         record = codec.decode(value, record_type)
-        if record_type == "dead_letter":
+        # Stages hand over at least once: a record re-sent after a rebalance has the same identity (batch id;
+        # for a dead letter, its source offset and reason) and counts once, as the idempotent sinks store it.
+        identity = ((topic, record["batch_id"]) if record_type != "dead_letter" else
+                    (topic, str(record["partition"]), str(record["offset"]), record["stage"], record["error_code"]))
+        if identity in self._seen:
+            self.duplicates += 1
+            return
+        self._seen.add(identity)
+        if record_type != "dead_letter":
+            self.valid_samples += sample_count(record_type, record)
+            self.by_source[record.get("source") or record.get("provider") or "?"] += sample_count(record_type, record)
+        elif record["stage"] in _STREAM_STAGES:
             self.dead_letter_samples += record["sample_count"]
             self.dead_letters_by_code[record["error_code"]] += record["sample_count"]
         else:
-            self.valid_samples += sample_count(record_type, record)
+            self.later_stage_dead_letters[f"{record['stage']}:{record['error_code']}"] += record["sample_count"]
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -84,7 +133,7 @@ class TopicTally:
 
 
 class Services:
-    """Child processes the demo starts (`fleetstream worker`, the sinks), with their logs under `home/logs`."""
+    """Child processes the demo starts (`fleetstream worker`, the ClickHouse sink), logs under `home/logs`."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -122,32 +171,185 @@ class Services:
                 process.wait()
 
 
-def _stored_counts(settings: Settings, key_prefix: str) -> tuple[int, int]:
-    """(valid samples stored, dead-lettered samples stored) for this run, asked of the running sink."""
+def _provenance(start: Watermarks, topics: list[str]) -> str:
+    """A SQL condition selecting rows whose Kafka provenance is at or after the run's start offsets."""
+    clauses = [f"(kafka_topic = '{t}' AND kafka_partition = {p} AND kafka_offset >= {o})"
+               for (t, p), o in start.items() if t in topics]
+    return " OR ".join(clauses) or "0"
+
+
+def _stored_counts(settings: Settings, start: Watermarks) -> tuple[int, int]:
+    """(valid samples stored, validation dead-letter samples stored) for this run, asked of the running sink."""
     from sinks.clickhouse import run_sql
 
-    like = {"prefix": key_prefix + "%"}
-    stored_sql = """
-        SELECT (SELECT count() FROM fleetstream.samples WHERE vehicle_id LIKE {prefix:String})
-             + (SELECT count() FROM fleetstream.gps_points WHERE vehicle_id LIKE {prefix:String})
-             + (SELECT count() FROM fleetstream.dtcs WHERE vehicle_id LIKE {prefix:String})
-             + (SELECT count() FROM fleetstream.network_stats WHERE vehicle_id LIKE {prefix:String})"""
-    dead_sql = "SELECT sum(sample_count) FROM fleetstream.dead_letters FINAL WHERE key LIKE {prefix:String}"
-    stored = run_sql(settings, stored_sql, like)[1][0][0]
-    dead = run_sql(settings, dead_sql, like)[1][0][0]
-    return int(stored or 0), int(dead or 0)
+    stored = " + ".join(f"(SELECT count() FROM fleetstream.{table} WHERE {_provenance(start, topics)})"
+                        for table, topics in _TABLE_TOPICS.items())
+    dead = (f"SELECT sum(sample_count) FROM fleetstream.dead_letters FINAL WHERE stage IN {_STREAM_STAGES} "
+            f"AND ({_provenance(start, [dlq_topic(t) for t in RAW_TOPICS])})")
+    stored_rows = run_sql(settings, f"SELECT {stored}")[1][0][0]
+    dead_rows = run_sql(settings, dead)[1][0][0]
+    return int(stored_rows or 0), int(dead_rows or 0)
 
 
-def run_demo(
-    settings: Settings, seconds: float = 20.0, vehicles: int = 5, settle_timeout_s: float = 120.0
-) -> dict[str, Any]:
-    """Run the pipeline for `seconds` of simulated traffic and return the summary (see module docstring)."""
-    from fleetstream.topics import create_topics
+# --- sources ---------------------------------------------------------------------------------------------------
+
+
+def _vehicles(settings: Settings, seconds: float, vehicles: int, stop: threading.Event, counts: Counter[str]) -> None:
     from producers.edge import EdgeProducer
     from producers.vehicle_sim import VehicleFleetSimulator, run_simulation
 
-    run_id = uuid.uuid4().hex[:8]
-    key_prefix = f"demo-{run_id}-"
+    with EdgeProducer(settings.kafka) as producer:
+        run_simulation(VehicleFleetSimulator(vehicles=vehicles, first_vehicle_id=1001), producer, seconds, stop=stop)
+    counts.update(producer.delivered_samples)
+
+
+def _test_cell(settings: Settings, seconds: float, stop: threading.Event, counts: Counter[str]) -> None:
+    """A dyno cell's edge agent: a JetDrive simulator and client on loopback multicast, an MTS on a tty."""
+    from producers.agent import Agent, AgentConfig, SourceSpec
+
+    config = AgentConfig(station_id="demo-cell-1", spool_dir=settings.home / "demo-agent-spool", metrics_port=None,
+                         sources=[
+                             SourceSpec(name="jetdrive_sim", type="jetdrive_sim",
+                                        options={"interface": "127.0.0.1", "rate_hz": 20.0}),
+                             SourceSpec(name="jetdrive", type="jetdrive", options={"interface": "127.0.0.1"}),
+                             SourceSpec(name="innovate", type="innovate", options={
+                                 "simulate": True, "aux": [{"name": "engine_speed", "scale": 10.0, "unit": "rpm"}]}),
+                         ])
+    agent = Agent(config, settings.kafka)
+    agent.start()
+    stop.wait(seconds)
+    agent.stop(drain_timeout_s=30)
+    counts.update(agent.producer.delivered_samples)
+
+
+def _file_import(settings: Settings, counts: Counter[str]) -> None:
+    from producers.edge import EdgeProducer
+    from producers.files import import_file
+
+    sample = Path(__file__).parents[1] / "producers" / "samples" / "dyno_pull.wp8"
+    start_ms = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp() * 1000)  # inside the validation horizon
+    with EdgeProducer(settings.kafka) as producer:
+        for record in import_file(sample, station_id="demo-cell-1", start_time_ms=start_ms, progress=False):
+            producer.publish("dyno.samples", "demo-cell-1", record)
+    counts.update(producer.delivered_samples)
+
+
+def _vehicle_client(settings: Settings, seconds: float, stop: threading.Event, counts: Counter[str]) -> None:
+    """A device's code, unchanged but for the import: IcsAnalytics fed by a simulated vehicle."""
+    from producers.vehicle_client import IcsAnalytics
+    from producers.vehicle_sim import VehicleFleetSimulator
+
+    simulator = VehicleFleetSimulator(vehicles=1, first_vehicle_id=9101, bad_sample_rate=0.0, malformed_rate=0.0)
+    with IcsAnalytics(device_id=9001, vehicle_id=9101, fleet_id=42, org_id=7, batch_size=200,
+                      batch_interval_seconds=1, kafka=settings.kafka,
+                      spool_dir=settings.home / "demo-vehicle-client") as client:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not stop.is_set():
+            for topic, _, record in simulator.tick(int(time.time() * 1000)):
+                if isinstance(record, dict):
+                    _call_client(client, topic, record)
+            stop.wait(1.0)
+        client.flush()
+        counts["vehicle_client"] += client.delivered_samples
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _call_client(client: Any, topic: str, record: dict[str, Any]) -> None:
+    """Turn a simulator record into the public client's input dicts (as device code writes them)."""
+    if topic == "telemetry.signals":
+        client.add_signal({"name": record["name"], "unit": record["unit"], "messageName": record["message_name"],
+                           "networkName": record["network_name"], "ecuName": record["ecu_name"], "arbId": "",
+                           "paramType": "NUMBER", "signalType": "PID" if record["name"] == "EngineSpeed" else "SIGNAL",
+                           "data": [{"value": s["value"], "time": _iso(s["timestamp_ms"])} for s in record["samples"]]})
+    elif topic == "telemetry.gps":
+        client.add_gps([{"time": _iso(p["timestamp_ms"]), "latitude": p["latitude"], "longitude": p["longitude"],
+                         "speed": p["speed"], "bearing": p["bearing_deg"], "available": p["available"]}
+                        for p in record["points"]])
+    elif topic == "telemetry.dtcs":
+        client.add_dtc({"messageName": record["message_name"], "name": record["name"], "ecuName": record["ecu_name"],
+                        "networkName": record["network_name"], "ecuId": record["ecu_id"],
+                        "data": [{"dtcId": d["dtc_id"], "status": d["status"], "description": d["description"],
+                                  "time": _iso(d["timestamp_ms"])} for d in record["dtcs"]]})
+    elif topic == "telemetry.netstats":
+        client.add_network_stats({"name": record["name"], "totalMessages": record["total_messages"],
+                                  "matchedMessages": record["matched_messages"],
+                                  "unmatchedMessages": record["unmatched_messages"],
+                                  "errorMessages": record["error_messages"], "longMessageParts": 0,
+                                  "minTime": _iso(record["min_time_ms"]), "maxTime": _iso(record["max_time_ms"]),
+                                  "rate": record["rate"]})
+
+
+def _fleet_apis(settings: Settings, counts: Counter[str]) -> None:
+    """Both providers' pollers, each against a local fake of its API, polled twice (the second incrementally)."""
+    from producers.edge import EdgeProducer
+    from producers.fleet import build_poller
+    from producers.fleet.fake import start_fake
+
+    now = datetime.now(UTC)
+    producer = EdgeProducer(settings.kafka)
+
+    def publish(batch: list[tuple[str, bytes, dict[str, Any]]]) -> None:
+        for topic, key, record in batch:
+            producer.publish(topic, key.decode(), record)
+        if producer.flush():
+            raise RuntimeError("the broker did not acknowledge every record")
+
+    for provider in ("motive", "samsara"):
+        url, fake = start_fake(provider, vehicles=4, seed=11, origin=now - timedelta(hours=1), error_rate=0.05)
+        try:
+            poller = build_poller(provider, settings.fleet, "fake-token", settings.home / "demo-fleet-checkpoints",
+                                  publish, since=now - timedelta(minutes=30), base_url=url, rate_per_s=50.0, burst=50,
+                                  backoff_base_s=0.05)
+            poller.poll_once(now - timedelta(minutes=5))
+            poller.poll_once(datetime.now(UTC))
+        finally:
+            fake.stop()
+    counts.update(producer.delivered_samples)
+
+
+def _run_sources(settings: Settings, seconds: float, vehicles: int) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    stop = threading.Event()
+    jobs: list[tuple[str, Callable[[], None]]] = [
+        ("vehicles", lambda: _vehicles(settings, seconds, vehicles, stop, counts)),
+        ("test cell", lambda: _test_cell(settings, seconds, stop, counts)),
+        ("file import", lambda: _file_import(settings, counts)),
+        ("vehicle client", lambda: _vehicle_client(settings, seconds, stop, counts)),
+        ("fleet APIs", lambda: _fleet_apis(settings, counts)),
+    ]
+    errors: list[str] = []
+
+    def guarded(name: str, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception as exc:
+            log.exception("demo source %s failed", name)
+            errors.append(f"{name}: {exc}")
+            stop.set()
+
+    threads = [threading.Thread(target=guarded, args=job, name=f"demo-{job[0]}") for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError("demo sources failed: " + "; ".join(errors))
+    return counts
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+
+def run_demo(
+    settings: Settings, seconds: float = 20.0, vehicles: int = 5, settle_timeout_s: float = 180.0
+) -> dict[str, Any]:
+    """Run the pipeline for `seconds` of traffic and return the summary (see the module docstring)."""
+    from fleetstream.topics import create_topics
+    from sinks.backend import ContractBackend
+
     local = settings.kafka.bootstrap_servers == f"127.0.0.1:{settings.stack.kafka_port}"
     stack = None  # anything but the local stack's own address is an existing cluster: used as it is
     if local:
@@ -156,37 +358,71 @@ def run_demo(
         stack = KafkaStack(settings)
     started_stack = stack is not None and not stack.status().running
     services = Services(settings)
-    tally = TopicTally(settings, key_prefix.encode())
+    backend = ContractBackend(token=settings.sec_auth_token.get_secret_value() if settings.sec_auth_token else None)
+    tally: TopicTally | None = None
     try:
         if stack is not None:
             stack.up()
         create_topics(settings.kafka, settings.topics)
+        start = end_offsets(settings, _tallied_topics())
+        tally = TopicTally(settings, start)
+        backend.start()
+        settings = settings.model_copy(update={"graphql_endpoint": backend.url})
         services.start("worker", "worker")
         services.start("sink-clickhouse", "sink", "clickhouse")
+        forwarder, forwarder_stop, forwarder_thread = _start_forwarder(settings)
         _wait_for_sink(settings, services)
-        simulator = VehicleFleetSimulator(vehicles=vehicles, prefix=key_prefix + "veh", seed=int(run_id, 16) % 10_000)
-        log.info("publishing simulated traffic for %.0f s (run %s)", seconds, run_id)
-        with EdgeProducer(settings.kafka) as producer:
-            run_simulation(simulator, producer, seconds)
-        produced = sum(producer.delivered_samples.values())
-        stored, dead_stored = _settle(settings, services, tally, produced, key_prefix, settle_timeout_s)
+        _wait_for_group(settings, services, "fleetstream-streams")
+        log.info("publishing for %.0f s: vehicles, a dyno cell, a file import, a vehicle client, fleet APIs", seconds)
+        sources = _run_sources(settings, seconds, vehicles)
+        produced = sum(sources.values())
+        stored, dead_stored = _settle(settings, services, tally, produced, start, settle_timeout_s)
+        _drain_forwarder(forwarder, forwarder_stop, forwarder_thread)
         return {
-            "run_id": run_id,
             "produced_samples": produced,
             "valid_samples": tally.valid_samples,
             "dead_letter_samples": tally.dead_letter_samples,
             "stored_samples": stored,
             "dead_letters_stored": dead_stored,
             "dead_letters_by_reason": dict(tally.dead_letters_by_code),
-            "sources": dict(producer.delivered_samples),
+            "sources": dict(sources),
+            "valid_by_source": dict(tally.by_source),
+            "redelivered_records": tally.duplicates,
+            "graphql_requests": sum(backend.counts.values()),
+            "graphql_failures": forwarder.stats.failures,
+            "graphql_dead_letters": forwarder.stats.dead_letters,
             "ok": produced == tally.valid_samples + tally.dead_letter_samples
             and stored == tally.valid_samples and dead_stored == tally.dead_letter_samples,
         }
     finally:
-        tally.close()
+        if tally is not None:
+            tally.close()
         services.stop()
+        backend.stop()
         if started_stack and stack is not None:
             stack.down()
+
+
+def _start_forwarder(settings: Settings) -> tuple[Any, threading.Event, threading.Thread]:
+    from sinks.graphql import GraphQLForwarder
+
+    forwarder = GraphQLForwarder(settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=forwarder.run, args=(stop,), name="demo-graphql-forwarder", daemon=True)
+    thread.start()
+    return forwarder, stop, thread
+
+
+def _drain_forwarder(forwarder: Any, stop: threading.Event, thread: threading.Thread, idle_s: float = 3.0) -> None:
+    """Let the forwarder finish what is on the topics: stop once its count has not moved for `idle_s`."""
+    last, still_since = -1, time.monotonic()
+    while time.monotonic() - still_since < idle_s:
+        current = forwarder.stats.records_forwarded + forwarder.stats.dead_letters
+        if current != last:
+            last, still_since = current, time.monotonic()
+        time.sleep(0.2)
+    stop.set()
+    thread.join(timeout=30)
 
 
 def _wait_for_sink(settings: Settings, services: Services, timeout_s: float = 120.0) -> None:
@@ -201,7 +437,7 @@ def _wait_for_sink(settings: Settings, services: Services, timeout_s: float = 12
         try:
             if is_embedded(settings.clickhouse_dsn) and discover(embedded_path(settings.clickhouse_dsn)) is None:
                 raise ConnectionError("the sink's query endpoint is not up yet")
-            _stored_counts(settings, "demo-readiness-")
+            _stored_counts(settings, {})
             return
         except Exception as exc:
             log.debug("sink not ready yet: %s", exc)
@@ -209,7 +445,24 @@ def _wait_for_sink(settings: Settings, services: Services, timeout_s: float = 12
     raise TimeoutError(f"the ClickHouse sink did not answer within {timeout_s:.0f} s (see {services.log_dir})")
 
 
-def _settle(settings: Settings, services: Services, tally: TopicTally, produced: int, key_prefix: str,
+def _wait_for_group(settings: Settings, services: Services, group: str, timeout_s: float = 120.0) -> None:
+    """Wait until the consumer group is stable with partitions assigned (the worker is consuming)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client())
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        services.check()
+        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        if description.state == ConsumerGroupState.STABLE and any(
+                m.assignment.topic_partitions for m in description.members):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"consumer group {group} did not become stable within {timeout_s:.0f} s")
+
+
+def _settle(settings: Settings, services: Services, tally: TopicTally, produced: int, start: Watermarks,
             timeout_s: float) -> tuple[int, int]:
     """Wait until every produced sample is valid or dead-lettered, and all of them are stored."""
     deadline = time.monotonic() + timeout_s
@@ -217,7 +470,7 @@ def _settle(settings: Settings, services: Services, tally: TopicTally, produced:
     while time.monotonic() < deadline:
         services.check()
         tally.poll(1.0)
-        stored, dead_stored = _stored_counts(settings, key_prefix)
+        stored, dead_stored = _stored_counts(settings, start)
         accounted = tally.valid_samples + tally.dead_letter_samples
         if accounted >= produced and stored >= tally.valid_samples and dead_stored >= tally.dead_letter_samples:
             return stored, dead_stored
@@ -231,13 +484,14 @@ def _settle(settings: Settings, services: Services, tally: TopicTally, produced:
 def summary_text(summary: dict[str, Any]) -> str:
     ok = "OK" if summary.get("ok") else "MISMATCH"
     lines = [
-        f"fleetstream demo, run {summary['run_id']}: {ok} in {summary.get('elapsed_s', 0)} s",
+        f"fleetstream demo: {ok} in {summary.get('elapsed_s', 0)} s",
         f"  produced samples      {summary['produced_samples']:>10,}",
         f"  valid samples         {summary['valid_samples']:>10,}",
         f"  dead-lettered samples {summary['dead_letter_samples']:>10,}  {summary['dead_letters_by_reason']}",
         f"  stored in ClickHouse  {summary['stored_samples']:>10,}",
         f"  dead letters stored   {summary['dead_letters_stored']:>10,}",
-        "  sources: " + ", ".join(f"{name} {count:,}" for name, count in summary["sources"].items()),
+        f"  GraphQL requests      {summary['graphql_requests']:>10,}  ({summary['graphql_failures']} failed, "
+        f"{summary['graphql_dead_letters']} dead letters)",
+        "  sources: " + ", ".join(f"{name} {count:,}" for name, count in sorted(summary["sources"].items())),
     ]
     return "\n".join(lines)
-

@@ -90,7 +90,8 @@ class VehicleFleetSimulator:
     bad_sample_rate: float = 0.01
     malformed_rate: float = 0.002
     seed: int = 7
-    prefix: str = "veh"
+    first_vehicle_id: int = 1001
+    """Vehicle ids are integers (as the vehicle client and the GraphQL backend know them), from this one up."""
     source: str = "vehicle_sim"
     rng: random.Random = field(init=False)
     fleet: list[SimulatedVehicle] = field(init=False)
@@ -100,7 +101,8 @@ class VehicleFleetSimulator:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.fleet = [
-            SimulatedVehicle(vehicle_id=f"{self.prefix}-{i:03d}", device_id=f"{1000 + i}", fleet_id="42", org_id="7",
+            SimulatedVehicle(vehicle_id=str(self.first_vehicle_id + i),
+                             device_id=str(50_000 + self.first_vehicle_id + i), fleet_id="42", org_id="7",
                              rng=random.Random(self.seed * 1000 + i), lat=37.77 + i * 0.01, lon=-122.42 - i * 0.01)
             for i in range(self.vehicles)
         ]
