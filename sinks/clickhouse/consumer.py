@@ -8,6 +8,11 @@ The sequence per batch is: record range `before` → insert → produce the batc
 `after` → commit offsets synchronously. A crash anywhere in it leads to a replay that is either skipped
 (`after`) or re-formed to the same range and deduplicated by ClickHouse (`before`); see `offsets.py`.
 
+Rows of the samples table (nearly all of them) are inserted as an Arrow table (`rows.samples_arrow`), the
+other tables as column lists; both through `inserts.insert_batch`, which the benchmark measures too.
+Prometheus counters (`metrics.SinkMetrics`) are served at `/metrics` beside `/health` on the loopback
+endpoint. `fault` (test-only, `faults.Fault`) kills the process at a chosen point of the sequence.
+
 A message that does not decode is never dropped: it becomes a dead letter (stage `sink`) on the
 dead-letter topic of its stream, or, when it was read from a dead-letter topic, a `dead_letters` row
 straight away.
@@ -21,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
@@ -29,10 +34,16 @@ from fleetstream.config import Settings
 from schemas.codec import Codec, DecodeError
 from sinks.clickhouse import rows
 from sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
-from sinks.clickhouse.client import DATABASE, Client, connect, is_embedded
+from sinks.clickhouse.client import Client, connect, is_embedded
+from sinks.clickhouse.faults import Fault
+from sinks.clickhouse.inserts import insert_batch, size_of
+from sinks.clickhouse.metrics import SinkMetrics
 from sinks.clickhouse.migrations import migrate
 from sinks.clickhouse.offsets import OffsetStore, RangeState
 from sinks.clickhouse.rows import Route, SourcedRecord
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["DLQ_PATTERN", "GROUP_ID", "ClickHouseSink", "SinkStats", "dlq_topic_for"]
 
@@ -93,6 +104,8 @@ class ClickHouseSink:
         client: Client | None = None,
         consumer_overrides: Mapping[str, Any] | None = None,
         serve_queries: bool = True,
+        metrics: SinkMetrics | None = None,
+        fault: Fault | None = None,
     ):
         self.settings = settings
         self.routes = dict(rows.ROUTES if routes is None else routes)
@@ -100,6 +113,10 @@ class ClickHouseSink:
         self.group_id = group_id
         self.dlq_topic = dlq_topic
         self.stats = SinkStats()
+        self.metrics = metrics or SinkMetrics()
+        self._fault = fault
+        self._counted = (0, 0)
+        """(messages, replayed_skipped) already added to the metrics."""
         self._client = client
         self._owns_client = client is None
         self._consumer_overrides = dict(consumer_overrides or {})
@@ -141,9 +158,9 @@ class ClickHouseSink:
         log.info("ClickHouse sink subscribed to %d topics%s as group %s", len(self.routes),
                  " and dlq.*" if self.subscribe_dlq else "", self.group_id)
         if self._serve_queries and is_embedded(self.settings.clickhouse_dsn):
-            from sinks.query_server import QueryServer
+            from sinks.clickhouse.metrics import SinkEndpoint
 
-            self._query_server = QueryServer(self.client, self.settings)
+            self._query_server = SinkEndpoint(self.client, self.settings, self.metrics)
             self._query_server.start()
 
     def close(self, flush: bool = True) -> None:
@@ -203,7 +220,15 @@ class ClickHouseSink:
             self._last_activity = now
         self.flush()
         self._commit_skipped()
+        self._count_messages()
         return len(messages)
+
+    def _count_messages(self) -> None:
+        """Add this poll's message and skip counts to the metrics (once per poll, not per message)."""
+        messages, skipped = self._counted
+        self.metrics.messages.inc(self.stats.messages - messages)
+        self.metrics.replayed_skipped.inc(self.stats.replayed_skipped - skipped)
+        self._counted = (self.stats.messages, self.stats.replayed_skipped)
 
     def _accept(self, message: Message, now: float) -> None:
         error = message.error()
@@ -266,22 +291,32 @@ class ClickHouseSink:
         """before → insert → dead letters → after → commit (see the module docstring)."""
         assert self._offsets is not None and self._consumer is not None
         route = self._route(batch.topic)
-        columns, dead = self._columns(batch, route)
+        data, dead = self._columns(batch, route)
         self._offsets.mark(batch.topic, batch.partition, batch.first_offset, batch.last_offset, RangeState.BEFORE)
-        if rows.row_count(columns):
-            self._insert(route.table, columns, batch.token)
+        self._reached("crash_before_insert")
+        if size_of(data):
+            self._insert(route.table, data, batch.token)
+        self._reached("crash_after_insert")
         if dead:
             self._send_dead_letters(batch.topic, batch.partition, dead)
         self._offsets.mark(batch.topic, batch.partition, batch.first_offset, batch.last_offset, RangeState.AFTER)
+        self._reached("crash_after_mark")
         batcher.stored(batch)
         self.stats.batches += 1
+        self.metrics.batches.labels(route.table).inc()
         self._commit(batch.topic, batch.partition, batch.last_offset + 1)
 
-    def _columns(self, batch: Batch, route: Route) -> tuple[rows.Columns, list[Buffered]]:
-        """The batch's rows, and the messages that did not decode (to be dead-lettered)."""
+    def _reached(self, point: str) -> None:
+        if self._fault is not None:
+            self._fault.reached(point)
+
+    def _columns(self, batch: Batch, route: Route) -> tuple[rows.Columns | pa.Table, list[Buffered]]:
+        """The batch's rows (Arrow for samples, column lists otherwise), and the messages that did not decode."""
         good = [SourcedRecord(i.record, batch.topic, batch.partition, i.offset, i.key)
                 for i in batch.items if i.record is not None]
         bad = [i for i in batch.items if i.record is None]
+        if route.table == "samples":
+            return rows.samples_arrow(route.record_type, good), bad
         columns = rows.to_columns(route.record_type, good)
         if bad and route.table == rows.DEAD_LETTERS.table:
             # A dead-letter topic's own unreadable messages are stored here, not sent to a dlq of a dlq.
@@ -290,23 +325,17 @@ class ClickHouseSink:
             first_seen_ms = int(time.time() * 1000)
             columns = rows.merge_columns([columns, rows.dead_letter_columns_from_raw(raw, first_seen_ms)])
             self.stats.dead_letters += len(bad)
+            self.metrics.dead_letters.inc(len(bad))
             bad = []
         return columns, bad
 
-    def _insert(self, table: str, columns: rows.Columns, token: str) -> None:
-        settings = {
-            "insert_deduplicate": 1,
-            "insert_deduplication_token": token,
-            "deduplicate_blocks_in_dependent_materialized_views": 1,
-            # old file imports span many days: more partitions than the default 100 is expected, not an error
-            "throw_on_max_partitions_per_insert_block": 0,
-        }
-        n = rows.row_count(columns)
+    def _insert(self, table: str, columns: Any, token: str) -> None:
+        """Insert `columns` (`rows.Columns` or an Arrow table), retrying with the same token; counts the rows."""
+        n = size_of(columns)
         for attempt in range(1, _INSERT_ATTEMPTS + 1):
             started = time.perf_counter()
             try:
-                self.client.insert(f"{DATABASE}.{table}", list(columns.values()), column_names=list(columns),
-                                   column_oriented=True, settings=settings)
+                insert_batch(self.client, table, columns, token)
             except Exception as exc:
                 if attempt == _INSERT_ATTEMPTS:
                     raise
@@ -318,6 +347,8 @@ class ClickHouseSink:
             elapsed = time.perf_counter() - started
             self.stats.insert_seconds += elapsed
             self.stats.rows[table] += n
+            self.metrics.rows.labels(table).inc(n)
+            self.metrics.insert_seconds.labels(table).observe(elapsed)
             log.debug("inserted %d rows into %s in %.3f s (%s)", n, table, elapsed, token)
             return
 
@@ -346,6 +377,7 @@ class ClickHouseSink:
             raise RuntimeError(f"could not deliver {len(dead)} dead letters to {target}: "
                                f"{failures[:3] or f'{remaining} still queued'}")
         self.stats.dead_letters += len(dead)
+        self.metrics.dead_letters.inc(len(dead))
         log.warning("%d undecodable records of %s[%d] sent to %s", len(dead), topic, partition, target)
 
     def _commit(self, topic: str, partition: int, next_offset: int) -> None:

@@ -5,6 +5,13 @@ migration interrupted half-way is simply applied again. A migration is recorded 
 statements succeeded. The checksum of the file (before `${...}` substitution, so changing the retention
 setting does not invalidate history) guards against editing a migration that already ran: change the
 schema with a new migration instead.
+
+Server differences: `sink_offsets` uses EmbeddedRocksDB (a key-value table overwritten in place), which chDB
+and the standard server builds have but some deployments (ClickHouse Cloud, minimal builds) do not. When the
+engine is unknown, its statement is re-run with `ReplacingMergeTree(updated_at) ORDER BY <primary key>`,
+which keeps one row per key after merges; `OffsetStore.load` reads the newest row per key with `argMax`, so
+it is exact on either engine before any merge. The history records the file as applied either way (the
+checksum is of the file), and `status` does not care which engine was chosen.
 """
 
 from __future__ import annotations
@@ -18,13 +25,27 @@ from pathlib import Path
 
 from sinks.clickhouse.client import DATABASE, Client
 
-__all__ = ["MIGRATIONS_DIR", "Migration", "MigrationError", "MigrationStatus", "load_migrations", "migrate", "status"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "Migration",
+    "MigrationError",
+    "MigrationStatus",
+    "fallback_statement",
+    "load_migrations",
+    "migrate",
+    "status",
+]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _FILE = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+_ENGINE_FALLBACKS: dict[str, tuple[re.Pattern[str], str]] = {
+    "EmbeddedRocksDB": (re.compile(r"ENGINE\s*=\s*EmbeddedRocksDB(?:\(\))?\s+PRIMARY\s+KEY\s+(\w+)", re.I),
+                        r"ENGINE = ReplacingMergeTree(updated_at) ORDER BY \1"),
+}
+"""Engine → (its clause, the replacement) for stores that lack the engine; the table must have `updated_at`."""
 
 
 class MigrationError(RuntimeError):
@@ -115,8 +136,45 @@ def status(client: Client, migrations: list[Migration] | None = None) -> list[Mi
             for m in migrations]
 
 
-def migrate(client: Client, retention_days: int = 365, migrations: list[Migration] | None = None) -> list[Migration]:
-    """Apply the pending migrations in order; returns those applied (empty when up to date)."""
+def fallback_statement(statement: str, engine: str) -> str:
+    """`statement` with `engine` replaced by its fallback (ValueError when it has no such engine clause)."""
+    pattern, replacement = _ENGINE_FALLBACKS[engine]
+    replaced, n = pattern.subn(replacement, statement)
+    if n != 1:
+        raise ValueError(f"no {engine} clause in: {statement[:80]}")
+    return replaced
+
+
+def _unknown_engine(statement: str, exc: Exception) -> str | None:
+    message = str(exc)
+    for engine in _ENGINE_FALLBACKS:
+        if re.search(rf"ENGINE\s*=\s*{engine}\b", statement, re.I) and (
+                "UNKNOWN_STORAGE" in message or f"Unknown table engine {engine}" in message):
+            return engine
+    return None
+
+
+def _execute(client: Client, statement: str, unavailable_engines: frozenset[str]) -> None:
+    for engine in unavailable_engines & _ENGINE_FALLBACKS.keys():
+        if re.search(rf"ENGINE\s*=\s*{engine}\b", statement, re.I):
+            statement = fallback_statement(statement, engine)
+    try:
+        client.command(statement)
+    except Exception as exc:
+        missing = _unknown_engine(statement, exc)
+        if missing is None:
+            raise
+        log.warning("this ClickHouse has no %s engine; using its fallback", missing)
+        client.command(fallback_statement(statement, missing))
+
+
+def migrate(client: Client, retention_days: int = 365, migrations: list[Migration] | None = None,
+            unavailable_engines: frozenset[str] = frozenset()) -> list[Migration]:
+    """Apply the pending migrations in order; returns those applied (empty when up to date).
+
+    `unavailable_engines` forces the fallback of those engines (tests, or a store known to lack them);
+    an engine the store reports as unknown falls back anyway.
+    """
     migrations = load_migrations() if migrations is None else migrations
     _ensure_history(client)
     applied = _applied(client)
@@ -127,7 +185,7 @@ def migrate(client: Client, retention_days: int = 365, migrations: list[Migratio
         if migration.version in applied:
             continue
         for statement in migration.statements(variables):
-            client.command(statement)
+            _execute(client, statement, unavailable_engines)
         client.insert(f"{DATABASE}.schema_migrations", [[migration.version, migration.name, migration.checksum]],
                       column_names=["version", "name", "checksum"])
         log.info("applied migration %03d_%s", migration.version, migration.name)

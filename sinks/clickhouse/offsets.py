@@ -13,7 +13,9 @@ rebalance the new owner of a partition reads the record:
 
 The state lives in ClickHouse rather than a local file so that it moves with the partition when another
 sink process takes it over. EmbeddedRocksDB overwrites a key in place, so two small writes per batch cost
-no MergeTree parts.
+no MergeTree parts; where a server lacks it, the table is a ReplacingMergeTree (see `migrations`), and reads
+take the newest row per key, ordered by (updated_at, max_offset, state): within one millisecond a later
+range has a larger max_offset, and for the same range `after` follows `before`.
 """
 
 from __future__ import annotations
@@ -62,11 +64,11 @@ class OffsetStore:
         if not keys:
             return {}
         result = self._client.query(
-            f"SELECT key, min_offset, max_offset, state FROM {DATABASE}.sink_offsets "
-            "WHERE key IN {keys:Array(String)}",
+            "SELECT key, argMax((min_offset, max_offset, state), (updated_at, max_offset, state)) "
+            f"FROM {DATABASE}.sink_offsets WHERE key IN {{keys:Array(String)}} GROUP BY key",
             parameters={"keys": list(keys)},
         )
-        return {keys[key]: InFlight(int(lo), int(hi), RangeState(state)) for key, lo, hi, state in result.result_rows}
+        return {keys[key]: InFlight(int(lo), int(hi), RangeState(state)) for key, (lo, hi, state) in result.result_rows}
 
     def mark(self, topic: str, partition: int, min_offset: int, max_offset: int, state: RangeState) -> None:
         """Record the range of `topic`/`partition` as `state` (overwrites the previous record)."""

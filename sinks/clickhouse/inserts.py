@@ -1,0 +1,41 @@
+"""One batch insert, as the sink does it: column lists or an Arrow table, with the deduplication token.
+
+Shared by the sink and `sinks/bench.py`, so the benchmark measures the code that runs in production.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sinks.clickhouse.client import DATABASE, Client
+from sinks.clickhouse.rows import Columns, row_count
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["dedup_settings", "insert_batch", "size_of"]
+
+def dedup_settings(token: str) -> dict[str, Any]:
+    """Insert settings that make a replay of the same offset range a no-op, in the table and its rollups."""
+    return {
+        "insert_deduplicate": 1,
+        "insert_deduplication_token": token,
+        # the rollup views' blocks are deduplicated too, else a replay stored once in samples counts twice there
+        "deduplicate_blocks_in_dependent_materialized_views": 1,
+        # old file imports span many days: more partitions than the default 100 is expected, not an error
+        "throw_on_max_partitions_per_insert_block": 0,
+    }
+
+
+def size_of(data: Columns | pa.Table) -> int:
+    """Rows in a batch of either shape."""
+    return row_count(data) if isinstance(data, dict) else int(data.num_rows)
+
+
+def insert_batch(client: Client, table: str, data: Columns | pa.Table, token: str) -> None:
+    """Insert one batch into `fleetstream.<table>` with the deduplication token `token` (one attempt)."""
+    if isinstance(data, dict):
+        client.insert(f"{DATABASE}.{table}", list(data.values()), column_names=list(data), column_oriented=True,
+                      settings=dedup_settings(token))
+    else:
+        client.insert_arrow(f"{DATABASE}.{table}", data, settings=dedup_settings(token))
