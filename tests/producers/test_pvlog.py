@@ -29,13 +29,13 @@ def test_fixture_channels_units_and_counts() -> None:
     parsed, samples = parse_bytes(FIXTURE.read_bytes())
     assert [(c.channel, c.unit) for c in parsed.channels] == [
         ("engine_speed", "rpm"), ("power", "hp"), ("torque", "ft-lb"), ("afr", "AFR"), ("map", "kPa"),
-        ("iat", "degF"), ("tps", "%")]
+        ("iat", "degF"), ("tps", "%"), ("spark_advance", "deg")]
     assert parsed.metadata["format"] == "Pro-XY CSV 1.0.0"
     assert parsed.stats.rows == 101  # 0..2000 ms every 20 ms
     per_channel = {c.channel: sum(1 for s in samples if s.channel == c.channel) for c in parsed.channels}
     # Each signal at its own rate (20, 40 or 200 ms): only observed values become samples.
     assert per_channel == {"engine_speed": 101, "power": 101, "torque": 101, "afr": 51, "map": 101, "iat": 11,
-                           "tps": 101}
+                           "tps": 101, "spark_advance": 51}
     assert parsed.stats.samples == len(samples) and parsed.stats.errors == 0
 
 
@@ -57,10 +57,11 @@ def test_units_are_converted_to_canonical() -> None:
 
 
 def test_signal_in_unknown_unit_is_reported_not_sent() -> None:
-    parsed, samples = parse_bytes(FIXTURE.read_bytes())
-    assert parsed.stats.skipped_columns == ["Spark Advance"]
-    assert {s.channel for s in samples} == {c.channel for c in parsed.channels}
-    assert any("unit 'deg'" in issue.message and issue.where == "line 10" for issue in parsed.stats.issues)
+    text = HEADER.replace('"\n\n"Time(ms)"', '"\n3,"PV","1003","Fuel Used","furlongs","",""\n\n"Time(ms)"')
+    parsed, samples = parse_bytes((text + "0,1,2500\n0,2,30\n0,3,7\n").encode())
+    assert parsed.stats.skipped_columns == ["Fuel Used"]
+    assert {s.channel for s in samples} == {c.channel for c in parsed.channels} == {"engine_speed", "iat"}
+    assert any("unit 'furlongs'" in issue.message and issue.where == "line 5" for issue in parsed.stats.issues)
 
 
 def test_pivot_carries_values_forward() -> None:
