@@ -47,7 +47,7 @@ def client(tmp_path):
 def spooled(client: IcsAnalytics) -> list[tuple[str, dict]]:
     client._spool.close()
     reopened = Spool(client._spool.dir)
-    out = []
+    out: list[tuple[str, dict]] = []
 
     def take(entries):
         out.extend((e.topic, codec.decode(e.value)) for e in entries)

@@ -55,6 +55,7 @@ def test_hard_range_from_the_design_table_rejects(validator):
 )
 def test_outside_warning_range_is_valid_but_flagged(validator, channel, unit, value, flag):
     outcome = validator.validate("signal_batch", signal(channel, unit, [value]), NOW_MS)
+    assert outcome.valid is not None
     assert outcome.valid["samples"][0]["flags"] == flag
     assert outcome.warnings == 1
 
@@ -68,6 +69,7 @@ def test_ranges_apply_after_unit_conversion(validator):
 def test_sanitize_mode_clamps_and_flags():
     validator = Validator(ValidationSettings(mode="sanitize"))
     outcome = validator.validate("signal_batch", signal("TPS", "%", [130.0]), NOW_MS)
+    assert outcome.valid is not None
     sample = outcome.valid["samples"][0]
     assert sample["value"] == 100.0 and sample["flags"] & FLAG_CLAMPED
     assert outcome.clamped == 1
@@ -140,7 +142,7 @@ def test_an_unexpected_error_becomes_a_dead_letter_not_a_crash(validator, monkey
 
     monkeypatch.setattr(validator, "validate", boom)
     record = signal("EngineSpeed", "rpm", [800.0, 900.0])
-    ((topic, _, value),) = validate_message(validator, "telemetry.signals", 0, 1, b"k",
-                                            codec.encode("signal_batch", record), NOW_MS)
+    ((_, _, value),) = validate_message(validator, "telemetry.signals", 0, 1, b"k",
+                                        codec.encode("signal_batch", record), NOW_MS)
     letter = codec.decode(value, "dead_letter")
     assert letter["error_code"] == "internal_error" and letter["sample_count"] == 2 and "bug" in letter["reason"]
