@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ __all__ = [
     "free_ports",
     "kafka_service",
     "local_stack_settings",
+    "reap_orphaned_stacks",
 ]
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
 CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:24.8"
 DOCKER_PING_TIMEOUT_S = 2.0
+OWNER_FILE = "owner.pid"
+"""Next to a private local stack: the pid of the process that started it, so a leaked broker can be found."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,48 @@ def local_stack_settings(home: Path, base: Settings | None = None) -> Settings:
     return base.model_copy(update={"home": home, "stack": stack, "kafka": kafka})
 
 
+def reap_orphaned_stacks(root: Path) -> list[int]:
+    """Stop private brokers in `root/*/*/` whose starting process is gone; return their pids.
+
+    A test session that is killed (CI timeout, SIGKILL) cannot stop the broker it started, which would then hold
+    ~1 GB until the machine restarts. Brokers of live sessions, including concurrent ones, are left alone.
+    """
+    stopped: list[int] = []
+    for owner_file in root.glob(f"*/*/{OWNER_FILE}"):
+        try:
+            owner = int(owner_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        stack = KafkaStack(Settings(home=owner_file.parent / "stack"))
+        status = stack.status()
+        if status.running and status.pid is not None:
+            log.warning("stopping kafka pid %s left running by dead process %s (%s)", status.pid, owner, stack.home)
+            stack.down(timeout_s=10.0)
+            stopped.append(status.pid)
+        owner_file.unlink(missing_ok=True)
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def kafka_service(env: Mapping[str, str], scratch: Path, base: Settings | None = None,
                   timeout_s: float = 120.0) -> Iterator[ResolvedService]:
-    """A Kafka cluster for the duration of the block; see the module docstring for the order tried."""
+    """A Kafka cluster for the duration of the block; see the module docstring for the order tried.
+
+    The local stack's files live in `scratch/stack`, with `scratch/owner.pid` naming this process for
+    `reap_orphaned_stacks`.
+    """
     if env.get("KAFKA_BOOTSTRAP_SERVERS"):
         log.info("kafka: using KAFKA_BOOTSTRAP_SERVERS=%s", env["KAFKA_BOOTSTRAP_SERVERS"])
         yield ResolvedService(env["KAFKA_BOOTSTRAP_SERVERS"], "env")
@@ -104,6 +146,8 @@ def kafka_service(env: Mapping[str, str], scratch: Path, base: Settings | None =
         return
     log.info("kafka: no Docker engine answers (%s); starting the local KafkaStack", why)
     stack = KafkaStack(local_stack_settings(scratch / "stack", base))
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / OWNER_FILE).write_text(f"{os.getpid()}\n")
     status = stack.up(timeout_s=timeout_s)
     try:
         yield ResolvedService(status.bootstrap, "local")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
-from fleetstream.services import ResolvedService, clickhouse_service, kafka_service
+from fleetstream.services import ResolvedService, clickhouse_service, kafka_service, reap_orphaned_stacks
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def kafka_service_info(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ResolvedService]:
     """The session's Kafka cluster and where it came from (`env`, `docker` or `local`)."""
+    # pytest-of-<user>/pytest-<n>/kafka<i>: brokers leaked by killed sessions are stopped before starting one
+    reap_orphaned_stacks(tmp_path_factory.getbasetemp().parent)
     with kafka_service(os.environ, tmp_path_factory.mktemp("kafka")) as service:
         log.info("integration tests use kafka at %s (%s)", service.address, service.source)
         yield service

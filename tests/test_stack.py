@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 from fleetstream import stack as stack_module
 from fleetstream.config import Settings, StackSettings
-from fleetstream.services import docker_available, kafka_service, local_stack_settings
+from fleetstream.services import docker_available, kafka_service, local_stack_settings, reap_orphaned_stacks
 from fleetstream.stack import (
     KafkaStack,
     StackError,
@@ -217,6 +218,28 @@ def test_broker_that_cannot_start_is_reported_with_its_log(tmp_path: Path, bad_p
     assert bad_property[1] in str(caught.value)  # the log lines name the culprit
     assert not stack.status().running
     assert not stack.pid_path.exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_broker_leaked_by_a_dead_session_is_reaped_and_a_live_sessions_is_not(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leaked_scratch, live_scratch = tmp_path / "pytest-1" / "kafka0", tmp_path / "pytest-2" / "kafka0"
+    leaked = KafkaStack(local_stack_settings(leaked_scratch / "stack"))
+    try:
+        pid = leaked.up(timeout_s=120).pid
+        (leaked_scratch / "owner.pid").write_text(f"{dead.pid}\n")
+        live_scratch.mkdir(parents=True)
+        (live_scratch / "owner.pid").write_text(f"{os.getpid()}\n")
+
+        assert reap_orphaned_stacks(tmp_path) == [pid]
+
+        assert not leaked.status().running
+        assert not (leaked_scratch / "owner.pid").exists()
+        assert (live_scratch / "owner.pid").exists()
+    finally:
+        leaked.down()
 
 
 @pytest.mark.integration
