@@ -158,7 +158,7 @@ class ClickHouseSink:
         log.info("ClickHouse sink subscribed to %d topics%s as group %s", len(self.routes),
                  " and dlq.*" if self.subscribe_dlq else "", self.group_id)
         if self._serve_queries and is_embedded(self.settings.clickhouse_dsn):
-            from sinks.clickhouse.metrics import SinkEndpoint
+            from sinks.clickhouse.endpoint import SinkEndpoint
 
             self._query_server = SinkEndpoint(self.client, self.settings, self.metrics)
             self._query_server.start()
