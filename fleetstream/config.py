@@ -28,6 +28,7 @@ __all__ = [
     "KafkaSettings",
     "Settings",
     "StackSettings",
+    "StreamsSettings",
     "TopicSettings",
     "ValidationSettings",
     "load_settings",
@@ -66,7 +67,8 @@ def _topics() -> list[TopicSpec]:
         "fleet.faults",
     ]
     derived = ["telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded", "alert.created"]
-    names = raw + [f"{t}.valid" for t in raw] + derived + [f"dlq.{t}" for t in raw + derived]
+    valid = [f"{t}.valid" for t in raw]
+    names = raw + valid + derived + [f"dlq.{t}" for t in raw + valid + derived]
     return [TopicSpec(name=n, retention_ms=30 * 24 * 3600 * 1000 if n.startswith("dlq.") else 7 * 24 * 3600 * 1000)
             for n in names]
 
@@ -179,6 +181,39 @@ class GraphQLSinkSettings(BaseModel):
         return ssl.create_default_context(cafile=str(self.ca_bundle))
 
 
+def _default_alert_rules() -> list[dict[str, Any]]:
+    return [
+        {"rule_id": "over_rev", "channel": "engine_speed", "comparator": ">", "threshold": 6200,
+         "for_duration_ms": 300, "hysteresis": 200, "severity": "warning", "message": "engine speed above 6200 rpm"},
+        {"rule_id": "lean_afr", "channel": "afr", "comparator": ">", "threshold": 15.5, "for_duration_ms": 1000,
+         "hysteresis": 0.3, "severity": "warning", "message": "air/fuel ratio lean"},
+        {"rule_id": "coolant_overheat", "channel": "CoolantTemp", "comparator": ">", "threshold": 230,
+         "for_duration_ms": 5000, "hysteresis": 5, "severity": "critical", "message": "coolant above 230 degF"},
+        {"rule_id": "engine_overspeed", "channel": "EngineSpeed", "comparator": ">", "threshold": 5000,
+         "for_duration_ms": 2000, "hysteresis": 250, "severity": "warning", "message": "engine speed above 5000 rpm"},
+    ]
+
+
+class StreamsSettings(BaseModel):
+    """The analytics stage of the worker: dedup, event-time windows, KPIs, alerts, custom metrics.
+
+    `alert_rules`, `dtc` and `metrics` are validated by the worker at start (streams.alerts.AlertRule,
+    streams.alerts.DtcAlertSettings, streams.metrics.MetricDefinition), so a bad rule stops it with the reason.
+    """
+
+    allowed_lateness_ms: int = 10_000
+    dedup_horizon_ms: int = 360_000
+    tumbling_ms: int = 60_000
+    hopping_size_ms: int = 300_000
+    hopping_advance_ms: int = 60_000
+    kpi_period_ms: int = 300_000
+    idle_flush_s: float = 30.0
+    """Close the open windows of a channel that has had no data for this long (wall clock): end of a run or a file."""
+    alert_rules: list[dict[str, Any]] = Field(default_factory=_default_alert_rules)
+    dtc: dict[str, Any] = Field(default_factory=dict)
+    metrics: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class FleetSettings(BaseModel):
     """The Motive and Samsara pollers. Per provider: HTTP overrides (base_url, rate_per_s, burst, verify_tls,
     ca_bundle, use_truststore, timeouts, max_retries). Tokens only from MOTIVE_API_KEY / SAMSARA_API_TOKEN."""
@@ -203,6 +238,7 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    streams: StreamsSettings = Field(default_factory=StreamsSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     graphql: GraphQLSinkSettings = Field(default_factory=GraphQLSinkSettings)
     graphql_endpoint: str | None = None

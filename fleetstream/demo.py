@@ -57,8 +57,11 @@ _TABLE_TOPICS = {
 Watermarks = dict[tuple[str, int], int]
 
 
+_DERIVED = ("telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded")
+
+
 def _tallied_topics() -> list[str]:
-    return [valid_topic(t) for t in RAW_TOPICS] + [dlq_topic(t) for t in RAW_TOPICS]
+    return [valid_topic(t) for t in RAW_TOPICS] + [dlq_topic(t) for t in RAW_TOPICS] + list(_DERIVED)
 
 
 def end_offsets(settings: Settings, topics: list[str]) -> Watermarks:
@@ -88,6 +91,7 @@ class TopicTally:
     later_stage_dead_letters: Counter[str] = field(default_factory=Counter)
     by_source: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
+    derived: Counter[str] = field(default_factory=Counter)
     _seen: set[tuple[str, ...]] = field(default_factory=set)
     _consumer: Consumer | None = None
 
@@ -110,6 +114,9 @@ class TopicTally:
     def _count(self, topic: str, value: bytes) -> None:
         record_type = record_type_of(topic)
         record = codec.decode(value, record_type)
+        if topic in _DERIVED:
+            self.derived[topic if record_type != "alert" else f"alerts_{record['event']}"] += 1
+            return
         # Stages hand over at least once: a record re-sent after a rebalance has the same identity (batch id;
         # for a dead letter, its source offset and reason) and counts once, as the idempotent sinks store it.
         identity = ((topic, record["batch_id"]) if record_type != "dead_letter" else
@@ -143,7 +150,8 @@ class Services:
 
     def start(self, name: str, *args: str) -> None:
         log_path = self.log_dir / f"{name}.log"
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka.bootstrap_servers,
+        env = {"FLEETSTREAM_STREAMS__IDLE_FLUSH_S": str(self.settings.streams.idle_flush_s), **os.environ,
+               "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka.bootstrap_servers,
                "FLEETSTREAM_HOME": str(self.settings.home.resolve()),
                "CLICKHOUSE_DSN": self.settings.clickhouse_dsn}
         with log_path.open("ab") as out:
@@ -377,6 +385,7 @@ def run_demo(
         sources = _run_sources(settings, seconds, vehicles)
         produced = sum(sources.values())
         stored, dead_stored = _settle(settings, services, tally, produced, start, settle_timeout_s)
+        _wait_for_derived(tally, settings.streams.idle_flush_s)
         _drain_forwarder(forwarder, forwarder_stop, forwarder_thread)
         return {
             "produced_samples": produced,
@@ -388,6 +397,9 @@ def run_demo(
             "sources": dict(sources),
             "valid_by_source": dict(tally.by_source),
             "redelivered_records": tally.duplicates,
+            "windows": tally.derived["telemetry.windows"],
+            "kpis": tally.derived["analytics.kpi"],
+            "alerts": {"fired": tally.derived["alerts_fired"], "resolved": tally.derived["alerts_resolved"]},
             "graphql_requests": sum(backend.counts.values()),
             "graphql_failures": forwarder.stats.failures,
             "graphql_dead_letters": forwarder.stats.dead_letters,
@@ -445,6 +457,20 @@ def _wait_for_sink(settings: Settings, services: Services, timeout_s: float = 12
     raise TimeoutError(f"the ClickHouse sink did not answer within {timeout_s:.0f} s (see {services.log_dir})")
 
 
+def _wait_for_derived(tally: TopicTally, idle_flush_s: float, quiet_s: float = 3.0) -> None:
+    """After the sources stop, idle channels flush their windows and periods: wait until that output settles."""
+    deadline = time.monotonic() + idle_flush_s * 3 + 30
+    last, quiet_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        tally.poll(0.5)
+        total = sum(tally.derived.values())
+        if total != last:
+            last, quiet_since = total, time.monotonic()
+        elif time.monotonic() - quiet_since > max(quiet_s, idle_flush_s * 1.5) and total > 0:
+            return
+        time.sleep(0.2)
+
+
 def _wait_for_group(settings: Settings, services: Services, group: str, timeout_s: float = 120.0) -> None:
     """Wait until the consumer group is stable with partitions assigned (the worker is consuming)."""
     from confluent_kafka import ConsumerGroupState
@@ -490,6 +516,9 @@ def summary_text(summary: dict[str, Any]) -> str:
         f"  dead-lettered samples {summary['dead_letter_samples']:>10,}  {summary['dead_letters_by_reason']}",
         f"  stored in ClickHouse  {summary['stored_samples']:>10,}",
         f"  dead letters stored   {summary['dead_letters_stored']:>10,}",
+        f"  window aggregates     {summary['windows']:>10,}",
+        f"  KPI records           {summary['kpis']:>10,}",
+        f"  alerts                {summary['alerts']['fired']:>10,} fired, {summary['alerts']['resolved']} resolved",
         f"  GraphQL requests      {summary['graphql_requests']:>10,}  ({summary['graphql_failures']} failed, "
         f"{summary['graphql_dead_letters']} dead letters)",
         "  sources: " + ", ".join(f"{name} {count:,}" for name, count in sorted(summary["sources"].items())),

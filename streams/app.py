@@ -19,6 +19,7 @@ from fleetstream.config import Settings
 from schemas import codec
 from schemas.deadletter import dead_letter
 from schemas.topics import record_type_of, valid_topic
+from streams.analytics import AnalyticsConfig, Analyzer
 from streams.validation import Validator
 
 __all__ = ["Output", "StreamStats", "create_app", "validate_message"]
@@ -134,6 +135,8 @@ def create_app(settings: Settings) -> faust.App:
             for topic, key, value in outputs:
                 await sinks[topic].send(key=key, value=value)
 
+    _add_analytics(app, settings, sinks)
+
     @app.timer(interval=10.0)
     async def report() -> None:
         log.info("validated %d messages: %d valid samples, %d dead-lettered (%s), %d warnings",
@@ -141,6 +144,53 @@ def create_app(settings: Settings) -> faust.App:
                  dict(stats.dead_letters_by_code), stats.warnings)
 
     return app
+
+
+def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.TopicT]) -> None:
+    """The analytics agent (dedup, windows, alerts, KPIs) over the validated topics, with its state tables."""
+    config = AnalyticsConfig.from_settings(settings.streams)
+    analyzer = Analyzer(config)
+    partitions = {t.partitions for t in settings.topics.topics}
+    table_options: dict[str, Any] = {"default": None, "key_type": str, "value_type": dict,
+                                     "partitions": max(partitions)}
+    channels = app.Table("analytics-channels", **table_options)
+    keys = app.Table("analytics-keys", **table_options)
+    valid_topics = [valid_topic(t) for t in settings.topics.raw if t != "fleet.faults"]
+    source = app.topic(*valid_topics, key_serializer="raw", value_serializer="raw")
+    for name in ("telemetry.windows", "analytics.threshold.exceeded", "alert.created", "analytics.kpi",
+                 *[f"dlq.{t}" for t in valid_topics]):
+        sinks.setdefault(name, app.topic(name, key_serializer="raw", value_serializer="raw"))
+
+    @app.agent(source)
+    async def analyze(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            now_ms = int(time.time() * 1000)
+            letter = partial(dead_letter, source_topic=message.topic, partition=message.partition,
+                             offset=message.offset, key=message.key, original=message.value, stage="analytics",
+                             sample_count=1, now_ms=now_ms)
+            try:
+                record = codec.decode(message.value, record_type_of(message.topic))
+                outputs = analyzer.process(message.topic, message.partition, message.offset, message.key, record,
+                                           now_ms, time.time(), channels, keys)
+            except codec.DecodeError as exc:
+                outputs = [letter(error_code="malformed", reason=str(exc))]
+            except Exception as exc:  # a bug or an unforeseen record must not stop the agent
+                log.exception("analytics failed for %s[%d]@%d", message.topic, message.partition, message.offset)
+                outputs = [letter(error_code="internal_error", reason=f"{type(exc).__name__}: {exc}")]
+            for topic, key, value in outputs:
+                await sinks[topic].send(key=key, value=value)
+
+    @app.timer(interval=max(1.0, settings.streams.idle_flush_s / 3))
+    async def flush_idle() -> None:
+        outputs, updates = analyzer.flush_idle(channels.data, keys.data, int(time.time() * 1000), time.time())
+        for store, state_key, state in updates:
+            # Outside stream processing faust cannot tell a key's partition; the state remembers it.
+            table = channels if store is channels.data else keys
+            store[state_key] = state
+            table.send_changelog(state["_partition"], state_key, state)
+        for topic, out_key, value in outputs:
+            await sinks[topic].send(key=out_key, value=value)
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
