@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -121,6 +122,23 @@ def test_replayed_arrow_batch_is_stored_once_in_samples_and_rollups(store: Clien
         assert store.query(sql).result_rows[0][0] == n
     insert_batch(store, "samples", table, "t-0-40-79")  # another range is new data
     assert store.query(f"SELECT count() FROM {DATABASE}.samples").result_rows[0][0] == 2 * n
+
+
+def test_bench_measures_the_real_path_and_stores_every_row_once(tmp_path: Path) -> None:
+    from sinks.bench import bench_sink, to_table
+
+    dsn = f"chdb://{tmp_path / 'bench'}"
+    report = bench_sink(dsn, batch_sizes=(200, 1_000), repeats=2)
+    assert [r["batch_rows"] for r in report["results"]] == [200, 1_000]
+    assert all(r["sink"]["min_rows_s"] <= r["sink"]["median_rows_s"] <= r["sink"]["max_rows_s"]
+               for r in report["results"])
+    assert "1,000" in to_table(report)
+    client = connect(dsn)
+    try:  # 3 rounds (1 warm-up) per size went through the dedup-token path: nothing dropped, nothing doubled
+        for sql in (f"SELECT count() FROM {DATABASE}.samples", f"SELECT sum(samples) FROM {DATABASE}.samples_1h"):
+            assert client.query(sql).result_rows[0][0] == 3 * 200 + 3 * 1_000
+    finally:
+        client.close()
 
 
 # the process-level proof (real broker, real engine, real SIGKILL)
@@ -237,6 +255,10 @@ def test_sink_killed_repeatedly_mid_stream_stores_every_sample_exactly_once(
     assert not errors, errors
     wait_until(lambda: stored_count(settings, topic) >= len(expected), 180, f"{len(expected)} rows")
     time.sleep(1.0)  # anything still arriving would be a duplicate: let it land before the check
+    base = discover(embedded_path(clickhouse_dsn)) if is_embedded(clickhouse_dsn) else None
+    if base is not None:  # the running sink's Prometheus counters, on its loopback endpoint
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+            assert 'fleetstream_sink_rows_total{table="samples"}' in response.read().decode()
     final.proc.send_signal(signal.SIGTERM)
     assert final.wait(60) == 0, final.log()
     stats = json.loads(final.proc.stdout.read() if final.proc.stdout else "{}")
