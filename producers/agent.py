@@ -57,6 +57,12 @@ class AgentConfig(BaseModel):
     failure_threshold: int = 5
     open_seconds: float = 30.0
     success_threshold: int = 2
+    reconnect_base_s: float = 0.5
+    reconnect_cap_s: float = 30.0
+    """A failed source is restarted after a delay uniform in [0, min(cap, base * 2**attempt)]."""
+    topic_overrides: dict[str, str] = Field(default_factory=dict)
+    """Publish what sources send to a topic (key) on another topic (value) of the same record type instead:
+    for a site that prefixes its topics, or a test that owns a fresh topic."""
     sources: list[SourceSpec] = Field(default_factory=list)
 
 
@@ -110,19 +116,30 @@ class Agent:
         self._threads: list[threading.Thread] = []
 
     def emit_for(self, name: str) -> Emit:
-        """The `emit` a source gets: encode, append durably, count."""
+        """The `emit` a source gets: encode, append durably, count.
+
+        A batch that reached the spool also counts as a success for the source's breaker: a source that
+        runs for hours and then fails is not "failing consecutively", and a half-open breaker closes once
+        the reconnected source delivers again (a long-running source never returns to report success).
+        """
         priority = self._priority.get(name, "normal")
+        overrides = self.config.topic_overrides
+        breaker = self.breakers.get(name)
+        received = self.metrics.received.labels(name)
 
         def emit(records: Sequence[Record]) -> None:
             entries = []
             for topic, key, record in records:
                 record_type = record_type_of(topic)
-                entries.append(SpoolEntry(topic, key.encode(), self.codec.encode(record_type, record, topic),
+                target = overrides.get(topic, topic)
+                entries.append(SpoolEntry(target, key.encode(), self.codec.encode(record_type, record, target),
                                           sample_count(record_type, record), name))
             samples = sum(e.samples for e in entries)
             if self.spool.append(entries, priority):
                 self.health[name].record(samples)
-                self.metrics.received.labels(name).inc(samples)
+                received.inc(samples)
+                if breaker is not None and entries:
+                    breaker.record_success()
 
         return emit
 
@@ -143,7 +160,8 @@ class Agent:
         return thread
 
     def _supervise(self, name: str, source: Source) -> None:
-        health, breaker, backoff = self.health[name], self.breakers[name], Backoff()
+        health, breaker = self.health[name], self.breakers[name]
+        backoff = Backoff(self.config.reconnect_base_s, self.config.reconnect_cap_s)
         emit = self.emit_for(name)
         while not self._stop.is_set():
             if not breaker.allow():
@@ -153,6 +171,7 @@ class Agent:
                 continue
             self.metrics.circuit.labels(name).set(0)
             health.state, health.connected = "running", True
+            received_before = health.received_samples
             try:
                 source(emit, self._stop)
                 breaker.record_success()
@@ -163,16 +182,24 @@ class Agent:
             except Exception as exc:
                 health.connected, health.failures, health.last_error = False, health.failures + 1, str(exc)
                 breaker.record_failure()
+                if health.received_samples > received_before:
+                    backoff.reset()  # it delivered before failing: a fresh outage, not a run of failed connects
                 delay = backoff.next_delay()
                 health.state = "reconnecting"
                 log.warning("source %s failed (%s); retrying in %.1f s, circuit %s", name, exc, delay, breaker.state)
                 self._stop.wait(delay)
+        health.state, health.connected = "stopped", False
 
     def _drain_loop(self) -> None:
         backoff = Backoff(base_s=0.2, cap_s=10.0)
         while not self._drain_stop.is_set():
             before = self.spool.stats.failed_publishes
-            sent = self.spool.drain_once(self.producer.publish_acknowledged, self.config.drain_chunk)
+            try:
+                sent = self.spool.drain_once(self.producer.publish_acknowledged, self.config.drain_chunk)
+            except Exception as exc:  # a dead drain thread would silently fill the disk: log, back off, retry
+                log.exception("spool drain failed: %s", exc)
+                self.spool.stats.failed_publishes += 1
+                sent = 0
             self.metrics.published.inc(sent)
             self.metrics.failed.inc(self.spool.stats.failed_publishes - before)
             self.metrics.latency.set(self.spool.stats.last_latency_s)

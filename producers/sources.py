@@ -7,6 +7,7 @@ records to `emit` (which makes them durable). Keep adapters thin: decoding lives
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import struct
 import termios
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from producers.agent import Emit, Source, SourceSpec
 
-__all__ = ["SOURCE_TYPES", "build_source"]
+__all__ = ["SOURCE_TYPES", "CounterStream", "build_source"]
 
 
 def _vehicle_sim(spec: SourceSpec, station_id: str) -> Source:
@@ -36,6 +37,81 @@ def _vehicle_sim(spec: SourceSpec, station_id: str) -> Source:
             records = [(t, k, r) for t, k, r in simulator.tick(int(time.time() * 1000)) if isinstance(r, dict)]
             emit(records)
             stop.wait(max(0.0, tick_s - (time.monotonic() - started)))
+
+    return run
+
+
+class CounterStream:
+    """Numbered samples, batched the way the dyno sources batch them: the ground truth for fault tests and benches.
+
+    Sample `i` has value `i` and timestamp `epoch_ms + i * 1000 / rate_hz`, on channel `counter_<i % channels>`.
+    Batch `k` holds samples `[k * batch_samples, (k + 1) * batch_samples)`, one `dyno_sample_batch` record per
+    channel, with `batch_id` `counter:<station>:<channel>:<k>`: the same batch always has the same bytes, so
+    downstream dedup (and a test) can recognise a re-sent one.
+    """
+
+    def __init__(self, station_id: str, *, rate_hz: float = 100.0, batch_interval_s: float = 0.25,
+                 channels: int = 1, epoch_ms: int = 0):
+        if rate_hz <= 0 or batch_interval_s <= 0 or channels < 1:
+            raise ValueError("counter: rate_hz and batch_interval_s must be positive and channels at least 1")
+        self.station_id = station_id
+        self.rate_hz = rate_hz
+        self.batch_interval_s = batch_interval_s
+        self.channels = channels
+        self.batch_samples = max(1, round(rate_hz * batch_interval_s))
+        self.epoch_ms = epoch_ms
+
+    def batch(self, k: int) -> list[dict[str, Any]]:
+        """The records of batch `k` (one per channel that has samples in it)."""
+        first = k * self.batch_samples
+        per_channel: dict[int, list[dict[str, Any]]] = {}
+        for i in range(first, first + self.batch_samples):
+            per_channel.setdefault(i % self.channels, []).append(
+                {"timestamp_ms": self.epoch_ms + int(i * 1000 / self.rate_hz), "value": float(i), "flags": 0})
+        return [{"batch_id": f"counter:{self.station_id}:{channel}:{k}", "source": "counter",
+                 "station_id": self.station_id, "provider": "counter", "run_id": "", "channel": f"counter_{channel}",
+                 "unit": "count", "sensor_state": "ok", "samples": samples}
+                for channel, samples in sorted(per_channel.items())]
+
+
+def _counter(spec: SourceSpec, station_id: str) -> Source:
+    """Numbered samples at a fixed rate (fault tests, `fleetstream bench edge`); see CounterStream.
+
+    options: rate_hz, batch_interval_s, channels, epoch_ms (default: now), count (finish once this many samples
+    are emitted, rounded up to whole batches; 0 = never),
+    state_file: after each emit returns, `{"acked": <highest index the spool holds>, "epoch_ms": ...}` is
+    written there atomically; a restarted source resumes after `acked` with the same epoch, so it re-creates
+    exactly the batches a crash interrupted, never different ones.
+    """
+    options = dict(spec.options)
+    count = int(options.pop("count", 0))
+    state_file = options.pop("state_file", None)
+    state_path = Path(state_file) if state_file else None
+    state = json.loads(state_path.read_text()) if state_path is not None and state_path.exists() else {}
+    configured_epoch_ms = options.pop("epoch_ms", None)
+    epoch_ms = int(state.get("epoch_ms", configured_epoch_ms if configured_epoch_ms is not None
+                             else time.time_ns() // 1_000_000))
+    stream = CounterStream(station_id, epoch_ms=epoch_ms, **options)
+    next_batch = [(int(state["acked"]) + 1) // stream.batch_samples if "acked" in state else 0]
+
+    def record_acked(acked: int) -> None:
+        assert state_path is not None
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"acked": acked, "epoch_ms": epoch_ms}))
+        os.replace(tmp, state_path)
+
+    def run(emit: Emit, stop: threading.Event) -> None:
+        due = time.monotonic()
+        while not stop.is_set():
+            k = next_batch[0]
+            if count and k * stream.batch_samples >= count:
+                return
+            due += stream.batch_interval_s
+            stop.wait(max(0.0, due - time.monotonic()))
+            emit([("dyno.samples", station_id, r) for r in stream.batch(k)])
+            next_batch[0] = k + 1
+            if state_path is not None:
+                record_acked((k + 1) * stream.batch_samples - 1)
 
     return run
 
@@ -131,6 +207,7 @@ def _fleet_poller(spec: SourceSpec, station_id: str) -> Source:
 
 
 SOURCE_TYPES: dict[str, Callable[[Any, str], Any]] = {
+    "counter": _counter,
     "motive": _fleet_poller,
     "samsara": _fleet_poller,
     "innovate": _innovate,
