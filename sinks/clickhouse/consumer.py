@@ -56,6 +56,11 @@ DLQ_PATTERN = r"^dlq\..*"
 _INSERT_ATTEMPTS = 5
 
 
+def _stream(topic: str) -> str:
+    """The stream a topic belongs to, for batch identities: `telemetry.signals.valid` → `telemetry.signals`."""
+    return topic.removesuffix(".valid")
+
+
 def dlq_topic_for(topic: str) -> str:
     """Where the sink sends a record it cannot decode: the dead-letter topic of the stream it came from.
 
@@ -75,6 +80,8 @@ class SinkStats:
     batches: int = 0
     dead_letters: int = 0
     """Records the sink itself could not decode (sent to a dlq topic or stored directly)."""
+    redelivered_skipped: int = 0
+    """Records skipped because a record with the same batch id was already stored (at-least-once upstream)."""
     replayed_skipped: int = 0
     """Re-delivered messages skipped because their batch was already acknowledged."""
     insert_seconds: float = 0.0
@@ -82,6 +89,7 @@ class SinkStats:
     def as_dict(self) -> dict[str, Any]:
         return {"rows": dict(self.rows), "messages": self.messages, "batches": self.batches,
                 "dead_letters": self.dead_letters, "replayed_skipped": self.replayed_skipped,
+                "redelivered_skipped": self.redelivered_skipped,
                 "insert_seconds": round(self.insert_seconds, 3)}
 
 
@@ -296,6 +304,7 @@ class ClickHouseSink:
         self._reached("crash_before_insert")
         if size_of(data):
             self._insert(route.table, data, batch.token)
+            self._remember_batches(batch, batch.token)
         self._reached("crash_after_insert")
         if dead:
             self._send_dead_letters(batch.topic, batch.partition, dead)
@@ -310,10 +319,47 @@ class ClickHouseSink:
         if self._fault is not None:
             self._fault.reached(point)
 
+    def _already_ingested(self, batch: Batch) -> set[str]:
+        """Batch ids of this batch's records that an earlier batch of the same stream already stored."""
+        ids = [i.record["batch_id"] for i in batch.items if i.record is not None and "batch_id" in i.record]
+        if not ids:
+            return set()
+        found = self.client.query(
+            "SELECT batch_id FROM fleetstream.ingested_batches WHERE stream = {stream:String} "
+            "AND batch_id IN {ids:Array(String)} AND NOT (topic = {topic:String} AND partition = {partition:Int32} "
+            "AND offset BETWEEN {first:Int64} AND {last:Int64})",
+            parameters={"stream": _stream(batch.topic), "ids": ids, "topic": batch.topic,
+                        "partition": batch.partition, "first": batch.first_offset, "last": batch.last_offset})
+        return {row[0] for row in found.result_rows}
+
+    def _remember_batches(self, batch: Batch, token: str) -> None:
+        items = [i for i in batch.items if i.record is not None and "batch_id" in i.record]
+        if not items:
+            return
+        columns: dict[str, list[Any]] = {
+            "stream": [_stream(batch.topic)] * len(items),
+            "batch_id": [i.record["batch_id"] for i in items if i.record is not None],
+            "topic": [batch.topic] * len(items), "partition": [batch.partition] * len(items),
+            "offset": [i.offset for i in items]}
+        insert_batch(self.client, "ingested_batches", columns, token)
+
     def _columns(self, batch: Batch, route: Route) -> tuple[rows.Columns | pa.Table, list[Buffered]]:
-        """The batch's rows (Arrow for samples, column lists otherwise), and the messages that did not decode."""
-        good = [SourcedRecord(i.record, batch.topic, batch.partition, i.offset, i.key)
-                for i in batch.items if i.record is not None]
+        """The batch's rows (Arrow for samples, column lists otherwise), and the messages that did not decode.
+
+        Records whose batch id is already stored (a re-sent copy) and repeats inside the batch are left out.
+        """
+        seen = self._already_ingested(batch)
+        good = []
+        for i in batch.items:
+            if i.record is None:
+                continue
+            batch_id = i.record.get("batch_id")
+            if batch_id is not None:
+                if batch_id in seen:
+                    self.stats.redelivered_skipped += 1
+                    continue
+                seen.add(batch_id)
+            good.append(SourcedRecord(i.record, batch.topic, batch.partition, i.offset, i.key))
         bad = [i for i in batch.items if i.record is None]
         if route.table == "samples":
             return rows.samples_arrow(route.record_type, good), bad

@@ -413,3 +413,25 @@ def test_sink_serves_queries_while_it_runs(kafka_bootstrap: str, topic_factory: 
         stop.set()
         runner.join(30)
     assert not (tmp_path / "store" / "query_server.json").exists()
+
+
+@pytest.mark.integration
+def test_a_resent_batch_at_a_new_offset_is_stored_once(kafka_bootstrap: str, topic_factory: Any,
+                                                      tmp_path: Path) -> None:
+    """At-least-once upstream: the same batch (same batch_id) re-sent later, in the same and a later sink batch."""
+    topic = topic_factory(partitions=1)
+    first = [signal_batch(f"veh-{i}", n=10, start_ms=NOW_MS + i * 1_000) for i in range(3)]
+    messages = [(b["vehicle_id"].encode(), encode("signal_batch", b)) for b in first]
+    produce(kafka_bootstrap, topic, [*messages, messages[0]])  # a copy inside the same sink batch
+    settings = sink_settings(kafka_bootstrap, tmp_path / "store")
+    routes = {topic: rows.Route("samples", "signal_batch")}
+    group = f"it-{uuid.uuid4().hex[:8]}"
+    sink = ClickHouseSink(settings, routes=routes, subscribe_dlq=False, group_id=group, serve_queries=False)
+    sink.start()
+    sink.run_until_idle(idle_s=2.0, max_s=60)
+    produce(kafka_bootstrap, topic, messages[1:])  # copies arriving in a later batch
+    sink.run_until_idle(idle_s=2.0, max_s=60)
+    assert sink.stats.redelivered_skipped == 3
+    count = sink.client.query("SELECT count(), uniqExact(vehicle_id, ts) FROM fleetstream.samples").result_rows[0]
+    sink.close()
+    assert count == (30, 30)
