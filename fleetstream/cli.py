@@ -416,8 +416,9 @@ def sink_clickhouse(
     is how `fleetstream query` reaches the store while the sink owns it.
     """
     from sinks.clickhouse import ClickHouseSink
+    from sinks.clickhouse.faults import Fault
 
-    stats = ClickHouseSink(settings_of(ctx)).run(_until_signalled(seconds))
+    stats = ClickHouseSink(settings_of(ctx), fault=Fault.from_env()).run(_until_signalled(seconds))
     echo_json(stats.as_dict())
 
 
@@ -464,6 +465,27 @@ def query_cmd(
         typer.echo(rendered)
 
 
+@app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    table: Annotated[str, typer.Option(help="samples, gps_points, dtcs, network_stats, fleet_locations, "
+                                            "window_aggregates, kpis, alerts, dead_letters, ...")],
+    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD, included) or an ISO instant.")],
+    to: Annotated[str, typer.Option(help="Last day (included) or an ISO instant (excluded).")],
+    out: Annotated[Path, typer.Option(help="Output folder; files go to <out>/<table>/date=YYYY-MM-DD/.")],
+) -> None:
+    """Export a time range as Parquet with Hive-style date partitions (the layout BigQuery, Spark, DuckDB read)."""
+    import datetime as dt
+
+    from sinks.export import export_parquet
+
+    def when(text: str) -> dt.date | dt.datetime:
+        return dt.date.fromisoformat(text) if len(text) == 10 else dt.datetime.fromisoformat(text)
+
+    result = export_parquet(settings_of(ctx), table, when(from_), when(to), out)
+    echo_json(result.as_dict())
+
+
 @sink_app.command("graphql")
 def sink_graphql(
     ctx: typer.Context,
@@ -501,6 +523,27 @@ def fake_backend(
     typer.echo(f"contract backend listening on {backend.url}")
     backend.serve(_until_signalled())
     typer.echo(json.dumps(dict(backend.counts)))
+
+
+# --- benchmarks ---------------------------------------------------------------------------------------------
+
+bench_app = typer.Typer(help="Benchmarks: throughput and latency of each part, measured on this machine.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("sink")
+def bench_sink_cmd(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    dsn: Annotated[str | None, typer.Option(help="ClickHouse DSN (default: a fresh temporary chDB store).")] = None,
+    repeats: Annotated[int, typer.Option(help="Runs per batch size (median reported).")] = 3,
+) -> None:
+    """Rows/s into ClickHouse by batch size (1k, 10k, 100k) through the sink's insert path, next to a plain
+    clickhouse-connect columnar insert of the same rows."""
+    from sinks.bench import bench_sink, to_table
+
+    report = bench_sink(dsn, repeats=repeats)
+    typer.echo(json.dumps(report) if as_json else to_table(report))
 
 
 # --- demo --------------------------------------------------------------------------------------------------
