@@ -64,19 +64,27 @@ def _tallied_topics() -> list[str]:
     return [valid_topic(t) for t in RAW_TOPICS] + [dlq_topic(t) for t in RAW_TOPICS] + list(_DERIVED)
 
 
-def end_offsets(settings: Settings, topics: list[str]) -> Watermarks:
-    """The next offset of every partition of `topics`: where this run's records begin."""
-    consumer = Consumer(settings.kafka.client(**{"group.id": "fleetstream-demo-watermarks"}))
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        marks = {}
-        for topic in topics:
-            for partition in metadata.topics[topic].partitions:
-                marks[(topic, partition)] = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                                           timeout=10)[1]
-        return marks
-    finally:
-        consumer.close()
+def end_offsets(settings: Settings, topics: list[str], timeout_s: float = 60.0) -> Watermarks:
+    """The next offset of every partition of `topics`: where this run's records begin.
+
+    One ListOffsets request for all partitions, retried while freshly created topics still elect leaders.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    admin = AdminClient(settings.kafka.client())
+    metadata = admin.list_topics(timeout=10)
+    partitions = [TopicPartition(t, p) for t in topics for p in metadata.topics[t].partitions]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}, request_timeout=10)
+            return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.debug("offsets not available yet (%s); retrying", exc)
+            time.sleep(0.5)
 
 
 @dataclass
@@ -380,7 +388,7 @@ def run_demo(
         services.start("sink-clickhouse", "sink", "clickhouse")
         forwarder, forwarder_stop, forwarder_thread = _start_forwarder(settings)
         _wait_for_sink(settings, services)
-        _wait_for_group(settings, services, "fleetstream-streams")
+        _wait_for_group(settings, services, settings.streams.app_id)
         log.info("publishing for %.0f s: vehicles, a dyno cell, a file import, a vehicle client, fleet APIs", seconds)
         sources = _run_sources(settings, seconds, vehicles)
         produced = sum(sources.values())
