@@ -201,6 +201,8 @@ class StreamsSettings(BaseModel):
     streams.alerts.DtcAlertSettings, streams.metrics.MetricDefinition), so a bad rule stops it with the reason.
     """
 
+    app_id: str = "fleetstream-streams"
+    """The faust app id: the worker's consumer group and the prefix of its table changelog topics."""
     allowed_lateness_ms: int = 10_000
     dedup_horizon_ms: int = 360_000
     tumbling_ms: int = 60_000

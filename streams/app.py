@@ -102,7 +102,7 @@ def create_app(settings: Settings) -> faust.App:
     brokers = [f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")]
     (settings.home / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        "fleetstream-streams",
+        settings.streams.app_id,
         broker=brokers,
         broker_credentials=None,
         datadir=str((settings.home / "faust").resolve()),
