@@ -8,6 +8,7 @@ that with what a confluent-kafka consumer decodes from the topic, as multisets o
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -147,3 +148,19 @@ def test_innovate_mts_over_a_pty_reaches_the_topic_exactly(
     ok = [r for _, _, r in emitted if r["sensor_state"] == "ok" and r["samples"]]
     assert ok, "the simulator should warm up and send lambda samples within the run"
     assert all(r["source"] == "innovate" for _, _, r in emitted)
+
+
+@pytest.mark.slow
+def test_edge_bench_measures_a_publishing_agent_process_and_a_full_drain(kafka_bootstrap: str,
+                                                                         tmp_path: Path) -> None:
+    from producers.bench import bench_edge, to_table
+
+    result = bench_edge(kafka_bootstrap, rate=500, seconds=3, outage_samples=20_000, work_dir=tmp_path)
+    steady, drain = result["steady_state"], result["drain"]
+    assert 10 < result["edge_rss_mb"] < 500  # a Python process with librdkafka, measured from /proc
+    assert 0 <= result["edge_cpu_pct"] <= 100 * (os.cpu_count() or 1)
+    assert steady["published_samples"] >= 500 * 3 and steady["records_in_topic"] == steady["published_records"]
+    assert drain["outage_samples"] == 20_000
+    assert drain["records_in_topic"] == drain["outage_records"] == 20_000 // 125 * 10  # 125-sample batches, 10 ch
+    assert result["edge_drain_samples_per_s"] == pytest.approx(20_000 / drain["drain_s"], rel=0.05)
+    assert "edge agent RSS" in to_table(result)
