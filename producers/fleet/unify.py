@@ -9,6 +9,8 @@ are `fleet_location_batch` / `fleet_fault_batch` v1 dicts: one message per vehic
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -322,8 +324,15 @@ def fault_batches(faults: Iterable[UnifiedFault]) -> list[dict[str, Any]]:
 
 def _batch_header(provider: str, vehicle_id: str, items: Sequence[UnifiedLocation | UnifiedFault],
                   first_ms: int, last_ms: int) -> dict[str, Any]:
-    """Identity fields of a batch; vin and fleet number from the newest item that has them."""
+    """Identity fields of a batch; vin and fleet number from the newest item that has them.
+
+    The batch id ends in a digest of the items' content: the same points published again get the same id
+    (downstream stores them once), while a changed item (a fault that closed, a later last_observed) gets a
+    new one even when its times are unchanged.
+    """
     vin = next((item.vin for item in reversed(items) if item.vin), None)
     fleet_number = next((item.fleet_number for item in reversed(items) if item.fleet_number), None)
-    return {"batch_id": f"{provider}:{vehicle_id}:{first_ms}:{last_ms}", "provider": provider,
+    digest = hashlib.blake2b(json.dumps([item.avro() for item in items], sort_keys=True).encode(),
+                             digest_size=8).hexdigest()
+    return {"batch_id": f"{provider}:{vehicle_id}:{first_ms}:{last_ms}:{digest}", "provider": provider,
             "provider_vehicle_id": vehicle_id, "vin": vin, "fleet_number": fleet_number}
