@@ -497,21 +497,31 @@ def _wait_for_group(settings: Settings, services: Services, group: str, timeout_
 
 
 def _settle(settings: Settings, services: Services, tally: TopicTally, produced: int, start: Watermarks,
-            timeout_s: float) -> tuple[int, int]:
-    """Wait until every produced sample is valid or dead-lettered, and all of them are stored."""
+            timeout_s: float, stall_s: float = 30.0) -> tuple[int, int]:
+    """Wait until every produced sample is valid or dead-lettered, and all of them are stored.
+
+    Gives up after `timeout_s`, or earlier when nothing has moved for `stall_s` (the summary then shows the gap).
+    """
     deadline = time.monotonic() + timeout_s
     stored = dead_stored = 0
-    while time.monotonic() < deadline:
+    progress: tuple[int, ...] = ()
+    moved_at = last_log = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - moved_at < stall_s:
         services.check()
         tally.poll(1.0)
         stored, dead_stored = _stored_counts(settings, start)
         accounted = tally.valid_samples + tally.dead_letter_samples
         if accounted >= produced and stored >= tally.valid_samples and dead_stored >= tally.dead_letter_samples:
             return stored, dead_stored
-        log.info("waiting: produced %d, accounted %d, stored %d/%d, dead letters stored %d/%d", produced, accounted,
-                 stored, tally.valid_samples, dead_stored, tally.dead_letter_samples)
-        time.sleep(1.0)
-    log.error("not everything was accounted for within %.0f s", timeout_s)
+        if (accounted, stored, dead_stored) != progress:
+            progress, moved_at = (accounted, stored, dead_stored), time.monotonic()
+        if time.monotonic() - last_log >= 5:
+            last_log = time.monotonic()
+            log.info("waiting: produced %d, accounted %d, stored %d/%d, dead letters stored %d/%d", produced,
+                     accounted, stored, tally.valid_samples, dead_stored, tally.dead_letter_samples)
+        time.sleep(0.5)
+    log.error("not everything was accounted for (produced %d, accounted %d, stored %d)", produced,
+              tally.valid_samples + tally.dead_letter_samples, stored)
     return stored, dead_stored
 
 
