@@ -532,6 +532,24 @@ bench_app = typer.Typer(help="Benchmarks: throughput and latency of each part, m
 app.add_typer(bench_app, name="bench")
 
 
+@bench_app.command("edge")
+def bench_edge_cmd(
+    ctx: typer.Context,
+    rate: Annotated[int, typer.Option(help="Samples/s of the steady-state agent.")] = 1000,
+    seconds: Annotated[float, typer.Option(help="Steady-state measurement time.")] = 30.0,
+    outage_samples: Annotated[int, typer.Option(help="Samples spooled during the outage (1 h at 1,000/s).")]
+    = 3_600_000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Resident memory and CPU of one edge agent publishing `rate` samples/s, and its drain rate after an outage."""
+    from fleetstream.stack import running_broker
+    from producers.bench import bench_edge, to_table
+
+    with running_broker(settings_of(ctx)) as bootstrap:
+        result = bench_edge(bootstrap, rate, seconds, outage_samples)
+    typer.echo(json.dumps(result) if as_json else to_table(result))
+
+
 @bench_app.command("sink")
 def bench_sink_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,

@@ -363,74 +363,67 @@ def run_demo(
     settings: Settings, seconds: float = 20.0, vehicles: int = 5, settle_timeout_s: float = 180.0
 ) -> dict[str, Any]:
     """Run the pipeline for `seconds` of traffic and return the summary (see the module docstring)."""
+    from fleetstream.stack import running_broker
     from fleetstream.topics import create_topics
     from sinks.backend import ContractBackend
 
-    local = settings.kafka.bootstrap_servers == f"127.0.0.1:{settings.stack.kafka_port}"
-    stack = None  # anything but the local stack's own address is an existing cluster: used as it is
-    if local:
-        from fleetstream.stack import KafkaStack
-
-        stack = KafkaStack(settings)
-    started_stack = stack is not None and not stack.status().running
     services = Services(settings)
+    forwarder_stop = threading.Event()
     backend = ContractBackend(token=settings.sec_auth_token.get_secret_value() if settings.sec_auth_token else None)
     tally: TopicTally | None = None
-    try:
-        if stack is not None:
-            stack.up()
-        create_topics(settings.kafka, settings.topics)
-        start = end_offsets(settings, _tallied_topics())
-        tally = TopicTally(settings, start)
-        backend.start()
-        settings = settings.model_copy(update={"graphql_endpoint": backend.url})
-        services.start("worker", "worker")
-        services.start("sink-clickhouse", "sink", "clickhouse")
-        forwarder, forwarder_stop, forwarder_thread = _start_forwarder(settings)
-        _wait_for_sink(settings, services)
-        _wait_for_group(settings, services, settings.streams.app_id)
-        log.info("publishing for %.0f s: vehicles, a dyno cell, a file import, a vehicle client, fleet APIs", seconds)
-        sources = _run_sources(settings, seconds, vehicles)
-        produced = sum(sources.values())
-        stored, dead_stored = _settle(settings, services, tally, produced, start, settle_timeout_s)
-        _wait_for_derived(tally, settings.streams.idle_flush_s)
-        _drain_forwarder(forwarder, forwarder_stop, forwarder_thread)
-        return {
-            "produced_samples": produced,
-            "valid_samples": tally.valid_samples,
-            "dead_letter_samples": tally.dead_letter_samples,
-            "stored_samples": stored,
-            "dead_letters_stored": dead_stored,
-            "dead_letters_by_reason": dict(tally.dead_letters_by_code),
-            "sources": dict(sources),
-            "valid_by_source": dict(tally.by_source),
-            "redelivered_records": tally.duplicates,
-            "windows": tally.derived["telemetry.windows"],
-            "kpis": tally.derived["analytics.kpi"],
-            "alerts": {"fired": tally.derived["alerts_fired"], "resolved": tally.derived["alerts_resolved"]},
-            "graphql_requests": sum(backend.counts.values()),
-            "graphql_failures": forwarder.stats.failures,
-            "graphql_dead_letters": forwarder.stats.dead_letters,
-            "ok": produced == tally.valid_samples + tally.dead_letter_samples
-            and stored == tally.valid_samples and dead_stored == tally.dead_letter_samples,
-        }
-    finally:
-        if tally is not None:
-            tally.close()
-        services.stop()
-        backend.stop()
-        if started_stack and stack is not None:
-            stack.down()
+    with running_broker(settings):
+        try:
+            create_topics(settings.kafka, settings.topics)
+            start = end_offsets(settings, _tallied_topics())
+            tally = TopicTally(settings, start)
+            backend.start()
+            settings = settings.model_copy(update={"graphql_endpoint": backend.url})
+            services.start("worker", "worker")
+            services.start("sink-clickhouse", "sink", "clickhouse")
+            forwarder, forwarder_thread = _start_forwarder(settings, forwarder_stop)
+            _wait_for_sink(settings, services)
+            _wait_for_group(settings, services, settings.streams.app_id)
+            log.info("publishing for %.0f s: vehicles, a dyno cell, a file import, a vehicle client, fleet APIs",
+                     seconds)
+            sources = _run_sources(settings, seconds, vehicles)
+            produced = sum(sources.values())
+            stored, dead_stored = _settle(settings, services, tally, produced, start, settle_timeout_s)
+            _wait_for_derived(tally, settings.streams.idle_flush_s)
+            _drain_forwarder(forwarder, forwarder_stop, forwarder_thread)
+            return {
+                "produced_samples": produced,
+                "valid_samples": tally.valid_samples,
+                "dead_letter_samples": tally.dead_letter_samples,
+                "stored_samples": stored,
+                "dead_letters_stored": dead_stored,
+                "dead_letters_by_reason": dict(tally.dead_letters_by_code),
+                "sources": dict(sources),
+                "valid_by_source": dict(tally.by_source),
+                "redelivered_records": tally.duplicates,
+                "windows": tally.derived["telemetry.windows"],
+                "kpis": tally.derived["analytics.kpi"],
+                "alerts": {"fired": tally.derived["alerts_fired"], "resolved": tally.derived["alerts_resolved"]},
+                "graphql_requests": sum(backend.counts.values()),
+                "graphql_failures": forwarder.stats.failures,
+                "graphql_dead_letters": forwarder.stats.dead_letters,
+                "ok": produced == tally.valid_samples + tally.dead_letter_samples
+                and stored == tally.valid_samples and dead_stored == tally.dead_letter_samples,
+            }
+        finally:
+            forwarder_stop.set()
+            if tally is not None:
+                tally.close()
+            services.stop()
+            backend.stop()
 
 
-def _start_forwarder(settings: Settings) -> tuple[Any, threading.Event, threading.Thread]:
+def _start_forwarder(settings: Settings, stop: threading.Event) -> tuple[Any, threading.Thread]:
     from sinks.graphql import GraphQLForwarder
 
     forwarder = GraphQLForwarder(settings)
-    stop = threading.Event()
     thread = threading.Thread(target=forwarder.run, args=(stop,), name="demo-graphql-forwarder", daemon=True)
     thread.start()
-    return forwarder, stop, thread
+    return forwarder, thread
 
 
 def _drain_forwarder(forwarder: Any, stop: threading.Event, thread: threading.Thread, idle_s: float = 3.0) -> None:

@@ -611,3 +611,23 @@ def _metadata_matches(admin: Any, cluster_id: str, timeout_s: float) -> bool:
         raise StackError(f"the broker answering on {metadata.orig_broker_name} has cluster id {metadata.cluster_id}, "
                          f"not {cluster_id} of this stack: another broker holds the port")
     return bool(metadata.brokers)
+
+
+@contextlib.contextmanager
+def running_broker(settings: Settings) -> Iterator[str]:
+    """The bootstrap servers to use, with the local stack started for the duration if it is the target.
+
+    Any address other than the local stack's own is an existing cluster and is used as it is. A stack this
+    context started is stopped at the end; one that was already running is left running.
+    """
+    if settings.kafka.bootstrap_servers != f"127.0.0.1:{settings.stack.kafka_port}":
+        yield settings.kafka.bootstrap_servers
+        return
+    stack = KafkaStack(settings)
+    started = not stack.status().running
+    stack.up()
+    try:
+        yield settings.kafka.bootstrap_servers
+    finally:
+        if started:
+            stack.down()

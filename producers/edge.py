@@ -35,7 +35,7 @@ class EdgeProducer:
     """
 
     def __init__(self, kafka: KafkaSettings, codec: Codec | None = None, **overrides: Any):
-        self._config = kafka.client(**{
+        defaults = {
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": kafka.compression_type,
@@ -43,8 +43,9 @@ class EdgeProducer:
             "batch.size": kafka.batch_size_bytes,
             "queue.buffering.max.messages": 500_000,
             "message.timeout.ms": 30_000,
-            **overrides,
-        })
+        }
+        # Precedence: our durable defaults < the configured client_config (SASL, tuning) < explicit overrides.
+        self._config = {"bootstrap.servers": kafka.bootstrap_servers, **defaults, **kafka.client_config, **overrides}
         self._codec = codec or Codec(kafka.schema_registry_url)
         self._producer: Producer | None = None
         self.delivered_messages = 0
