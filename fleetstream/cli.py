@@ -580,8 +580,14 @@ def demo(
     worker and the sinks, runs the simulators, waits until every sample is accounted for, and prints
     produced, valid, dead-lettered and stored counts.
     """
+    import signal
+
     from fleetstream.demo import run_demo
 
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt  # unwinds run_demo, which stops what it started
+
+    signal.signal(signal.SIGTERM, interrupted)
     started = time.monotonic()
     settings = settings_of(ctx)
     # A demo run is short: close idle windows and KPI periods after 3 s, not the production 30 s.
