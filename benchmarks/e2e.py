@@ -1,0 +1,343 @@
+"""`fleetstream bench e2e`: device timestamp → row queryable in ClickHouse, and the highest sustained rate.
+
+The demo's pipeline processes run as children (`fleetstream worker` and `fleetstream sink clickhouse`, through
+`fleetstream.demo.Services`, each with its own log under `home/logs`); this process is the devices: an
+`EdgeProducer` publishing signal batches of 100 samples (50 vehicles x 7 channels, round robin) paced to the
+offered rate, each batch's newest sample stamped with the send time (the 99 before it 1 ms apart).
+
+* Latency: every `poll_s` the benchmark asks the running sink (its query endpoint, `sinks.clickhouse.run_sql`)
+  for `max(ts)` per (vehicle, channel). A batch is queryable at the first poll that shows its channel at or past
+  the batch's newest sample; latency = that poll's answer time - the sample's device timestamp. Resolution is
+  the poll interval plus the query's own time (reported). p50/p95/p99 over the batches sent after a warm-up.
+* Sustained rate: offered rates step up (each for `step_seconds`, 60 s in the full run, 10 s with `quick`);
+  every 2 s the consumer lag (high watermark - committed offset, `AdminClient.list_consumer_group_offsets`) of
+  the worker group (`telemetry.signals`, `telemetry.signals.valid`) and of the sink group (`.valid` topics)
+  is sampled. A rate is sustained when the producer delivered >= 95 % of it, and the lag did not grow: its
+  least-squares slope over the step is below 2 % of the offered message rate and the final lag is below 5 s of
+  input. `sustained_samples_per_s` is the highest such rate; the search stops at the first failure.
+
+The worker and sink groups have fixed names, so run this on a broker and home nobody else uses (`main` starts
+a private broker; the embedded ClickHouse store lives in a temporary home).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
+from fleetstream.config import Settings
+
+__all__ = ["bench_e2e", "to_table"]
+
+log = logging.getLogger(__name__)
+
+VEHICLES = 50
+WORKER_GROUP = "fleetstream-streams"
+SINK_GROUP = "fleetstream-clickhouse"
+WORKER_TOPICS = ("telemetry.signals", "telemetry.signals.valid")
+SINK_TOPICS = ("telemetry.signals.valid",)
+
+
+@dataclass
+class _Sent:
+    """Newest device timestamp of each batch sent, per (vehicle, channel), in send order."""
+
+    batches: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    offered_samples: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _PacedProducer:
+    """Publishes signal batches at `rate` samples/s from a thread until stopped."""
+
+    def __init__(self, settings: Settings, sent: _Sent):
+        from producers.edge import EdgeProducer
+
+        self.edge = EdgeProducer(settings.kafka)
+        self.sent = sent
+        self.rng = random.Random(3)
+        self.turn = 0
+
+    def run(self, rate: float, seconds: float, stop: threading.Event) -> float:
+        """Offer `rate` for `seconds`; returns the rate actually handed to the producer (samples/s)."""
+        interval_s = SAMPLES_PER_MESSAGE / rate
+        started = time.monotonic()
+        sent = 0
+        while not stop.is_set():
+            elapsed = time.monotonic() - started
+            if elapsed >= seconds:
+                break
+            due = int(elapsed / interval_s) + 1 - sent  # batches owed by now
+            for _ in range(max(0, due)):
+                self._publish_one()
+                sent += 1
+            if due <= 0:
+                time.sleep(min(0.002, interval_s))
+        self.edge.producer.poll(0)
+        return sent * SAMPLES_PER_MESSAGE / max(1e-9, time.monotonic() - started)
+
+    def _publish_one(self) -> None:
+        vehicle, channel = self.turn % VEHICLES, (self.turn // VEHICLES) % len(CHANNELS)
+        self.turn += 1
+        name, unit, typical, noise = CHANNELS[channel]
+        now_ms = int(time.time() * 1000)
+        vehicle_id = str(1001 + vehicle)
+        gauss = self.rng.gauss
+        record = {
+            "batch_id": f"e2e-{vehicle_id}-{name}-{now_ms}-{self.turn}", "source": "bench-e2e", "org_id": "7",
+            "fleet_id": "42", "vehicle_id": vehicle_id, "device_id": str(51_001 + vehicle), "name": name,
+            "unit": unit,
+            "samples": [{"timestamp_ms": now_ms - (SAMPLES_PER_MESSAGE - 1 - i),
+                         "value": round(typical + gauss(0, noise), 3)} for i in range(SAMPLES_PER_MESSAGE)],
+        }
+        self.edge.publish("telemetry.signals", vehicle_id, record)
+        with self.sent.lock:
+            self.sent.batches.setdefault((vehicle_id, name), []).append(now_ms)
+            self.sent.offered_samples += SAMPLES_PER_MESSAGE
+
+
+def _visible(settings: Settings, since_ms: int) -> dict[tuple[str, str], int]:
+    from sinks.clickhouse import run_sql
+
+    _, rows = run_sql(settings, "SELECT vehicle_id, channel, toUnixTimestamp64Milli(max(ts)) FROM fleetstream.samples "
+                                f"WHERE source = 'bench-e2e' AND ts >= fromUnixTimestamp64Milli({since_ms}) "
+                                "GROUP BY vehicle_id, channel")
+    return {(str(v), str(c)): int(t) for v, c, t in rows}
+
+
+def _measure_latency(settings: Settings, producer: _PacedProducer, rate: float, seconds: float, warmup_s: float,
+                     poll_s: float) -> dict[str, Any]:
+    sent = producer.sent
+    stop = threading.Event()
+    since_ms = int(time.time() * 1000)
+    achieved: list[float] = []
+    thread = threading.Thread(target=lambda: achieved.append(producer.run(rate, seconds, stop)), daemon=True)
+    thread.start()
+    measure_from_ms = since_ms + int(warmup_s * 1000)
+    latencies_ms: list[float] = []
+    cursor: dict[tuple[str, str], int] = {}
+    query_s: list[float] = []
+    deadline = time.monotonic() + seconds + 60
+    while time.monotonic() < deadline:
+        asked = time.time()
+        visible = _visible(settings, since_ms)
+        answered = time.time()
+        query_s.append(answered - asked)
+        with sent.lock:
+            pending = 0
+            for channel, times in sent.batches.items():
+                i = cursor.get(channel, 0)
+                newest = visible.get(channel)
+                while i < len(times) and newest is not None and times[i] <= newest:
+                    if times[i] >= measure_from_ms:
+                        latencies_ms.append(answered * 1000 - times[i])
+                    i += 1
+                cursor[channel] = i
+                pending += len(times) - i
+        if not thread.is_alive() and pending == 0:
+            break
+        time.sleep(max(0.0, poll_s - (time.time() - asked)))
+    stop.set()
+    thread.join()
+    producer.edge.flush()
+    if not latencies_ms:
+        raise RuntimeError("no batch became queryable; see the worker and sink logs")
+    latencies_ms.sort()
+
+    def pct(p: float) -> float:
+        return latencies_ms[min(len(latencies_ms) - 1, max(0, round(p / 100 * len(latencies_ms)) - 1))]
+
+    return {"offered_samples_per_s": rate, "achieved_samples_per_s": achieved[0] if achieved else 0.0,
+            "batches_measured": len(latencies_ms), "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+            "max_ms": latencies_ms[-1], "query_median_ms": statistics.median(query_s) * 1000, "poll_s": poll_s}
+
+
+def _lag(admin: Any, consumer: Any, group: str, topics: tuple[str, ...]) -> int:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    partitions = [TopicPartition(t, p) for t in topics
+                  for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+    request = [ConsumerGroupTopicPartitions(group, partitions)]
+    committed = admin.list_consumer_group_offsets(request)[group].result(timeout=10).topic_partitions
+    total = 0
+    for tp in committed:
+        high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
+        total += high - (tp.offset if tp.offset >= 0 else 0)
+    return total
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    if len(points) < 2:
+        return 0.0
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    den = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
+
+
+def _step(settings: Settings, producer: _PacedProducer, rate: float, seconds: float) -> dict[str, Any]:
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client())
+    consumer = Consumer(settings.kafka.client(**{"group.id": "bench-e2e-lag"}))
+    stop = threading.Event()
+    achieved: list[float] = []
+    thread = threading.Thread(target=lambda: achieved.append(producer.run(rate, seconds, stop)), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    samples: dict[str, list[tuple[float, float]]] = {"worker": [], "sink": []}
+    try:
+        while thread.is_alive():
+            t = time.monotonic() - started
+            samples["worker"].append((t, _lag(admin, consumer, WORKER_GROUP, WORKER_TOPICS)))
+            samples["sink"].append((t, _lag(admin, consumer, SINK_GROUP, SINK_TOPICS)))
+            thread.join(2.0)
+    finally:
+        stop.set()
+        thread.join()
+        consumer.close()
+    message_rate = rate / SAMPLES_PER_MESSAGE
+    result: dict[str, Any] = {"offered_samples_per_s": rate, "achieved_samples_per_s": achieved[0] if achieved else 0.0}
+    ok = result["achieved_samples_per_s"] >= 0.95 * rate
+    for name, points in samples.items():
+        # Skip the first sample: the consumers pick up the step's first seconds of traffic.
+        slope = _slope(points[1:])
+        final = points[-1][1] if points else 0.0
+        result[f"{name}_lag_slope_msgs_per_s"] = slope
+        result[f"{name}_final_lag_msgs"] = final
+        ok = ok and slope < 0.02 * message_rate and final < 5 * message_rate
+    result["sustained"] = ok
+    return result
+
+
+def _drain(settings: Settings, timeout_s: float = 120.0) -> bool:
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client())
+    consumer = Consumer(settings.kafka.client(**{"group.id": "bench-e2e-lag"}))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if _lag(admin, consumer, WORKER_GROUP, WORKER_TOPICS) + _lag(admin, consumer, SINK_GROUP, SINK_TOPICS) == 0:
+                return True
+            time.sleep(1.0)
+        return False
+    finally:
+        consumer.close()
+
+
+def bench_e2e(settings: Settings, rate: float = 50_000, seconds: float = 30, quick: bool = False,
+              rates: tuple[float, ...] = (5_000, 10_000, 25_000, 50_000, 100_000, 200_000),
+              step_seconds: float | None = None, warmup_s: float = 5.0, poll_s: float = 0.25) -> dict[str, Any]:
+    """Run the pipeline on `settings` (its broker and home must be the benchmark's own) and measure."""
+    import os
+
+    from fleetstream.demo import Services, _wait_for_group, _wait_for_sink
+    from fleetstream.services import free_ports
+    from fleetstream.stack import ensure_topics
+    from fleetstream.topics import create_topics
+
+    step_seconds = step_seconds or (10.0 if quick else 60.0)
+    # The children read their settings from the environment; give the sink's query endpoint a free port.
+    os.environ["FLEETSTREAM_CLICKHOUSE__QUERY_PORT"] = str(free_ports(1)[0])
+    settings = settings.model_copy(update={"clickhouse": settings.clickhouse.model_copy(
+        update={"query_port": int(os.environ["FLEETSTREAM_CLICKHOUSE__QUERY_PORT"])})})
+    create_topics(settings.kafka, settings.topics)
+    ensure_topics(settings.kafka.bootstrap_servers, [t.name for t in settings.topics.topics])
+    services = Services(settings)
+    sent = _Sent()
+    try:
+        services.start("worker", "worker")
+        services.start("sink-clickhouse", "sink", "clickhouse")
+        _wait_for_sink(settings, services)
+        _wait_for_group(settings, services, WORKER_GROUP)
+        producer = _PacedProducer(settings, sent)
+        latency = _measure_latency(settings, producer, rate, seconds, warmup_s, poll_s)
+        services.check()
+        steps: list[dict[str, Any]] = []
+        sustained = 0.0
+        for step_rate in rates:
+            _drain(settings)
+            step = _step(settings, producer, step_rate, step_seconds)
+            services.check()
+            steps.append(step)
+            log.info("e2e step %s", step)
+            if not step["sustained"]:
+                break
+            sustained = step_rate
+        producer.edge.flush()
+    finally:
+        services.stop()
+    return {
+        "machine": machine_info(settings.stack.kafka_version),
+        "workload": {"samples_per_message": SAMPLES_PER_MESSAGE, "vehicles": VEHICLES, "channels": len(CHANNELS),
+                     "latency_rate": rate, "latency_seconds": seconds, "warmup_s": warmup_s,
+                     "step_seconds": step_seconds, "rates": list(rates), "clickhouse": settings.clickhouse_dsn,
+                     "sink_batch_rows": settings.clickhouse.batch_rows,
+                     "sink_batch_seconds": settings.clickhouse.batch_seconds},
+        "latency": latency,
+        "steps": steps,
+        "e2e_p50_ms_at_50k": latency["p50_ms"] if rate == 50_000 else None,
+        "e2e_p95_ms_at_50k": latency["p95_ms"] if rate == 50_000 else None,
+        "e2e_p99_ms_at_50k": latency["p99_ms"] if rate == 50_000 else None,
+        "sustained_samples_per_s": sustained,
+    }
+
+
+def to_table(report: dict[str, Any]) -> str:
+    lat = report["latency"]
+    rows: list[list[Any]] = [[f"latency at {lat['offered_samples_per_s']:,.0f}/s (achieved "
+                              f"{lat['achieved_samples_per_s']:,.0f})", f"{lat['p50_ms']:,.0f}",
+                              f"{lat['p95_ms']:,.0f}", f"{lat['p99_ms']:,.0f}", ""]]
+    for step in report["steps"]:
+        rows.append([f"step {step['offered_samples_per_s']:,.0f}/s (achieved {step['achieved_samples_per_s']:,.0f})",
+                     f"lag slope w {step['worker_lag_slope_msgs_per_s']:.1f}",
+                     f"s {step['sink_lag_slope_msgs_per_s']:.1f} msg/s",
+                     f"final {step['worker_final_lag_msgs']:.0f}/{step['sink_final_lag_msgs']:.0f}",
+                     "ok" if step["sustained"] else "GROWING"])
+    notes = [f"sustained_samples_per_s = {report['sustained_samples_per_s']:,.0f} "
+             f"({report['workload']['step_seconds']:.0f} s per step)",
+             f"latency = first poll showing the row - device timestamp; poll every {lat['poll_s']} s, "
+             f"query median {lat['query_median_ms']:.0f} ms; {lat['batches_measured']:,} batches",
+             machine_line(report["machine"])]
+    return render_table("bench e2e: device timestamp -> queryable in ClickHouse",
+                        ["measurement", "p50 ms", "p95 ms", "p99 ms", ""], rows, notes)
+
+
+def main() -> None:
+    """`python -m benchmarks.e2e [--quick] [--json]` on a private broker and a temporary home."""
+    import argparse
+
+    from benchmarks.common import private_kafka, render_json
+
+    parser = argparse.ArgumentParser(description="end-to-end latency and sustained rate")
+    parser.add_argument("--rate", type=float, default=50_000)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--quick", action="store_true", help="10 s per sustained-rate step instead of 60 s")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    with tempfile.TemporaryDirectory(prefix="fleetstream-bench-e2e-") as tmp, \
+            private_kafka(Path(tmp) / "kafka") as bootstrap:
+        base = Settings()
+        settings = base.model_copy(update={
+            "home": Path(tmp) / "home",
+            "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
+            "clickhouse": base.clickhouse.model_copy(update={"dsn": None}),
+        })
+        report = bench_e2e(settings, args.rate, args.seconds, quick=args.quick)
+    print(render_json(report) if args.json else to_table(report))
+
+
+if __name__ == "__main__":
+    main()

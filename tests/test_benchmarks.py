@@ -1,0 +1,64 @@
+"""Smoke tests of the benchmark harnesses at tiny sizes: they run on a real broker, report the named figures,
+and the peers' outputs are checked equal to ours (and a wrong output is caught)."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import Stat, render_json, repeat, stat
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_repeat_reports_median_min_and_max_of_counted_runs():
+    values = iter([100.0, 3.0, 1.0, 2.0])  # the first is the warm-up
+    figures = repeat(lambda _: {"x": next(values)}, repeats=3, warmup=1)
+    assert figures["x"] == Stat(2.0, 1.0, 3.0, (3.0, 1.0, 2.0))
+    assert '"median": 2.0' in render_json({"x": stat([2.0])})
+
+
+def test_bench_produce_reports_ratio_and_all_three_paths(kafka_bootstrap):
+    from benchmarks.produce import bench_produce, to_table
+
+    report = bench_produce(kafka_bootstrap, samples=20_000, repeats=1)
+    assert report["produce_vs_raw_ratio"] > 0
+    for name in ("edge_samples_per_s", "raw_samples_per_s", "perf_test_samples_per_s"):
+        assert report["figures"][name].median > 0
+    assert report["machine"]["cores"] >= 1 and report["workload"]["mean_message_bytes"] > 0
+    assert "edge / raw" in to_table(report)
+
+
+def test_peers_compute_the_same_windows_as_the_worker():
+    from benchmarks.peers_bench import bench_peers, compare
+
+    report = bench_peers(None, samples=20_000, repeats=1, timeout_s=240)
+    assert report["outputs_equal"], report["output_differences"]
+    assert report["workload"]["windows_expected"] > 0
+    for key in ("streams_samples_per_s", "streams_vs_quix_ratio", "streams_vs_plain_ratio"):
+        assert report[key] > 0
+    window = {"count": 3, "min": 1.0, "max": 3.0, "mean": 2.0, "last": 3.0, "p95": 3.0}
+    assert compare({("k", "c", 0): window}, {("k", "c", 0): {**window, "mean": 2.0 * (1 + 1e-12)}}) == []
+    assert compare({("k", "c", 0): window}, {("k", "c", 0): {**window, "p95": 2.0}})
+    assert compare({("k", "c", 0): window}, {})
+
+
+def test_bench_e2e_measures_latency_and_a_sustained_rate(kafka_bootstrap):
+    from benchmarks.e2e import bench_e2e
+    from fleetstream.config import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Settings()
+        settings = base.model_copy(update={
+            "home": Path(tmp) / "home",
+            "kafka": base.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap}),
+        })
+        report = bench_e2e(settings, rate=5_000, seconds=6, warmup_s=1, rates=(5_000,), step_seconds=6)
+    latency = report["latency"]
+    assert latency["batches_measured"] > 0
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
+    assert math.isfinite(latency["p99_ms"])
+    assert report["steps"] and "sustained_samples_per_s" in report
