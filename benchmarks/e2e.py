@@ -160,7 +160,22 @@ def _measure_latency(settings: Settings, producer: _PacedProducer, rate: float, 
             "max_ms": latencies_ms[-1], "query_median_ms": statistics.median(query_s) * 1000, "poll_s": poll_s}
 
 
-def _lag(admin: Any, consumer: Any, group: str, topics: tuple[str, ...]) -> int:
+def _lag(admin: Any, consumer: Any, group: str, topics: tuple[str, ...], attempts: int = 10) -> int:
+    """Messages of `topics` not yet committed by `group`; retried, since a fresh broker's group coordinator
+    answers COORDINATOR_LOAD_IN_PROGRESS (and a rebalancing group NOT_COORDINATOR) for a while."""
+    from confluent_kafka import KafkaException
+
+    for attempt in range(attempts):
+        try:
+            return _lag_once(admin, consumer, group, topics)
+        except KafkaException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def _lag_once(admin: Any, consumer: Any, group: str, topics: tuple[str, ...]) -> int:
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
     partitions = [TopicPartition(t, p) for t in topics
