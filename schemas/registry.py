@@ -46,8 +46,10 @@ class SchemaVersion:
 
 def _load(path: Path, record_type: str) -> SchemaVersion:
     raw = json.loads(path.read_text())
-    parsed = fastavro.parse_schema(raw, _write_hint=False)
-    canonical = to_parsing_canonical_form(parsed)
+    # The canonical form (for the fingerprint) needs a plain parse; readers and writers need fastavro's
+    # parsed-schema marker, without which every encode and decode parses the schema again.
+    canonical = to_parsing_canonical_form(fastavro.parse_schema(raw, _write_hint=False))
+    parsed = fastavro.parse_schema(raw)
     # fastavro's hex string already lists the bytes little-endian, the order single-object encoding writes.
     rabin_le = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
     return SchemaVersion(
