@@ -532,6 +532,80 @@ bench_app = typer.Typer(help="Benchmarks: throughput and latency of each part, m
 app.add_typer(bench_app, name="bench")
 
 
+@bench_app.command("produce")
+def bench_produce_cmd(
+    ctx: typer.Context,
+    samples: Annotated[int, typer.Option(help="Samples per run (100 per message).")] = 2_000_000,
+    repeats: Annotated[int, typer.Option(help="Runs (median reported, min and max shown).")] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Samples/s and MB/s of the edge producer path, next to raw confluent-kafka on the same bytes and the broker's
+    own kafka-producer-perf-test (the machine's limit)."""
+    from benchmarks.common import render_json
+    from benchmarks.produce import bench_produce, to_table
+    from fleetstream.stack import running_broker
+
+    settings = settings_of(ctx)
+    with running_broker(settings) as bootstrap:
+        report = bench_produce(bootstrap, samples=samples, repeats=repeats, settings=settings)
+    typer.echo(render_json(report) if as_json else to_table(report))
+
+
+@bench_app.command("streams")
+def bench_streams_cmd(
+    ctx: typer.Context,
+    samples: Annotated[int, typer.Option(help="Samples on the input topic.")] = 1_000_000,
+    repeats: Annotated[int, typer.Option(help="Runs per job.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Samples/s through validate + dedup + windows: the faust worker next to the same job written with Quix
+    Streams and as a plain confluent-kafka loop, on the same topic contents (outputs checked equal)."""
+    from benchmarks.common import render_json
+    from benchmarks.peers_bench import bench_peers, to_table
+    from fleetstream.stack import running_broker
+
+    with running_broker(settings_of(ctx)) as bootstrap:
+        report = bench_peers(bootstrap, samples=samples, repeats=repeats)
+    typer.echo(render_json(report) if as_json else to_table(report))
+
+
+@bench_app.command("e2e")
+def bench_e2e_cmd(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option(help="Offered samples/s for the latency measurement.")] = 50_000,
+    seconds: Annotated[float, typer.Option(help="Duration of the latency measurement.")] = 30,
+    quick: Annotated[bool, typer.Option(help="10 s steps instead of 60 s in the sustained-rate search.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Latency from a sample's device time to its row being queryable in ClickHouse (p50/p95/p99) at a fixed
+    rate, and the highest rate the whole pipeline sustains without growing consumer lag."""
+    from benchmarks.common import render_json
+    from benchmarks.e2e import bench_e2e, to_table
+    from fleetstream.stack import running_broker
+
+    settings = settings_of(ctx)
+    with running_broker(settings):
+        report = bench_e2e(settings.model_copy(update={"home": settings.home / "bench-e2e"}), rate, seconds, quick)
+    typer.echo(render_json(report) if as_json else to_table(report))
+
+
+@bench_app.command("all")
+def bench_all_cmd(
+    ctx: typer.Context,
+    quick: Annotated[bool, typer.Option(help="Small workloads and single runs: a smoke run, not figures.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every benchmark in one run on the local stack; --json gives the named figures runs are compared by."""
+    from benchmarks.suite import as_json as suite_json
+    from benchmarks.suite import bench_all, to_table
+    from fleetstream.stack import running_broker
+
+    settings = settings_of(ctx)
+    with running_broker(settings) as bootstrap:
+        report = bench_all(settings, bootstrap, quick)
+    typer.echo(suite_json(report) if as_json else to_table(report))
+
+
 @bench_app.command("edge")
 def bench_edge_cmd(
     ctx: typer.Context,
