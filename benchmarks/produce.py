@@ -38,6 +38,7 @@ from benchmarks.common import (
     signal_batch,
 )
 from fleetstream.config import KafkaSettings, Settings
+from producers.edge import EdgeProducer
 from schemas import codec
 
 __all__ = ["bench_produce", "producer_config", "to_table"]
@@ -48,16 +49,8 @@ _PERF_LINE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB
 
 
 def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """The edge producer's librdkafka configuration (kept in step with producers/edge.py by hand)."""
-    return kafka.client(**{
-        "enable.idempotence": True,
-        "acks": "all",
-        "compression.type": kafka.compression_type,
-        "linger.ms": kafka.linger_ms,
-        "batch.size": kafka.batch_size_bytes,
-        "queue.buffering.max.messages": 500_000,
-        "message.timeout.ms": 30_000,
-    })
+    """The edge producer's librdkafka configuration, so the raw client is measured on the same settings."""
+    return EdgeProducer(kafka).config
 
 
 def _records(messages: int, seed: int = 7) -> list[dict[str, Any]]:

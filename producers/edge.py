@@ -54,6 +54,11 @@ class EdgeProducer:
         self.last_error: KafkaError | None = None
 
     @property
+    def config(self) -> dict[str, Any]:
+        """The librdkafka configuration this producer uses (benchmarks compare raw clients on the same one)."""
+        return dict(self._config)
+
+    @property
     def producer(self) -> Producer:
         if self._producer is None:
             self._producer = Producer(self._config)
