@@ -229,7 +229,8 @@ class KeyStage:
     def flush(self, now_ms: int) -> StageOutput:
         """The key went idle: close the current period and any run in progress, resolve silent DTCs."""
         out = StageOutput()
-        if self.period_start_ms is not None and self.samples_total + self.net_total + len(self.period_alerts) > 0:
+        if self.period_start_ms is not None and (self.samples_total + self.net_total + len(self.period_alerts) > 0
+                                                 or self.saw_locations):
             out.kpis += self._close_period(now_ms)
         for summary in self.dyno.flush():
             out.kpis += run_records(summary, self.key, "", now_ms)
@@ -337,7 +338,10 @@ class Analyzer:
         self.duplicates += result.duplicates
         out.extend(result)
         stage.alerts(result.alerts)
-        new = np.flatnonzero(kept)
+        # Late samples are dead-lettered: like duplicates, they count nowhere else (not in the KPIs either).
+        accepted = kept.copy()
+        accepted[result.late_indices] = False
+        new = np.flatnonzero(accepted)
         out.extend(stage.samples(record, channel, ts[new], values[new], flags[new], now_ms, wall_s,
                                  dyno=topic == "dyno.samples.valid"))
         if not result.late_indices:
@@ -353,17 +357,27 @@ class Analyzer:
                                    sample_count=len(late), now_ms=now_ms)
         return [(dlq_topic(topic), key, letter)]
 
-    def flush_idle(self, channels: State, keys: State, now_ms: int, wall_s: float
+    def flush_idle(self, channels: State, keys: State, now_ms: int, wall_s: float, active_since_s: float = 0.0
                    ) -> tuple[list[Output], list[tuple[State, str, dict[str, Any]]]]:
         """Close windows, periods and runs of channels and keys idle for `idle_flush_s` (wall clock).
+
+        Idleness counts from `active_since_s` at the earliest: the time this worker started processing. State
+        recovered from a changelog carries the wall time its key was last seen by a worker that may have been
+        down for minutes, while the key's records waited in the input topics; flushing it before the backlog
+        is read would close its windows early and dead-letter the backlog as late.
 
         Returns the outputs and the state updates (store, key, value) for the caller to write.
         """
         idle_s = self.config.settings.idle_flush_s
+
+        def idle(state: Mapping[str, Any]) -> bool:
+            last_seen_s = max(float(state.get("last_seen_wall_s", wall_s)), active_since_s)
+            return not state.get("flushed") and wall_s - last_seen_s >= idle_s
+
         outputs: list[Output] = []
         updates: list[tuple[State, str, dict[str, Any]]] = []
         for channel_key, state in list(channels.items()):
-            if state.get("flushed") or wall_s - float(state.get("last_seen_wall_s", wall_s)) < idle_s:
+            if not idle(state):
                 continue
             key, channel = channel_key.split("\x1f", 1)
             stage = ChannelStage(self.config, key, channel, "", "", state)
@@ -371,7 +385,7 @@ class Analyzer:
             updates.append((channels, channel_key, {**stage.to_dict(), "_partition": state["_partition"],
                                                     "flushed": True}))
         for key_name, state in list(keys.items()):
-            if state.get("flushed") or wall_s - float(state.get("last_seen_wall_s", wall_s)) < idle_s:
+            if not idle(state):
                 continue
             key_stage = KeyStage(self.config, key_name, state)
             outputs += encode_outputs(key_stage.flush(now_ms), key_name)

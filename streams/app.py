@@ -7,11 +7,13 @@ an event); downstream sinks are idempotent, which is the combination DESIGN.md p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator, Mapping, MutableMapping
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -151,50 +153,136 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
     config = AnalyticsConfig.from_settings(settings.streams)
     analyzer = Analyzer(config)
     partitions = {t.partitions for t in settings.topics.topics}
-    table_options: dict[str, Any] = {"default": None, "key_type": str, "value_type": dict,
-                                     "partitions": max(partitions)}
-    channels = app.Table("analytics-channels", **table_options)
-    keys = app.Table("analytics-keys", **table_options)
+    # No value_type: faust would rebuild every recovered changelog value with `value_type.from_data`, which a
+    # plain dict lacks, so recovery failed on each record and never finished. Untyped JSON values come back
+    # as the plain dicts they were.
+    table_options: dict[str, Any] = {"default": None, "key_type": str, "partitions": max(partitions)}
+    channels = app.Table(ANALYTICS_TABLES[0], **table_options)
+    keys = app.Table(ANALYTICS_TABLES[1], **table_options)
     valid_topics = [valid_topic(t) for t in settings.topics.raw if t != "fleet.faults"]
     source = app.topic(*valid_topics, key_serializer="raw", value_serializer="raw")
     for name in ("telemetry.windows", "analytics.threshold.exceeded", "alert.created", "analytics.kpi",
                  *[f"dlq.{t}" for t in valid_topics]):
         sinks.setdefault(name, app.topic(name, key_serializer="raw", value_serializer="raw"))
 
+    # The agent and the idle-flush timer each read state, emit, then write state: they must not interleave.
+    lock = asyncio.Lock()
+    # Wall time since which this worker has owned its tables and read its partitions: idleness counts from it.
+    active_since_s: list[float] = []
+
     @app.agent(source)
     async def analyze(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            now_ms = int(time.time() * 1000)
-            letter = partial(dead_letter, source_topic=message.topic, partition=message.partition,
-                             offset=message.offset, key=message.key, original=message.value, stage="analytics",
-                             sample_count=1, now_ms=now_ms)
-            try:
-                record = codec.decode(message.value, record_type_of(message.topic))
-                outputs = analyzer.process(message.topic, message.partition, message.offset, message.key, record,
-                                           now_ms, time.time(), channels, keys)
-            except codec.DecodeError as exc:
-                outputs = [letter(error_code="malformed", reason=str(exc))]
-            except Exception as exc:  # a bug or an unforeseen record must not stop the agent
-                log.exception("analytics failed for %s[%d]@%d", message.topic, message.partition, message.offset)
-                outputs = [letter(error_code="internal_error", reason=f"{type(exc).__name__}: {exc}")]
-            for topic, key, value in outputs:
-                await sinks[topic].send(key=key, value=value)
+        active_since_s[:] = [time.time()]
+        async for events in cast("faust.Stream[bytes]", stream).take_events(ANALYTICS_BATCH, 0.02):
+            async with lock:
+                staged_channels, staged_keys = _Staged(channels.data), _Staged(keys.data)
+                outputs: list[Output] = []
+                for event in events:
+                    outputs += _analyze_one(analyzer, event.message, staged_channels, staged_keys)
+                # Output first, state second: a crash in between replays the batch from the old state and emits
+                # the same records again (at-least-once, identical), where the other order would lose them (the
+                # replayed samples would be duplicates of the saved state, and emit nothing).
+                await _deliver(sinks, outputs)
+                _persist(channels, staged_channels.changes)
+                _persist(keys, staged_keys.changes)
 
     @app.timer(interval=max(1.0, settings.streams.idle_flush_s / 3))
     async def flush_idle() -> None:
-        outputs, updates = analyzer.flush_idle(channels.data, keys.data, int(time.time() * 1000), time.time())
-        for store, state_key, state in updates:
-            # Outside stream processing faust cannot tell a key's partition; the state remembers it.
-            table = channels if store is channels.data else keys
-            store[state_key] = state
-            table.send_changelog(state["_partition"], state_key, state)
-        for topic, out_key, value in outputs:
-            await sinks[topic].send(key=out_key, value=value)
+        if not active_since_s or app.rebalancing or getattr(app, "in_recovery", False):
+            active_since_s[:] = [time.time()]  # tables are being recovered or reassigned: nothing is idle yet
+            return
+        async with lock:
+            outputs, updates = analyzer.flush_idle(channels.data, keys.data, int(time.time() * 1000), time.time(),
+                                                   active_since_s=active_since_s[0])
+            await _deliver(sinks, outputs)
+            for store, state_key, state in updates:
+                _persist(channels if store is channels.data else keys, {state_key: state})
+
+
+ANALYTICS_BATCH = 500
+"""Validated messages the analytics agent takes at a time: one delivery wait and one state write per batch."""
+
+
+class _Staged(MutableMapping[str, Any]):
+    """Writes held aside over a read-only base: a batch's analytics state until its output is delivered."""
+
+    def __init__(self, base: Mapping[str, Any]):
+        self.base = base
+        self.changes: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.changes:
+            return self.changes[key]
+        return self.base[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.changes[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError("analytics state is never deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self.base), **self.changes})
+
+    def __len__(self) -> int:
+        return len({**dict.fromkeys(self.base), **self.changes})
+
+
+def _analyze_one(analyzer: Analyzer, message: Any, channels: _Staged, keys: _Staged) -> list[Output]:
+    """One validated message through the analyzer; its state changes join the batch's only if it succeeded."""
+    now_ms = int(time.time() * 1000)
+    letter = partial(dead_letter, source_topic=message.topic, partition=message.partition, offset=message.offset,
+                     key=message.key, original=message.value, stage="analytics", sample_count=1, now_ms=now_ms)
+    own_channels, own_keys = _Staged(channels), _Staged(keys)
+    try:
+        record = codec.decode(message.value, record_type_of(message.topic))
+        outputs = analyzer.process(message.topic, message.partition, message.offset, message.key, record, now_ms,
+                                   time.time(), own_channels, own_keys)
+    except codec.DecodeError as exc:
+        return [letter(error_code="malformed", reason=str(exc))]
+    except Exception as exc:  # a bug or an unforeseen record must not stop the agent
+        log.exception("analytics failed for %s[%d]@%d", message.topic, message.partition, message.offset)
+        return [letter(error_code="internal_error", reason=f"{type(exc).__name__}: {exc}")]
+    channels.changes.update(own_channels.changes)
+    keys.changes.update(own_keys.changes)
+    return outputs
+
+
+async def _deliver(sinks: dict[str, faust.TopicT], outputs: list[Output]) -> None:
+    """Send and wait until the broker has acknowledged every record (raises if one cannot be delivered)."""
+    pending = [await sinks[topic].send(key=key, value=value) for topic, key, value in outputs]
+    if pending:
+        await asyncio.gather(*pending)
+
+
+def _persist(table: Any, changes: Mapping[str, dict[str, Any]]) -> None:
+    """Write states to a table and its changelog; each state remembers its partition (the source's)."""
+    for key, state in changes.items():
+        table.data[key] = state
+        table.send_changelog(state["_partition"], key, state)
+
+
+ANALYTICS_TABLES = ("analytics-channels", "analytics-keys")
+
+
+def ensure_changelog_topics(settings: Settings) -> None:
+    """Create the analytics tables' changelog topics (compacted, partitioned like the source topics).
+
+    faust would create them on first use, but a worker that starts on a fresh broker can then see them with
+    no partitions yet and refuse to write its tables (PartitionsMismatch); creating them first avoids that.
+    """
+    from fleetstream.stack import ensure_topics
+
+    ensure_topics(settings.kafka.bootstrap_servers,
+                  [f"{settings.streams.app_id}-{table}-changelog" for table in ANALYTICS_TABLES],
+                  partitions=max(t.partitions for t in settings.topics.topics),
+                  replication_factor=settings.topics.replication_factor,
+                  config={"cleanup.policy": "compact"}, client_config=settings.kafka.client_config)
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Run the worker in this process until SIGTERM or SIGINT (how `fleetstream worker` and the demo start it)."""
+    ensure_changelog_topics(settings)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
