@@ -103,7 +103,8 @@ class ClickHouseSettings(BaseModel):
     batch_rows: int = 50_000
     batch_seconds: float = 1.0
     query_port: int = 8124
-    retention_days: int = 365
+    retention_days: int = Field(default=365, ge=1, le=25_000)
+    """TTL of stored rows; at most 25,000 days, since ClickHouse DateTime ends in 2106."""
 
 
 class ChannelRange(BaseModel):
@@ -142,7 +143,8 @@ class ValidationSettings(BaseModel):
 
     mode: str = Field(default="reject", pattern="^(reject|sanitize)$")
     max_future_skew_ms: int = 5 * 60 * 1000
-    max_age_ms: int = 30 * 24 * 3600 * 1000
+    max_age_ms: int = 10 * 365 * 24 * 3600 * 1000
+    """Older event times are rejected (`too_old`): catches clocks at the epoch, lets historical runs be imported."""
     ranges: list[ChannelRange] = Field(default_factory=_default_ranges)
 
 

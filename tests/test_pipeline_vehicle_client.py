@@ -208,12 +208,15 @@ SIGNAL_DESCRIPTOR_COLUMNS = {"signal_type", "param_type", "param_id", "message_n
                              "ecu_id", "arb_id", "file_id", "message_date"}
 
 
-@pytest.mark.xfail(strict=True, reason="data loss: fleetstream.samples (sinks/migrations/001_samples.sql, "
-                   "sinks/clickhouse/rows.py) has no columns for the signal's descriptor fields; they exist "
-                   "only on telemetry.signals.valid (7-day retention). Needs a sink migration.")
 def test_samples_table_stores_signal_descriptors(pipeline: Pipeline, readme_run: dict[str, Any]) -> None:  # noqa: F811
-    columns = {row["name"] for row in pipeline.rows("DESCRIBE TABLE fleetstream.samples")}
-    assert columns >= SIGNAL_DESCRIPTOR_COLUMNS, f"missing: {sorted(SIGNAL_DESCRIPTOR_COLUMNS - columns)}"
+    rows = pipeline.wait_for_rows(
+        "SELECT " + ", ".join(sorted(SIGNAL_DESCRIPTOR_COLUMNS)) + " FROM fleetstream.samples"
+        " WHERE vehicle_id = {vid:String} AND channel = 'VehicleIdentificationNumber'",
+        {"vid": readme_run["vehicle_id"]}, expected=1)
+    assert rows == [{"signal_type": "DID", "param_type": "TEXT", "param_id": "F190",
+                     "message_name": "BusQuery_IDDecoding_F190_VSSAL", "network_name": "Cluster_6_TestTool",
+                     "ecu_name": "", "ecu_id": "", "arb_id": "", "file_id": "1234",
+                     "message_date": "2025-07-15T01:40:00.000000"}]
 
 
 def test_readme_dtc_is_stored_field_by_field(pipeline: Pipeline, readme_run: dict[str, Any]) -> None:  # noqa: F811
@@ -231,11 +234,12 @@ def test_readme_dtc_is_stored_field_by_field(pipeline: Pipeline, readme_run: dic
 DTC_HEADER_COLUMNS = {"name", "arb_id", "file_id", "message_date"}
 
 
-@pytest.mark.xfail(strict=True, reason="data loss: fleetstream.dtcs (sinks/migrations/004_dtcs.sql) has no "
-                   "columns for the DTC message's name, arbId, fileId and messageDate. Needs a sink migration.")
 def test_dtcs_table_stores_dtc_header(pipeline: Pipeline, readme_run: dict[str, Any]) -> None:  # noqa: F811
-    columns = {row["name"] for row in pipeline.rows("DESCRIBE TABLE fleetstream.dtcs")}
-    assert columns >= DTC_HEADER_COLUMNS, f"missing: {sorted(DTC_HEADER_COLUMNS - columns)}"
+    rows = pipeline.wait_for_rows(
+        "SELECT " + ", ".join(sorted(DTC_HEADER_COLUMNS)) + " FROM fleetstream.dtcs WHERE vehicle_id = {vid:String}",
+        {"vid": readme_run["vehicle_id"]}, expected=1)
+    assert rows == [{"arb_id": "", "file_id": "1234", "message_date": "2025-07-15T01:42:20.385429",
+                     "name": "DTC Message99B049"}]
 
 
 def test_readme_gps_fix_is_stored_with_availability(pipeline: Pipeline, readme_run: dict[str, Any]) -> None:  # noqa: F811

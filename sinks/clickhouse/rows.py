@@ -101,14 +101,19 @@ def _new(names: Sequence[str]) -> Columns:
 
 _VEHICLE = ("org_id", "fleet_id", "vehicle_id", "device_id", "source", "batch_id")
 _SAMPLE_COLUMNS = (*_VEHICLE, "channel", "unit", "ts", "value", "svalue", "flags", "run_id", "provider", "sensor_state")
+_DESCRIPTOR = ("signal_type", "param_type", "param_id", "message_name", "network_name", "ecu_name", "ecu_id",
+               "arb_id", "file_id", "message_date")
+"""A signal's descriptor fields, stored on each of its samples (014_signal_descriptors.sql); empty for dyno."""
 
 
 def _signal_batches(records: Sequence[SourcedRecord]) -> Columns:
-    cols = _new(_SAMPLE_COLUMNS)
+    cols = _new((*_SAMPLE_COLUMNS, *_DESCRIPTOR))
     for rec in records:
         v, samples = rec.value, rec.value["samples"]
         n = len(samples)
         _repeat(cols, v, _VEHICLE, n)
+        for field in _DESCRIPTOR:  # optional in hand-built records; decoded ones carry the schema defaults
+            cols[field] += [v.get(field, "")] * n
         cols["channel"] += [v["name"]] * n
         cols["unit"] += [v["unit"]] * n
         cols["ts"] += [s["timestamp_ms"] for s in samples]
@@ -124,10 +129,12 @@ def _signal_batches(records: Sequence[SourcedRecord]) -> Columns:
 
 def _dyno_batches(records: Sequence[SourcedRecord]) -> Columns:
     """Dyno samples share the samples table: the station is the vehicle, the source system the device."""
-    cols = _new(_SAMPLE_COLUMNS)
+    cols = _new((*_SAMPLE_COLUMNS, *_DESCRIPTOR))
     for rec in records:
         v, samples = rec.value, rec.value["samples"]
         n = len(samples)
+        for field in _DESCRIPTOR:
+            cols[field] += [""] * n
         cols["org_id"] += [""] * n
         cols["fleet_id"] += [""] * n
         cols["vehicle_id"] += [v["station_id"]] * n
@@ -143,11 +150,14 @@ def _dyno_batches(records: Sequence[SourcedRecord]) -> Columns:
 
 def _dtc_batches(records: Sequence[SourcedRecord]) -> Columns:
     header = ("message_name", "network_name", "ecu_name", "ecu_id")
-    cols = _new((*_VEHICLE, *header, "ts", "dtc_id", "status", "description", "extended", "snapshot"))
+    optional = ("name", "arb_id", "file_id", "message_date")
+    cols = _new((*_VEHICLE, *header, *optional, "ts", "dtc_id", "status", "description", "extended", "snapshot"))
     for rec in records:
         v, dtcs = rec.value, rec.value["dtcs"]
         n = len(dtcs)
         _repeat(cols, v, (*_VEHICLE, *header), n)
+        for field in optional:
+            cols[field] += [v.get(field, "")] * n
         cols["ts"] += [d["timestamp_ms"] for d in dtcs]
         for field in ("dtc_id", "status", "description", "extended", "snapshot"):
             cols[field] += [d[field] for d in dtcs]
@@ -390,6 +400,7 @@ def samples_arrow(record_type: str, records: Sequence[SourcedRecord]) -> pa.Tabl
         channel, unit = per_record([v["name"] for v in values]), per_record([v["unit"] for v in values])
         svalue = pa.array(list(map(_SVALUE, samples)), pa.string()).fill_null("")  # ~1 ms: mostly None
         run_id = provider = sensor_state = constant("")
+        descriptor = {f: per_record([v.get(f, "") for v in values]) for f in _DESCRIPTOR}
     elif record_type == "dyno_sample_batch":
         vehicle = {"org_id": constant(""), "fleet_id": constant(""),
                    "vehicle_id": per_record([v["station_id"] for v in values]),
@@ -401,6 +412,7 @@ def samples_arrow(record_type: str, records: Sequence[SourcedRecord]) -> pa.Tabl
         run_id = per_record([v["run_id"] for v in values])
         provider = per_record([v["provider"] for v in values])
         sensor_state = per_record([v["sensor_state"] for v in values])
+        descriptor = {f: constant("") for f in _DESCRIPTOR}
     else:
         raise KeyError(f"record type {record_type!r} does not go to the samples table")
     return pa.table({
@@ -414,4 +426,5 @@ def samples_arrow(record_type: str, records: Sequence[SourcedRecord]) -> pa.Tabl
         "kafka_topic": per_record([r.topic for r in records]),
         "kafka_partition": per_record([r.partition for r in records], pa.uint16()),
         "kafka_offset": per_record([r.offset for r in records], pa.uint64()),
+        **descriptor,
     })
