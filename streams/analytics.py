@@ -222,8 +222,11 @@ class KeyStage:
             self.period_start_ms = int(timestamps_ms.min()) // period * period
         self.max_event_ms = max(self.max_event_ms, int(timestamps_ms.max()))
         watermark = self.max_event_ms - self.config.settings.allowed_lateness_ms
-        while self.period_start_ms + period <= watermark:
+        if self.period_start_ms + period <= watermark:
             out.kpis += self._close_period(now_ms)
+            # Periods without data between the closed one and the watermark have nothing to report: skip them
+            # (a device whose clock jumps years must not emit a record for every period in between).
+            self.period_start_ms = max(self.period_start_ms, watermark // period * period)
         return out
 
     def flush(self, now_ms: int) -> StageOutput:
