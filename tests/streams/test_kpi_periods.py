@@ -1,0 +1,36 @@
+"""KPI periods close by watermark; a clock jump does not emit a record for every empty period in between."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fleetstream.config import StreamsSettings
+from streams.analytics import AnalyticsConfig, KeyStage
+
+PERIOD_MS = 300_000
+
+
+def feed(stage: KeyStage, times_ms: list[int]) -> list[dict]:
+    ts = np.array(times_ms, dtype=np.int64)
+    out = stage.samples({"fleet_id": "42"}, "EngineSpeed", ts, np.full(ts.size, 900.0),
+                        np.zeros(ts.size, dtype=np.int64), now_ms=0, wall_s=0.0, dyno=False)
+    return out.kpis
+
+
+def test_a_clock_jump_of_years_closes_one_period_not_millions():
+    stage = KeyStage(AnalyticsConfig.from_settings(StreamsSettings()), "1001")
+    assert feed(stage, [584_934_000]) == []  # 1970-01-07: a device clock at the epoch
+    kpis = feed(stage, [1_764_000_000_000])  # 2025
+    periods = {(k["period_start_ms"], k["period_end_ms"]) for k in kpis}
+    assert periods == {(584_934_000 // PERIOD_MS * PERIOD_MS, 584_934_000 // PERIOD_MS * PERIOD_MS + PERIOD_MS)}
+    assert stage.period_start_ms is not None and stage.period_start_ms > 1_763_000_000_000
+
+
+def test_consecutive_periods_each_close_once_with_their_samples():
+    stage = KeyStage(AnalyticsConfig.from_settings(StreamsSettings()), "1001")
+    start = 1_764_000_000_000 // PERIOD_MS * PERIOD_MS
+    feed(stage, [start + i * 1_000 for i in range(10)])
+    closed = feed(stage, [start + PERIOD_MS + 20_000])  # watermark passes the first period's end
+    health = [k for k in closed if k["name"] == "health_score"]
+    assert [(k["period_start_ms"], k["dimensions"]["fleet_id"]) for k in health] == [(start, "42")]
+    assert feed(stage, [start + PERIOD_MS + 30_000]) == []  # nothing closes twice
