@@ -136,8 +136,10 @@ def create_app(settings: Settings) -> faust.App:
                                        message.value, int(time.time() * 1000), stats)
             for topic, key, value in outputs:
                 await sinks[topic].send(key=key, value=value)
+            progress[message.tp] = message.offset + 1
 
-    _add_analytics(app, settings, sinks)
+    progress: dict[Any, int] = {}
+    _add_analytics(app, settings, sinks, progress)
 
     @app.timer(interval=10.0)
     async def report() -> None:
@@ -148,8 +150,14 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.TopicT]) -> None:
-    """The analytics agent (dedup, windows, alerts, KPIs) over the validated topics, with its state tables."""
+def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.TopicT], progress: dict[Any, int]
+                   ) -> None:
+    """The analytics agent (dedup, windows, alerts, KPIs) over the validated topics, with its state tables.
+
+    `progress` is the next offset to process per input partition, kept by both agents: the idle flush waits
+    until every input partition is read to its end, so a worker catching up on a backlog never takes a key
+    whose records are still queued for idle.
+    """
     config = AnalyticsConfig.from_settings(settings.streams)
     analyzer = Analyzer(config)
     partitions = {t.partitions for t in settings.topics.topics}
@@ -160,6 +168,7 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
     channels = app.Table(ANALYTICS_TABLES[0], **table_options)
     keys = app.Table(ANALYTICS_TABLES[1], **table_options)
     valid_topics = [valid_topic(t) for t in settings.topics.raw if t != "fleet.faults"]
+    input_topics = {*settings.topics.raw, *valid_topics}
     source = app.topic(*valid_topics, key_serializer="raw", value_serializer="raw")
     for name in ("telemetry.windows", "analytics.threshold.exceeded", "alert.created", "analytics.kpi",
                  *[f"dlq.{t}" for t in valid_topics]):
@@ -183,20 +192,39 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
                 # the same records again (at-least-once, identical), where the other order would lose them (the
                 # replayed samples would be duplicates of the saved state, and emit nothing).
                 await _deliver(sinks, outputs)
-                _persist(channels, staged_channels.changes)
-                _persist(keys, staged_keys.changes)
+                await _persist((channels, staged_channels.changes), (keys, staged_keys.changes))
+                for event in events:
+                    progress[event.message.tp] = event.message.offset + 1
 
     @app.timer(interval=max(1.0, settings.streams.idle_flush_s / 3))
     async def flush_idle() -> None:
-        if not active_since_s or app.rebalancing or getattr(app, "in_recovery", False):
-            active_since_s[:] = [time.time()]  # tables are being recovered or reassigned: nothing is idle yet
+        if not active_since_s or app.rebalancing or getattr(app, "in_recovery", False) or \
+                _behind(app, input_topics, progress):
+            # Tables being recovered or reassigned, or input not read to its end yet: nothing is idle yet.
+            active_since_s[:] = [time.time()]
             return
         async with lock:
             outputs, updates = analyzer.flush_idle(channels.data, keys.data, int(time.time() * 1000), time.time(),
                                                    active_since_s=active_since_s[0])
             await _deliver(sinks, outputs)
-            for store, state_key, state in updates:
-                _persist(channels if store is channels.data else keys, {state_key: state})
+            await _persist(*[(channels if store is channels.data else keys, {state_key: state})
+                             for store, state_key, state in updates])
+
+
+def _behind(app: faust.App, topics: set[str], progress: Mapping[Any, int]) -> bool:
+    """Whether an assigned input partition has records this worker has not processed (or its end is unknown)."""
+    consumer: Any = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic not in topics:
+            continue
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            return True
+        # Nothing processed here since the assignment: where the consumer was positioned (0 reads as None).
+        done = progress.get(tp, consumer._read_offset.get(tp) or 0)
+        if done < highwater:
+            return True
+    return False
 
 
 ANALYTICS_BATCH = 500
@@ -255,11 +283,21 @@ async def _deliver(sinks: dict[str, faust.TopicT], outputs: list[Output]) -> Non
         await asyncio.gather(*pending)
 
 
-def _persist(table: Any, changes: Mapping[str, dict[str, Any]]) -> None:
-    """Write states to a table and its changelog; each state remembers its partition (the source's)."""
-    for key, state in changes.items():
-        table.data[key] = state
-        table.send_changelog(state["_partition"], key, state)
+async def _persist(*tables_and_changes: tuple[Any, Mapping[str, dict[str, Any]]]) -> None:
+    """Write states to tables and their changelogs, and wait until the broker has the changelog records.
+
+    Each state remembers its partition (the source's). Waiting matters: the batch's offsets may be committed
+    as soon as the agent moves on, and faust's producer flush before a commit can return with changelog
+    records still in its buffer (it gives up after 0.1 s without progress), so a SIGKILL could leave
+    offsets committed past state that never reached the changelog: those records were then skipped.
+    """
+    pending = []
+    for table, changes in tables_and_changes:
+        for key, state in changes.items():
+            table.data[key] = state
+            pending.append(table.send_changelog(state["_partition"], key, state))
+    if pending:
+        await asyncio.gather(*pending)
 
 
 ANALYTICS_TABLES = ("analytics-channels", "analytics-keys")
