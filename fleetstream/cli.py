@@ -569,6 +569,26 @@ def bench_streams_cmd(
     typer.echo(render_json(report) if as_json else to_table(report))
 
 
+@bench_app.command("worker")
+def bench_worker_cmd(
+    ctx: typer.Context,
+    samples: Annotated[int, typer.Option(help="Backlog for the throughput measurement.")] = 1_000_000,
+    rate: Annotated[float, typer.Option(help="Offered samples/s for the latency measurement.")] = 20_000,
+    seconds: Annotated[float, typer.Option(help="Duration of the latency measurement.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Our worker alone: throughput on a preloaded backlog (validate + dedup + windows + alerts + KPIs) and the
+    latency of `.valid` records and of final windows at a fixed offered rate."""
+    from benchmarks.common import render_json
+    from fleetstream.stack import running_broker
+    from streams.bench import bench_streams, to_table
+
+    settings = settings_of(ctx)
+    with running_broker(settings) as bootstrap:
+        report = bench_streams(bootstrap, samples=samples, rate=rate, duration_s=seconds, settings=settings)
+    typer.echo(render_json(report) if as_json else to_table(report))
+
+
 @bench_app.command("e2e")
 def bench_e2e_cmd(
     ctx: typer.Context,
