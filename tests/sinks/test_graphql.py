@@ -9,7 +9,6 @@ say so.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -610,19 +609,18 @@ def test_run_stops_on_the_event_forwards_what_is_buffered_and_closes(backend: Co
     assert consumer.topics == list(GraphQLSinkSettings().topics)
 
 
-# --- integration: a real broker, added to by the lead --------------------------------------------------------
+# --- integration: the session's real broker ------------------------------------------------------------------
 
 @pytest.mark.integration
-@pytest.mark.skipif(not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), reason="needs KAFKA_BOOTSTRAP_SERVERS")
-def test_forwarder_on_a_real_broker_delivers_every_record_to_the_backend() -> None:
-    """INTEGRATION (lead): produce to the .valid topics, forward into the local backend, check what it recorded."""
+def test_forwarder_on_a_real_broker_delivers_every_record_to_the_backend(kafka_bootstrap: str) -> None:
+    """Produce to the .valid topics, forward into the local backend, check what it recorded."""
     from confluent_kafka import Producer
     from pydantic import SecretStr
 
     from fleetstream.config import load_settings
     from fleetstream.topics import create_topics
 
-    settings = load_settings()
+    settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
     create_topics(settings.kafka, settings.topics)
     _, backend = start_backend(token=TOKEN)
     device = str(uuid.uuid4().int % 1_000_000_000)  # a device id no other run uses
