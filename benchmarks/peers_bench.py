@@ -22,8 +22,8 @@ then compared with each other: same (key, channel, window start) set, equal coun
 Fairness notes: our worker does more than the peers: validation writes `telemetry.signals.valid` and the
 analytics agent reads it back (two hops through Kafka), and it also computes 5 min hopping windows, threshold
 alerts and KPIs, with state in changelogged faust tables. The peers are one hop, tumbling windows only.
-The worker's consumer group and topic names are fixed (no `streams.app_id` setting yet), so this runs on a
-private broker unless `bootstrap` is given, in which case nothing else may use the worker's group there.
+Each worker run gets its own `streams.app_id` (consumer group and table changelogs); the worker's topic names
+are the configured ones, so nothing else should write `telemetry.signals` on that broker during the run.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ __all__ = ["bench_peers", "ensure_peers_venv", "make_input", "to_table"]
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 PEERS_VENV = PEERS_DIR / ".venv"
-WORKER_GROUP = "fleetstream-streams"
 SENTINEL_GAP_MS = 6 * 60_000
 Window = dict[str, Any]
 WindowKey = tuple[str, str, int]
@@ -264,10 +263,14 @@ def _run_worker(settings: Settings, messages: list[tuple[bytes, bytes]], expecte
 
     bootstrap = settings.kafka.bootstrap_servers
     start = _end_offsets(bootstrap, "telemetry.windows")
+    # A fresh app id per run: its own consumer group and table changelogs, so a run never inherits the
+    # previous run's dedup state (which would take this run's samples for duplicates).
+    settings = settings.model_copy(deep=True)
+    settings.streams.app_id = f"bench-faust-{uuid.uuid4().hex[:8]}"
     services = Services(settings)
     services.start("worker", "worker")
     try:
-        _wait_for_group(bootstrap, WORKER_GROUP, services.check)
+        _wait_for_group(bootstrap, settings.streams.app_id, services.check)
         started = time.time()
         _load(bootstrap, "telemetry.signals", messages)
         got, last = _collect(bootstrap, "telemetry.windows", start, _parse_faust, expected, services.check, timeout_s)

@@ -159,6 +159,7 @@ class Services:
     def start(self, name: str, *args: str) -> None:
         log_path = self.log_dir / f"{name}.log"
         env = {"FLEETSTREAM_STREAMS__IDLE_FLUSH_S": str(self.settings.streams.idle_flush_s), **os.environ,
+               "FLEETSTREAM_STREAMS__APP_ID": self.settings.streams.app_id,
                "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka.bootstrap_servers,
                "FLEETSTREAM_HOME": str(self.settings.home.resolve()),
                "CLICKHOUSE_DSN": self.settings.clickhouse_dsn}
