@@ -16,8 +16,9 @@ offered rate, each batch's newest sample stamped with the send time (the 99 befo
   least-squares slope over the step is below 2 % of the offered message rate and the final lag is below 5 s of
   input. `sustained_samples_per_s` is the highest such rate; the search stops at the first failure.
 
-The worker and sink groups have fixed names, so run this on a broker and home nobody else uses (`main` starts
-a private broker; the embedded ClickHouse store lives in a temporary home).
+The worker and sink groups have fixed names, so run this on a broker and home nobody else uses:
+`bench_e2e_private` (what `fleetstream bench e2e` and `python -m benchmarks.e2e` call) starts a private broker,
+and the embedded ClickHouse store lives in a temporary home.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 from benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
 from fleetstream.config import Settings
 
-__all__ = ["bench_e2e", "to_table"]
+__all__ = ["bench_e2e", "bench_e2e_private", "to_table"]
 
 log = logging.getLogger(__name__)
 
@@ -329,11 +330,25 @@ def to_table(report: dict[str, Any]) -> str:
                         ["measurement", "p50 ms", "p95 ms", "p99 ms", ""], rows, notes)
 
 
+def bench_e2e_private(base: Settings, **options: Any) -> dict[str, Any]:
+    """`bench_e2e` on a private broker and a temporary home with an embedded ClickHouse, removed afterwards."""
+    from benchmarks.common import private_kafka
+
+    with tempfile.TemporaryDirectory(prefix="fleetstream-bench-e2e-") as tmp, \
+            private_kafka(Path(tmp) / "kafka") as bootstrap:
+        settings = base.model_copy(update={
+            "home": Path(tmp) / "home",
+            "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
+            "clickhouse": base.clickhouse.model_copy(update={"dsn": None}),
+        })
+        return bench_e2e(settings, **options)
+
+
 def main() -> None:
     """`python -m benchmarks.e2e [--quick] [--json]` on a private broker and a temporary home."""
     import argparse
 
-    from benchmarks.common import private_kafka, render_json
+    from benchmarks.common import render_json
 
     parser = argparse.ArgumentParser(description="end-to-end latency and sustained rate")
     parser.add_argument("--rate", type=float, default=50_000)
@@ -342,15 +357,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    with tempfile.TemporaryDirectory(prefix="fleetstream-bench-e2e-") as tmp, \
-            private_kafka(Path(tmp) / "kafka") as bootstrap:
-        base = Settings()
-        settings = base.model_copy(update={
-            "home": Path(tmp) / "home",
-            "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
-            "clickhouse": base.clickhouse.model_copy(update={"dsn": None}),
-        })
-        report = bench_e2e(settings, args.rate, args.seconds, quick=args.quick)
+    report = bench_e2e_private(Settings(), rate=args.rate, seconds=args.seconds, quick=args.quick)
     print(render_json(report) if args.json else to_table(report))
 
 

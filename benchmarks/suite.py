@@ -1,7 +1,9 @@
-"""`fleetstream bench all`: every benchmark in one run, on one broker, and the named figures runs are compared by.
+"""`fleetstream bench all`: every benchmark in one run, and the named figures runs are compared by.
 
 Each part keeps its own report (with its repeats, medians, min and max); this module only runs them in turn and
-lifts the figures the issue names into one flat object.
+lifts the figures the issue names into one flat object. Produce and edge run on the given broker; the streams
+comparison and the end-to-end run each get a private broker, because both drive consumer groups and topics
+with fixed names and a backlog left by one would be measured by the next.
 """
 
 from __future__ import annotations
@@ -23,20 +25,18 @@ FIGURES = (
 
 def bench_all(settings: Settings, bootstrap: str, quick: bool = False) -> dict[str, Any]:
     """Run produce, streams (with the peers), sink, e2e and edge; `quick` shrinks every workload for a smoke run."""
-    from benchmarks.e2e import bench_e2e
+    from benchmarks.e2e import bench_e2e_private
     from benchmarks.peers_bench import bench_peers
     from benchmarks.produce import bench_produce
     from producers.bench import bench_edge
     from sinks.bench import bench_sink
 
-    e2e_settings = settings.model_copy(update={"home": settings.home / "bench-e2e"})
-    e2e_settings.kafka.bootstrap_servers = bootstrap
     parts: dict[str, Callable[[], dict[str, Any]]] = {
         "produce": lambda: bench_produce(bootstrap, samples=200_000 if quick else 2_000_000,
                                          repeats=1 if quick else 3, settings=settings),
-        "streams": lambda: bench_peers(bootstrap, samples=100_000 if quick else 1_000_000, repeats=1 if quick else 3),
+        "streams": lambda: bench_peers(None, samples=100_000 if quick else 1_000_000, repeats=1 if quick else 3),
         "sink": lambda: bench_sink(batch_sizes=(1_000, 10_000, 100_000), repeats=1 if quick else 3),
-        "e2e": lambda: bench_e2e(e2e_settings, quick=quick),
+        "e2e": lambda: bench_e2e_private(settings, quick=quick),
         "edge": lambda: bench_edge(bootstrap, seconds=10 if quick else 30,
                                    outage_samples=360_000 if quick else 3_600_000),
     }

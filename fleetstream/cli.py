@@ -600,12 +600,9 @@ def bench_e2e_cmd(
     """Latency from a sample's device time to its row being queryable in ClickHouse (p50/p95/p99) at a fixed
     rate, and the highest rate the whole pipeline sustains without growing consumer lag."""
     from benchmarks.common import render_json
-    from benchmarks.e2e import bench_e2e, to_table
-    from fleetstream.stack import running_broker
+    from benchmarks.e2e import bench_e2e_private, to_table
 
-    settings = settings_of(ctx)
-    with running_broker(settings):
-        report = bench_e2e(settings.model_copy(update={"home": settings.home / "bench-e2e"}), rate, seconds, quick)
+    report = bench_e2e_private(settings_of(ctx), rate=rate, seconds=seconds, quick=quick)
     typer.echo(render_json(report) if as_json else to_table(report))
 
 
