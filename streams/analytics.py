@@ -293,12 +293,36 @@ State = MutableMapping[str, Any]
 _SAMPLE_TOPICS = {"telemetry.signals.valid": "name", "dyno.samples.valid": "channel"}
 
 
+@dataclass
+class Live:
+    """A stage kept as an object between the messages of one batch, and written as a state dict once, at its end.
+
+    Decoding a channel's state and encoding it again costs as much as its buffered samples (minutes of them),
+    far more than the 100-odd samples a message adds: per message, that was most of the worker's time.
+    """
+
+    stage: ChannelStage | KeyStage
+    partition: int
+
+    def to_state(self) -> dict[str, Any]:
+        return {**self.stage.to_dict(), "_partition": self.partition}
+
+
+def settle(states: MutableMapping[str, Any]) -> None:
+    """Replace the `Live` values of a batch's state changes by their state dicts."""
+    for state_key, value in states.items():
+        if isinstance(value, Live):
+            states[state_key] = value.to_state()
+
+
 class Analyzer:
     """Routes one validated record to its stages and encodes what they emit.
 
     `channels` and `keys` are the two state stores: plain dicts in tests, faust Tables in the worker. Each
     value also remembers its partition, so the idle-flush timer can write the changelog of a key it visits
-    outside of stream processing.
+    outside of stream processing. With `live`, stages are kept as `Live` objects in the stores (the caller
+    `settle`s them at the end of the batch); a stage that raised is then half-updated, so the caller must
+    drop the whole batch's changes.
     """
 
     def __init__(self, config: AnalyticsConfig):
@@ -307,37 +331,41 @@ class Analyzer:
         self.duplicates = 0
 
     def process(self, topic: str, partition: int, offset: int, key: bytes | None, record: dict[str, Any],
-                now_ms: int, wall_s: float, channels: State, keys: State) -> list[Output]:
+                now_ms: int, wall_s: float, channels: State, keys: State, live: bool = False) -> list[Output]:
         record_key = (key or b"").decode() or str(record.get("vehicle_id") or record.get("station_id") or "")
         key_state = keys.get(record_key)
-        stage = KeyStage(self.config, record_key, key_state)
+        stage = key_state.stage if isinstance(key_state, Live) else KeyStage(self.config, record_key, key_state)
+        assert isinstance(stage, KeyStage)
         out = StageOutput()
         outputs: list[Output] = []
         if topic in _SAMPLE_TOPICS:
             outputs += self._samples(topic, partition, offset, key, record, record_key, stage, out, now_ms, wall_s,
-                                     channels)
+                                     channels, live)
         elif topic == "telemetry.dtcs.valid":
             out.extend(stage.dtc_batch(record["dtcs"], now_ms, wall_s))
         elif topic in ("telemetry.gps.valid", "fleet.locations.valid"):
             out.extend(stage.locations(record["points" if "points" in record else "locations"], now_ms, wall_s))
         elif topic == "telemetry.netstats.valid":
             out.extend(stage.network_stats(record, now_ms, wall_s))
-        keys[record_key] = {**stage.to_dict(), "_partition": partition}
+        keys[record_key] = Live(stage, partition) if live else {**stage.to_dict(), "_partition": partition}
         return outputs + encode_outputs(out, record_key)
 
     def _samples(self, topic: str, partition: int, offset: int, key: bytes | None, record: dict[str, Any],
                  record_key: str, stage: KeyStage, out: StageOutput, now_ms: int, wall_s: float,
-                 channels: State) -> list[Output]:
+                 channels: State, live: bool) -> list[Output]:
         channel = str(record[_SAMPLE_TOPICS[topic]])
         numeric = [s for s in record["samples"] if s.get("value") is not None]
         ts = np.array([s["timestamp_ms"] for s in numeric], dtype=np.int64)
         values = np.array([s["value"] for s in numeric], dtype=np.float64)
         flags = np.array([s.get("flags", 0) for s in numeric], dtype=np.int64)
         channel_key = f"{record_key}\x1f{channel}"
-        channel_stage = ChannelStage(self.config, record_key, channel, str(record["unit"]), topic,
-                                     channels.get(channel_key))
+        channel_state = channels.get(channel_key)
+        channel_stage = channel_state.stage if isinstance(channel_state, Live) else \
+            ChannelStage(self.config, record_key, channel, str(record["unit"]), topic, channel_state)
+        assert isinstance(channel_stage, ChannelStage)
         result, kept = channel_stage.process(ts, values, wall_s)
-        channels[channel_key] = {**channel_stage.to_dict(), "_partition": partition}
+        channels[channel_key] = Live(channel_stage, partition) if live else \
+            {**channel_stage.to_dict(), "_partition": partition}
         self.duplicates += result.duplicates
         out.extend(result)
         stage.alerts(result.alerts)

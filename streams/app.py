@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -21,7 +21,7 @@ from fleetstream.config import Settings
 from schemas import codec
 from schemas.deadletter import dead_letter
 from schemas.topics import record_type_of, valid_topic
-from streams.analytics import AnalyticsConfig, Analyzer
+from streams.analytics import AnalyticsConfig, Analyzer, settle
 from streams.validation import Validator
 
 __all__ = ["Output", "StreamStats", "create_app", "validate_message"]
@@ -132,7 +132,8 @@ def create_app(settings: Settings) -> faust.App:
     async def validate(stream: faust.StreamT[bytes]) -> None:
         # A batch's outputs are acknowledged by the broker before its events are acked (and so committable):
         # faust's send only queues, and a SIGKILL after a commit would otherwise lose the queued outputs.
-        async for events in cast("faust.Stream[bytes]", stream).take_events(VALIDATE_BATCH, 0.02):
+        async for batch in cast("faust.Stream[bytes]", stream).take_events(VALIDATE_BATCH, 0.02):
+            events = await progress.admit(app, batch)
             now_ms = int(time.time() * 1000)
             outputs: list[Output] = []
             for event in events:
@@ -140,10 +141,10 @@ def create_app(settings: Settings) -> faust.App:
                 outputs += validate_message(validator, message.topic, message.partition, message.offset,
                                             message.key, message.value or b"", now_ms, stats)
             await _deliver(sinks, outputs)
-            for event in events:
-                progress[event.message.tp] = event.message.offset + 1
+            progress.done(events)
 
-    progress: dict[Any, int] = {}
+    progress = Progress()
+    app.on_partitions_revoked.connect(progress.on_revoked)  # another worker may process them meanwhile
     _add_analytics(app, settings, sinks, progress)
 
     @app.timer(interval=10.0)
@@ -155,7 +156,7 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.TopicT], progress: dict[Any, int]
+def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.TopicT], progress: Progress
                    ) -> None:
     """The analytics agent (dedup, windows, alerts, KPIs) over the validated topics, with its state tables.
 
@@ -187,19 +188,24 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
     @app.agent(source)
     async def analyze(stream: faust.StreamT[bytes]) -> None:
         active_since_s[:] = [time.time()]
-        async for events in cast("faust.Stream[bytes]", stream).take_events(ANALYTICS_BATCH, 0.02):
+        async for batch in cast("faust.Stream[bytes]", stream).take_events(ANALYTICS_BATCH, 0.02):
+            events = await progress.admit(app, batch)
             async with lock:
                 staged_channels, staged_keys = _Staged(channels.data), _Staged(keys.data)
-                outputs: list[Output] = []
-                for event in events:
-                    outputs += _analyze_one(analyzer, event.message, staged_channels, staged_keys)
+                try:
+                    outputs = _analyze_batch(analyzer, events, staged_channels, staged_keys)
+                except Exception:  # a bug: redo the batch message by message, so only the culprit is lost
+                    log.exception("analytics failed on a batch; processing it one message at a time")
+                    staged_channels, staged_keys = _Staged(channels.data), _Staged(keys.data)
+                    outputs = []
+                    for event in events:
+                        outputs += _analyze_one(analyzer, event.message, staged_channels, staged_keys)
                 # Output first, state second: a crash in between replays the batch from the old state and emits
                 # the same records again (at-least-once, identical), where the other order would lose them (the
                 # replayed samples would be duplicates of the saved state, and emit nothing).
                 await _deliver(sinks, outputs)
                 await _persist((channels, staged_channels.changes), (keys, staged_keys.changes))
-                for event in events:
-                    progress[event.message.tp] = event.message.offset + 1
+                progress.done(events)
 
     @app.timer(interval=max(1.0, settings.streams.idle_flush_s / 3))
     async def flush_idle() -> None:
@@ -216,7 +222,7 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
                              for store, state_key, state in updates])
 
 
-def _behind(app: faust.App, topics: set[str], progress: Mapping[Any, int]) -> bool:
+def _behind(app: faust.App, topics: set[str], progress: Progress) -> bool:
     """Whether an assigned input partition has records this worker has not processed (or its end is unknown)."""
     consumer: Any = app.consumer
     for tp in consumer.assignment():
@@ -226,10 +232,65 @@ def _behind(app: faust.App, topics: set[str], progress: Mapping[Any, int]) -> bo
         if highwater is None:
             return True
         # Nothing processed here since the assignment: where the consumer was positioned (0 reads as None).
-        done = progress.get(tp, consumer._read_offset.get(tp) or 0)
+        done = progress.next.get(tp, consumer._read_offset.get(tp) or 0)
         if done < highwater:
             return True
     return False
+
+
+class Progress:
+    """The next offset to process per input partition, and the guard that keeps each partition gap-free.
+
+    faust acks (and so commits) a message its stream iterator skips, e.g. one fetched while flow control was
+    suspended for a rebalance or a table recovery, and when its seek back to the committed offset comes too
+    late, the message is never delivered: a worker restarted after SIGKILL lost whole input messages that way.
+    Our input offsets are contiguous (no transactions, no compaction), so an event past the next expected
+    offset means messages were skipped: the agent drops the partition's events from there, seeks back to the
+    first missing offset and processes them when they come again. Events below it were fully handled by this
+    process (outputs acknowledged, state written) and are dropped too, instead of being sent again.
+    """
+
+    RESEEK_AFTER_S = 2.0
+
+    def __init__(self) -> None:
+        self.next: dict[Any, int] = {}
+        self._rewinding: dict[Any, float] = {}  # partition -> when we last sought back
+
+    async def admit(self, app: faust.App, events: Sequence[Any]) -> list[Any]:
+        """The events of this batch to process, in order; seeks back where faust skipped messages."""
+        expected = dict(self.next)
+        admitted, gaps = [], {}
+        for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            want = expected.get(tp)
+            if tp in gaps or (want is not None and offset < want):
+                continue
+            if want is None or offset == want:
+                admitted.append(event)
+                expected[tp] = offset + 1
+                self._rewinding.pop(tp, None)
+            else:
+                gaps[tp] = (want, offset)
+        for tp, (want, offset) in gaps.items():
+            if time.monotonic() - self._rewinding.get(tp, -self.RESEEK_AFTER_S) < self.RESEEK_AFTER_S:
+                continue  # already sought back: these are prefetched messages from beyond the gap
+            log.warning("%s: offsets %d..%d were skipped by the stream; seeking back to %d", tp, want, offset - 1,
+                        want)
+            self._rewinding[tp] = time.monotonic()
+            await app.consumer.seek(tp, want)
+        return admitted
+
+    def done(self, events: Sequence[Any]) -> None:
+        """These events' outputs are acknowledged and their state written: never process them again."""
+        for event in events:
+            self.next[event.message.tp] = event.message.offset + 1
+
+    def on_revoked(self, sender: Any, /, *revoked: Any, signal: Any = None, **_: Any) -> None:
+        """Partitions this worker no longer owns (faust's signal): when they come back, another worker may
+        have moved them on."""
+        for tp in set().union(*revoked):
+            self.next.pop(tp, None)
+            self._rewinding.pop(tp, None)
 
 
 VALIDATE_BATCH = 1000
@@ -262,6 +323,27 @@ class _Staged(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len({**dict.fromkeys(self.base), **self.changes})
+
+
+def _analyze_batch(analyzer: Analyzer, events: Sequence[Any], channels: _Staged, keys: _Staged) -> list[Output]:
+    """A batch with each stage decoded once and encoded once (`Live`); raises if a stage fails."""
+    outputs: list[Output] = []
+    for event in events:
+        message = event.message
+        now_ms = int(time.time() * 1000)
+        try:
+            record = codec.decode(message.value, record_type_of(message.topic))
+        except codec.DecodeError as exc:
+            outputs.append(dead_letter(source_topic=message.topic, partition=message.partition,
+                                       offset=message.offset, key=message.key, original=message.value,
+                                       stage="analytics", sample_count=1, now_ms=now_ms, error_code="malformed",
+                                       reason=str(exc)))
+            continue
+        outputs += analyzer.process(message.topic, message.partition, message.offset, message.key, record, now_ms,
+                                    time.time(), channels, keys, live=True)
+    settle(channels.changes)
+    settle(keys.changes)
+    return outputs
 
 
 def _analyze_one(analyzer: Analyzer, message: Any, channels: _Staged, keys: _Staged) -> list[Output]:
