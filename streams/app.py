@@ -2,7 +2,8 @@
 
 Records arrive as raw bytes (our codec does the Avro, not faust's), are validated, and leave as
 `<topic>.valid` or `dlq.<topic>`. Processing is at-least-once (faust commits after the agent has handled
-an event); downstream sinks are idempotent, which is the combination DESIGN.md prescribes.
+an event, and `Progress` seeks back where its stream skipped one); downstream sinks are idempotent, which is
+the combination DESIGN.md prescribes.
 """
 
 from __future__ import annotations

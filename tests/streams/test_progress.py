@@ -52,3 +52,4 @@ def test_revoked_partitions_start_afresh() -> None:
     progress.on_revoked(app, {"a"})
     assert _admit(progress, app, ("a", 500)) == [("a", 500)]  # another worker moved it on meanwhile
     assert app.consumer.seeks == []
+
