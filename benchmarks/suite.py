@@ -8,6 +8,7 @@ with fixed names and a backlog left by one would be measured by the next.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ from benchmarks.common import machine_info, render_json
 from fleetstream.config import Settings
 
 __all__ = ["FIGURES", "bench_all", "to_table"]
+
+log = logging.getLogger(__name__)
 
 FIGURES = (
     "produce_vs_raw_ratio", "streams_samples_per_s", "streams_vs_quix_ratio", "streams_vs_plain_ratio",
@@ -40,14 +43,22 @@ def bench_all(settings: Settings, bootstrap: str, quick: bool = False) -> dict[s
         "edge": lambda: bench_edge(bootstrap, seconds=10 if quick else 30,
                                    outage_samples=360_000 if quick else 3_600_000),
     }
-    reports = {name: run() for name, run in parts.items()}
+    reports: dict[str, dict[str, Any]] = {}
+    for name, run in parts.items():
+        try:
+            reports[name] = run()
+        except Exception as exc:  # one part failing must not throw away the others' figures
+            log.exception("bench %s failed", name)
+            reports[name] = {"error": f"{type(exc).__name__}: {exc}"}
     figures = {key: None for key in FIGURES}
     for report in reports.values():
         figures.update({key: report[key] for key in FIGURES if report.get(key) is not None})
-    sink_100k = next((r for r in reports["sink"]["results"] if r["batch_rows"] == 100_000), None)
+    sink_100k = next((r for r in reports["sink"].get("results", []) if r["batch_rows"] == 100_000), None)
     if sink_100k is not None:
         figures["sink_rows_per_s_100k"] = sink_100k["sink"]["median_rows_s"]
-    return {"machine": machine_info(settings.stack.kafka_version), "quick": quick, **figures, "parts": reports}
+    failed = {name: report["error"] for name, report in reports.items() if "error" in report}
+    return {"machine": machine_info(settings.stack.kafka_version), "quick": quick, **figures, "failed": failed,
+            "parts": reports}
 
 
 def to_table(report: dict[str, Any]) -> str:
@@ -55,6 +66,7 @@ def to_table(report: dict[str, Any]) -> str:
     for key in FIGURES:
         value = report.get(key)
         lines.append(f"{key:30s}  {'n/a' if value is None else f'{value:,.3f}' if value < 10 else f'{value:,.0f}'}")
+    lines += [f"FAILED {name}: {error}" for name, error in report.get("failed", {}).items()]
     return "\n".join(lines)
 
 

@@ -621,6 +621,8 @@ def bench_all_cmd(
     with running_broker(settings) as bootstrap:
         report = bench_all(settings, bootstrap, quick)
     typer.echo(suite_json(report) if as_json else to_table(report))
+    if report["failed"]:
+        raise typer.Exit(1)  # the other parts' figures are printed; the exit status says the run is incomplete
 
 
 @bench_app.command("edge")
