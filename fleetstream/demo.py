@@ -160,7 +160,10 @@ class Services:
         log_path = self.log_dir / f"{name}.log"
         env = {"FLEETSTREAM_STREAMS__IDLE_FLUSH_S": str(self.settings.streams.idle_flush_s), **os.environ,
                "FLEETSTREAM_STREAMS__APP_ID": self.settings.streams.app_id,
+               # Both spellings: an inherited FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS would otherwise point the child
+               # at another cluster than these settings (a benchmark's private broker).
                "KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka.bootstrap_servers,
+               "FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS": self.settings.kafka.bootstrap_servers,
                "FLEETSTREAM_HOME": str(self.settings.home.resolve()),
                "CLICKHOUSE_DSN": self.settings.clickhouse_dsn}
         with log_path.open("ab") as out:
