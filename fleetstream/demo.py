@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from fleetstream.config import Settings
 from schemas import codec
@@ -476,16 +476,26 @@ def _wait_for_derived(tally: TopicTally, idle_flush_s: float, quiet_s: float = 3
         time.sleep(0.2)
 
 
+_COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                          KafkaError.COORDINATOR_NOT_AVAILABLE}
+
+
 def _wait_for_group(settings: Settings, services: Services, group: str, timeout_s: float = 120.0) -> None:
     """Wait until the consumer group is stable with partitions assigned (the worker is consuming)."""
-    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka import ConsumerGroupState, KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(settings.kafka.client())
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         services.check()
-        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        try:
+            description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        except KafkaException as exc:  # a fresh broker's group coordinator may still be loading: ask again
+            if exc.args[0].code() not in _COORDINATOR_NOT_READY:
+                raise
+            time.sleep(0.5)
+            continue
         if description.state == ConsumerGroupState.STABLE and any(
                 m.assignment.topic_partitions for m in description.members):
             return
