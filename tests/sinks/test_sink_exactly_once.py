@@ -241,6 +241,9 @@ def test_sink_killed_repeatedly_mid_stream_stores_every_sample_exactly_once(
         before = max(stored_count(settings, topic), 0) if run else 0
         sink = SinkProcess(env, args, tmp_path / f"sink-{run}.log", fault=None if step == "kill" else step)
         if step == "kill":
+            if plan[run - 1].startswith("crash_after_insert"):  # the replay this run owes must happen first
+                wait_until(lambda s=sink: f"re-forming unacknowledged batches of {topic}" in s.log(), 120,
+                           "the replay of the unacknowledged range")
             # a random moment once this run has stored something new: mid-batch, mid-insert or mid-commit
             wait_until(lambda b=before: stored_count(settings, topic) > b or produced.is_set(), 120, "progress")
             time.sleep(rnd.uniform(0.0, 0.6))
