@@ -15,7 +15,7 @@ from typing import Any
 
 import fastavro
 
-from schemas import registry
+from schemas import fastwrite, registry
 
 __all__ = ["SINGLE_OBJECT_MARKER", "Codec", "DecodeError", "decode", "encode"]
 
@@ -27,16 +27,21 @@ class DecodeError(ValueError):
     """The bytes are not a record this codec can read; the message says why (for the dead letter)."""
 
 
-def _write_body(schema: Any, record: dict[str, Any]) -> bytes:
+def _write_body(version: registry.SchemaVersion, record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schema, record)
-    return buf.getvalue()
+    samples = fastwrite.encode_samples(record["samples"]) if version.fast_samples and record.get("samples") else None
+    if samples is None:
+        fastavro.schemaless_writer(buf, version.parsed, record)
+        return buf.getvalue()
+    # samples is the last field: write the others with an empty array, then put the samples in its place.
+    fastavro.schemaless_writer(buf, version.parsed, {**record, "samples": ()})
+    return buf.getvalue()[:-1] + samples
 
 
 def encode(record_type: str, record: dict[str, Any]) -> bytes:
     """Single-object-encode a record with the latest schema of its type."""
     latest = registry.latest(record_type)
-    return SINGLE_OBJECT_MARKER + latest.fingerprint + _write_body(latest.parsed, record)
+    return SINGLE_OBJECT_MARKER + latest.fingerprint + _write_body(latest, record)
 
 
 def decode(data: bytes, record_type: str | None = None) -> dict[str, Any]:
@@ -102,7 +107,7 @@ class Codec:
             return encode(record_type, record)
         latest = registry.latest(record_type)
         schema_id = self._schema_id(f"{topic or record_type}-value", latest)
-        return struct.pack(">bI", _CONFLUENT_MAGIC, schema_id) + _write_body(latest.parsed, record)
+        return struct.pack(">bI", _CONFLUENT_MAGIC, schema_id) + _write_body(latest, record)
 
     def encode_many(self, record_type: str, records: Iterable[dict[str, Any]], topic: str = "") -> list[bytes]:
         return [self.encode(record_type, r, topic) for r in records]

@@ -16,6 +16,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas import fastwrite
+
 __all__ = [
     "AVRO_DIR",
     "SchemaVersion",
@@ -38,6 +40,8 @@ class SchemaVersion:
     parsed: Any
     fingerprint: bytes
     """CRC-64-AVRO of the parsing canonical form, 8 bytes little-endian, as single-object encoding writes it."""
+    fast_samples: bool = False
+    """Its samples array can be written by `schemas.fastwrite` (signal batches)."""
 
     @property
     def full_name(self) -> str:
@@ -58,6 +62,7 @@ def _load(path: Path, record_type: str) -> SchemaVersion:
         raw=raw,
         parsed=parsed,
         fingerprint=rabin_le,
+        fast_samples=fastwrite.writes_samples_of(raw),
     )
 
 
