@@ -15,7 +15,7 @@ from typing import Any
 
 import fastavro
 
-from schemas import fastwrite, registry
+from schemas import registry, sample_arrays
 
 __all__ = ["SINGLE_OBJECT_MARKER", "Codec", "DecodeError", "decode", "encode"]
 
@@ -29,7 +29,7 @@ class DecodeError(ValueError):
 
 def _write_body(version: registry.SchemaVersion, record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
-    samples = fastwrite.encode_samples(record["samples"]) if version.fast_samples and record.get("samples") else None
+    samples = sample_arrays.encode_samples(record["samples"]) if version.head and record.get("samples") else None
     if samples is None:
         fastavro.schemaless_writer(buf, version.parsed, record)
         return buf.getvalue()
@@ -64,9 +64,21 @@ def _read_body(data: bytes, start: int, writer: registry.SchemaVersion, record_t
     # Resolution against a reader schema costs about half the decode time, so skip it when nothing differs.
     reader_schema = None if reader is writer else reader.parsed
     try:
+        record = _read_with_fast_samples(data, start, writer) if reader is writer and writer.head else None
+        if record is not None:
+            return record
         return fastavro.schemaless_reader(io.BytesIO(data[start:]), writer.parsed, reader_schema)
     except Exception as exc:  # fastavro raises several types for truncated or corrupt bodies
         raise DecodeError(f"corrupt {writer.record_type} v{writer.version} body: {exc!r}") from exc
+
+
+def _read_with_fast_samples(data: bytes, start: int, writer: registry.SchemaVersion) -> dict[str, Any] | None:
+    """fastavro reads the fields before the samples, `sample_arrays` the samples; None if it declines them."""
+    buf = io.BytesIO(data)
+    buf.seek(start)
+    head = fastavro.schemaless_reader(buf, writer.head, None)
+    samples = sample_arrays.decode_samples(data, buf.tell())
+    return None if samples is None or not isinstance(head, dict) else {**head, "samples": samples}
 
 
 class Codec:

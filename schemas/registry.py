@@ -16,7 +16,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas import fastwrite
+from schemas import sample_arrays
 
 __all__ = [
     "AVRO_DIR",
@@ -40,12 +40,19 @@ class SchemaVersion:
     parsed: Any
     fingerprint: bytes
     """CRC-64-AVRO of the parsing canonical form, 8 bytes little-endian, as single-object encoding writes it."""
-    fast_samples: bool = False
-    """Its samples array can be written by `schemas.fastwrite` (signal batches)."""
+    head: Any = None
+    """With a samples array `schemas.sample_arrays` can read and write (signal batches): the parsed schema of the
+    fields before it, so fastavro reads those and stops where the samples begin."""
+
 
     @property
     def full_name(self) -> str:
         return f"{self.raw['namespace']}.{self.raw['name']}"
+
+
+def _head(raw: dict[str, Any]) -> Any:
+    """The record without its last field (parsed on its own, so its named types do not clash)."""
+    return fastavro.parse_schema({**raw, "fields": raw["fields"][:-1]}, named_schemas={})
 
 
 def _load(path: Path, record_type: str) -> SchemaVersion:
@@ -62,7 +69,7 @@ def _load(path: Path, record_type: str) -> SchemaVersion:
         raw=raw,
         parsed=parsed,
         fingerprint=rabin_le,
-        fast_samples=fastwrite.writes_samples_of(raw),
+        head=_head(raw) if sample_arrays.writes_samples_of(raw) else None,
     )
 
 
