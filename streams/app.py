@@ -275,11 +275,22 @@ class Progress:
         for tp, (want, offset) in gaps.items():
             if time.monotonic() - self._rewinding.get(tp, -self.RESEEK_AFTER_S) < self.RESEEK_AFTER_S:
                 continue  # already sought back: these are prefetched messages from beyond the gap
+            await self._seek_back(app, tp, want, offset)
+        return admitted
+
+    async def _seek_back(self, app: faust.App, tp: Any, want: int, offset: int) -> None:
+        """Seek to the first missing offset, or, when retention has deleted it (a worker more than the topic's
+        retention behind), to the log start: seeking to a deleted offset would only reset past it again."""
+        earliest = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
+        if want < earliest:
+            log.error("%s: offsets %d..%d were deleted by retention before this worker processed them; "
+                      "continuing at %d", tp, want, earliest - 1, earliest)
+            self.next[tp] = want = earliest
+        else:
             log.warning("%s: offsets %d..%d were skipped by the stream; seeking back to %d", tp, want, offset - 1,
                         want)
-            self._rewinding[tp] = time.monotonic()
-            await app.consumer.seek(tp, want)
-        return admitted
+        self._rewinding[tp] = time.monotonic()
+        await app.consumer.seek(tp, want)
 
     def done(self, events: Sequence[Any]) -> None:
         """These events' outputs are acknowledged and their state written: never process them again."""

@@ -10,11 +10,15 @@ from streams.app import Progress
 
 
 class _Consumer:
-    def __init__(self) -> None:
+    def __init__(self, log_start: int = 0) -> None:
         self.seeks: list[tuple[str, int]] = []
+        self.log_start = log_start
 
     async def seek(self, tp: str, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+    async def earliest_offsets(self, *tps: str) -> dict[str, int]:
+        return dict.fromkeys(tps, self.log_start)
 
 
 def _events(*pairs: tuple[str, int]) -> list[Any]:
@@ -53,3 +57,11 @@ def test_revoked_partitions_start_afresh() -> None:
     assert _admit(progress, app, ("a", 500)) == [("a", 500)]  # another worker moved it on meanwhile
     assert app.consumer.seeks == []
 
+
+def test_offsets_deleted_by_retention_are_reported_and_passed() -> None:
+    # The worker fell more than the retention behind: 11..19 are gone, so seeking back to 11 would loop forever.
+    progress, app = Progress(), SimpleNamespace(consumer=_Consumer(log_start=20))
+    _admit(progress, app, ("a", 10))
+    assert _admit(progress, app, ("a", 25)) == []
+    assert app.consumer.seeks == [("a", 20)]
+    assert _admit(progress, app, ("a", 20), ("a", 21)) == [("a", 20), ("a", 21)]
