@@ -346,10 +346,7 @@ def _analyze_batch(analyzer: Analyzer, events: Sequence[Any], channels: _Staged,
         try:
             record = codec.decode(message.value, record_type_of(message.topic))
         except codec.DecodeError as exc:
-            outputs.append(dead_letter(source_topic=message.topic, partition=message.partition,
-                                       offset=message.offset, key=message.key, original=message.value,
-                                       stage="analytics", sample_count=1, now_ms=now_ms, error_code="malformed",
-                                       reason=str(exc)))
+            outputs.append(_analytics_letter(message, now_ms, error_code="malformed", reason=str(exc)))
             continue
         outputs += analyzer.process(message.topic, message.partition, message.offset, message.key, record, now_ms,
                                     time.time(), channels, keys, live=True)
@@ -358,11 +355,17 @@ def _analyze_batch(analyzer: Analyzer, events: Sequence[Any], channels: _Staged,
     return outputs
 
 
+def _analytics_letter(message: Any, now_ms: int, error_code: str, reason: str) -> Output:
+    """The dead letter of a validated message the analytics stage could not handle (counted as one sample)."""
+    return dead_letter(source_topic=message.topic, partition=message.partition, offset=message.offset,
+                       key=message.key, original=message.value, stage="analytics", sample_count=1, now_ms=now_ms,
+                       error_code=error_code, reason=reason)
+
+
 def _analyze_one(analyzer: Analyzer, message: Any, channels: _Staged, keys: _Staged) -> list[Output]:
     """One validated message through the analyzer; its state changes join the batch's only if it succeeded."""
     now_ms = int(time.time() * 1000)
-    letter = partial(dead_letter, source_topic=message.topic, partition=message.partition, offset=message.offset,
-                     key=message.key, original=message.value, stage="analytics", sample_count=1, now_ms=now_ms)
+    letter = partial(_analytics_letter, message, now_ms)
     own_channels, own_keys = _Staged(channels), _Staged(keys)
     try:
         record = codec.decode(message.value, record_type_of(message.topic))
