@@ -192,15 +192,7 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
         async for batch in cast("faust.Stream[bytes]", stream).take_events(ANALYTICS_BATCH, 0.02):
             events = await progress.admit(app, batch)
             async with lock:
-                staged_channels, staged_keys = _Staged(channels.data), _Staged(keys.data)
-                try:
-                    outputs = _analyze_batch(analyzer, events, staged_channels, staged_keys)
-                except Exception:  # a bug: redo the batch message by message, so only the culprit is lost
-                    log.exception("analytics failed on a batch; processing it one message at a time")
-                    staged_channels, staged_keys = _Staged(channels.data), _Staged(keys.data)
-                    outputs = []
-                    for event in events:
-                        outputs += _analyze_one(analyzer, event.message, staged_channels, staged_keys)
+                outputs, staged_channels, staged_keys = _analyze_events(analyzer, events, channels.data, keys.data)
                 # Output first, state second: a crash in between replays the batch from the old state and emits
                 # the same records again (at-least-once, identical), where the other order would lose them (the
                 # replayed samples would be duplicates of the saved state, and emit nothing).
@@ -335,6 +327,25 @@ class _Staged(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len({**dict.fromkeys(self.base), **self.changes})
+
+
+def _analyze_events(analyzer: Analyzer, events: Sequence[Any], channels: MutableMapping[str, Any],
+                    keys: MutableMapping[str, Any]) -> tuple[list[Output], _Staged, _Staged]:
+    """A batch's outputs and state changes (staged over the stores, which stay untouched).
+
+    The batch runs as one (`_analyze_batch`); if a stage raises, which leaves the batch's live stages
+    half-updated, it runs again message by message from the stores, so only the culprit is dead-lettered.
+    """
+    staged_channels, staged_keys = _Staged(channels), _Staged(keys)
+    try:
+        return _analyze_batch(analyzer, events, staged_channels, staged_keys), staged_channels, staged_keys
+    except Exception:
+        log.exception("analytics failed on a batch; processing it one message at a time")
+    staged_channels, staged_keys = _Staged(channels), _Staged(keys)
+    outputs: list[Output] = []
+    for event in events:
+        outputs += _analyze_one(analyzer, event.message, staged_channels, staged_keys)
+    return outputs, staged_channels, staged_keys
 
 
 def _analyze_batch(analyzer: Analyzer, events: Sequence[Any], channels: _Staged, keys: _Staged) -> list[Output]:
