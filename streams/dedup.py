@@ -95,20 +95,22 @@ class ChannelDedup:
 
     def to_dict(self) -> dict[str, Any]:
         return {"horizon_ms": self.horizon_ms, "max_seen_ms": self.max_seen_ms,
-                "seen": _encode_sorted(self._seen_ms)}
+                "seen_runs": _encode_sorted(self._seen_ms)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChannelDedup:
+        """Also reads the earlier form, plain deltas under "seen", which changelogs written before may hold."""
         dedup = cls(horizon_ms=int(data["horizon_ms"]))
         dedup.max_seen_ms = int(data["max_seen_ms"])
-        dedup._seen_ms = _decode_sorted(str(data["seen"]))
+        dedup._seen_ms = (_decode_sorted(str(data["seen_runs"])) if "seen_runs" in data
+                          else _decode_deltas(str(data["seen"])))
         return dedup
 
 
 def _encode_sorted(values: IntArray) -> str:
     """Sorted int64s as base64(zlib(runs of equal deltas)): regular sampling is a handful of runs.
 
-    Run-length first, so the cheap zlib level 1 (this runs once per message and channel) has almost
+    Run-length first, so the cheap zlib level 1 (this runs once per batch and channel) has almost
     nothing left to do.
     """
     deltas = np.diff(values, prepend=np.int64(0))
@@ -121,3 +123,8 @@ def _encode_sorted(values: IntArray) -> str:
 def _decode_sorted(text: str) -> IntArray:
     runs = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<i8").reshape(-1, 2)
     return np.cumsum(np.repeat(runs[:, 0], runs[:, 1]), dtype=np.int64)
+
+
+def _decode_deltas(text: str) -> IntArray:
+    deltas = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<i8")
+    return np.cumsum(deltas, dtype=np.int64)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 
 import numpy as np
 from hypothesis import given, settings
@@ -94,3 +96,13 @@ def test_replayed_batch_is_all_duplicates() -> None:
     assert dedup.process(batch).duplicates == 0
     again = dedup.process(batch)
     assert again.duplicates == 3 and again.kept_indices.tolist() == []
+
+
+def test_state_written_before_run_length_encoding_is_still_read() -> None:
+    # The earlier form: base64(zlib(first value, then deltas)) under "seen", as older changelogs hold it.
+    times = np.array([1_000, 1_010, 1_020, 1_035], dtype="<i8")
+    old = {"horizon_ms": 1_000, "max_seen_ms": 1_035,
+           "seen": base64.b64encode(zlib.compress(np.diff(times, prepend=np.int64(0)).tobytes())).decode()}
+    dedup = ChannelDedup.from_dict(old)
+    assert dedup.process([1_010, 1_036]).kept_indices.tolist() == [1]
+    assert "seen_runs" in dedup.to_dict()
