@@ -44,7 +44,6 @@ class SchemaVersion:
     """With a samples array `schemas.sample_arrays` can read and write (signal batches): the parsed schema of the
     fields before it, so fastavro reads those and stops where the samples begin."""
 
-
     @property
     def full_name(self) -> str:
         return f"{self.raw['namespace']}.{self.raw['name']}"
