@@ -200,7 +200,7 @@ def bench_produce(bootstrap: str, samples: int = 2_000_000, batch: int = SAMPLES
         "workload": {"samples": total_samples, "messages": messages, "samples_per_message": batch,
                      "mean_message_bytes": mean_size, "topic_partitions": 3,
                      "producer": {k: v for k, v in producer_config(settings.kafka).items()
-                                  if k != "bootstrap.servers"},
+                                  if k not in ("bootstrap.servers", "logger")},
                      "repeats": repeats, "warmup_runs": 1},
         "figures": figures,
         "produce_vs_raw_ratio": figures["ratio"].median,

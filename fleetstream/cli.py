@@ -7,16 +7,19 @@ and a device that installs only the producers extra can still run its commands.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from fleetstream.config import Settings, load_settings
+from fleetstream.errors import FleetstreamError
 from fleetstream.logs import setup_logging
 
 app = typer.Typer(
@@ -46,6 +49,23 @@ app.add_typer(agent_app, name="agent")
 def settings_of(ctx: typer.Context) -> Settings:
     settings: Settings = ctx.obj
     return settings
+
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def reports_errors(command: _Command) -> _Command:
+    """A FleetstreamError ends the command with one line `error: <message> (<hint>)` and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FleetstreamError as exc:
+            typer.echo(f"error: {exc}" + (f" ({exc.hint})" if exc.hint else ""), err=True)
+            raise typer.Exit(1) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
@@ -140,6 +160,7 @@ def worker(ctx: typer.Context) -> None:
 
 
 @simulate_app.command("vehicles")
+@reports_errors
 def simulate_vehicles(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(help="How long to run; 0 runs until interrupted.")] = 30.0,
@@ -148,15 +169,19 @@ def simulate_vehicles(
     bad_sample_rate: Annotated[float, typer.Option(help="Fraction of samples made NaN or out of range.")] = 0.01,
     first_vehicle_id: Annotated[int, typer.Option(help="Vehicle ids count up from this one (the Kafka key).")] = 1001,
 ) -> None:
-    """Publish simulated vehicle signals, GPS, DTCs and network statistics through the edge producer."""
+    """Publish simulated vehicle signals, GPS, DTCs and network statistics through the edge producer.
+
+    Exits 0 only when the broker acknowledged every message (also after an interrupt)."""
+    from fleetstream.kafka import require_kafka
     from producers.edge import EdgeProducer
-    from producers.vehicle_sim import VehicleFleetSimulator, run_simulation
+    from producers.vehicle_sim import TOPICS, VehicleFleetSimulator, run_simulation
 
     settings = settings_of(ctx)
+    require_kafka(settings.kafka, TOPICS)
     simulator = VehicleFleetSimulator(vehicles=vehicles, sample_hz=sample_hz, bad_sample_rate=bad_sample_rate,
                                       first_vehicle_id=first_vehicle_id)
     with EdgeProducer(settings.kafka) as producer:
-        run_simulation(simulator, producer, seconds or float("inf"))
+        run_simulation(simulator, producer, seconds or float("inf"), stop=_until_signalled())
     typer.echo(f"delivered {producer.delivered_messages} messages: {dict(producer.delivered_samples)} samples")
 
 
@@ -207,6 +232,7 @@ def inspect_cmd(
 
 
 @app.command("import")
+@reports_errors
 def import_cmd(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files to import.", exists=True, dir_okay=False)],
@@ -223,10 +249,12 @@ def import_cmd(
     """Import Power Vision logs, WinPEP 8 runs or CSV exports into dyno.samples, with a progress bar.
 
     Idempotent: a file already imported completely (same content) is skipped; batch ids and sample keys are
-    derived from the file's content, so a re-send is recognised downstream.
+    derived from the file's content, so a re-send is recognised downstream. A file enters the import ledger
+    only once the broker acknowledged all of its messages; any that were not end the import with exit 1.
     """
     import time as time_
 
+    from fleetstream.kafka import require_kafka
     from producers.edge import EdgeProducer
     from producers.files import FileFormatError, ImportLedger, import_file
     from producers.vehicle_client import parse_time_ms
@@ -237,6 +265,7 @@ def import_cmd(
         start_ms = int(start_time) if start_time.isdigit() else parse_time_ms(start_time, "--start-time")
     ledger = ImportLedger(settings.home / "imports.json")
     failed = False
+    require_kafka(settings.kafka, ["dyno.samples"])
     with EdgeProducer(settings.kafka) as producer:
         for path in paths:
             try:
@@ -258,9 +287,9 @@ def import_cmd(
                 typer.echo(f"error: {exc}", err=True)
                 failed = True
                 continue
-            if producer.flush() == 0:
-                ledger.record(job.file_id, path=str(path), station=station, samples=job.stats.samples,
-                              imported_at=time_.strftime("%Y-%m-%dT%H:%M:%SZ", time_.gmtime()))
+            producer.confirm()  # raises unless every message of this file was acknowledged
+            ledger.record(job.file_id, path=str(path), station=station, samples=job.stats.samples,
+                          imported_at=time_.strftime("%Y-%m-%dT%H:%M:%SZ", time_.gmtime()))
             typer.echo(f"{path}: {job.fmt}, {job.stats.samples} samples in {job.batches} batches, "
                        f"{job.stats.errors} bad rows, start time from {job.start_time_source}")
     if failed:
@@ -271,6 +300,7 @@ def import_cmd(
 
 
 @app.command("poll")
+@reports_errors
 def poll(
     ctx: typer.Context,
     provider: Annotated[str, typer.Argument(help="motive or samsara.")],
@@ -286,6 +316,7 @@ def poll(
     import os
     from datetime import datetime
 
+    from fleetstream.kafka import require_kafka
     from producers.edge import EdgeProducer
     from producers.fleet import TOKEN_VARIABLES, build_poller
 
@@ -302,12 +333,12 @@ def poll(
     def publish(batch: list[tuple[str, bytes, dict[str, Any]]]) -> None:
         for topic, key, record in batch:
             producer.publish(topic, key.decode(), record)
-        if producer.flush() or producer.failed_messages:
-            raise RuntimeError(f"the broker did not acknowledge every record: {producer.last_error}")
+        producer.confirm()  # the checkpoint moves only after this returns
 
     overrides = {"base_url": base_url} if base_url else {}
     poller = build_poller(provider, settings.fleet, token, settings.home / "fleet-checkpoints", publish,
                           since=datetime.fromisoformat(since) if since else None, **overrides)
+    require_kafka(settings.kafka, poller.topics.values())
     if once:
         typer.echo(f"{provider}: published {poller.poll_once()} new items")
     else:
@@ -487,6 +518,7 @@ def export_cmd(
 
 
 @sink_app.command("graphql")
+@reports_errors
 def sink_graphql(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until interrupted).")] = 0.0,
@@ -496,14 +528,21 @@ def sink_graphql(
 
     createConfiguration and createMessage ids are cached; requests are batched by count, time and samples;
     offsets are committed only after the backend accepted; rejected records become dead letters.
+    With --drain it exits 0 only when every record read was accepted or its dead letter acknowledged by
+    Kafka, and the offsets were committed.
     """
+    from fleetstream.kafka import require_kafka
+    from schemas.topics import dlq_topic
     from sinks.graphql import GraphQLForwarder
 
     settings = settings_of(ctx)
     if not settings.graphql_endpoint:
         typer.echo("error: set GRAPHQL_ENDPOINT (or graphql_endpoint in the config)", err=True)
         raise typer.Exit(2)
+    topics = settings.graphql.topics
+    require_kafka(settings.kafka, [*topics, *map(dlq_topic, topics)])
     forwarder = GraphQLForwarder(settings)
+    forwarder.client.probe()
     stats = forwarder.drain() if drain else forwarder.run(_until_signalled(seconds))
     echo_json(stats.__dict__)
 

@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fleetstream.logs import librdkafka_log
+
 __all__ = [
     "ChannelRange",
     "ClickHouseSettings",
@@ -46,8 +48,9 @@ class KafkaSettings(BaseModel):
     batch_size_bytes: int = 1_000_000
 
     def client(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka configuration for a confluent-kafka client."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config, **overrides}
+        """librdkafka configuration for a confluent-kafka client; its logs go through Python logging, rate-limited."""
+        return {"bootstrap.servers": self.bootstrap_servers, "logger": librdkafka_log(), **self.client_config,
+                **overrides}
 
 
 class TopicSpec(BaseModel):

@@ -314,8 +314,7 @@ def _fleet_apis(settings: Settings, counts: Counter[str]) -> None:
     def publish(batch: list[tuple[str, bytes, dict[str, Any]]]) -> None:
         for topic, key, record in batch:
             producer.publish(topic, key.decode(), record)
-        if producer.flush():
-            raise RuntimeError("the broker did not acknowledge every record")
+        producer.confirm()
 
     for provider in ("motive", "samsara"):
         url, fake = start_fake(provider, vehicles=4, seed=11, origin=now - timedelta(hours=1), error_rate=0.05)

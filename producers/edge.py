@@ -3,6 +3,8 @@
 Every source on a device publishes through this one class, so durability settings live in one place:
 `enable.idempotence` (no duplicates from librdkafka's own retries), `acks=all`, compression, and linger for
 batching. The librdkafka client is created on first use, so constructing an EdgeProducer touches no network.
+Every delivery report is counted (`fleetstream.kafka.DeliveryTracker`): `confirm()`, and leaving a `with` block
+without an exception, raise `DeliveryError` unless the broker acknowledged every message published.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from fleetstream.config import KafkaSettings
+from fleetstream.kafka import DeliveryError, DeliveryTracker
 from producers.spool import SpoolEntry
 from schemas.codec import Codec
 from schemas.topics import record_type_of, sample_count
@@ -31,7 +34,8 @@ class EdgeProducer:
     """Publishes records to their topics; counts what the broker acknowledged, in messages and samples.
 
     `delivered_samples` is keyed by the record's `source` so a caller can report samples per source as
-    the broker confirmed them, not as they were handed over.
+    the broker confirmed them, not as they were handed over. A command that publishes and then reports
+    success calls `confirm()` first (or uses the producer as a context manager, which does).
     """
 
     def __init__(self, kafka: KafkaSettings, codec: Codec | None = None, **overrides: Any):
@@ -45,13 +49,23 @@ class EdgeProducer:
             "message.timeout.ms": 30_000,
         }
         # Precedence: our durable defaults < the configured client_config (SASL, tuning) < explicit overrides.
-        self._config = {"bootstrap.servers": kafka.bootstrap_servers, **defaults, **kafka.client_config, **overrides}
+        self._config = {**defaults, **kafka.client(**overrides)}
         self._codec = codec or Codec(kafka.schema_registry_url)
         self._producer: Producer | None = None
-        self.delivered_messages = 0
+        self.deliveries = DeliveryTracker(kafka.bootstrap_servers)
         self.delivered_samples: Counter[str] = Counter()
-        self.failed_messages = 0
-        self.last_error: KafkaError | None = None
+
+    @property
+    def delivered_messages(self) -> int:
+        return self.deliveries.acknowledged
+
+    @property
+    def failed_messages(self) -> int:
+        return self.deliveries.failed
+
+    @property
+    def last_error(self) -> KafkaError | None:
+        return self.deliveries.last_error
 
     @property
     def config(self) -> dict[str, Any]:
@@ -79,13 +93,8 @@ class EdgeProducer:
         """Queue pre-encoded bytes (also how a deliberately malformed record is sent in the demo)."""
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
-            if err is None:
-                self.delivered_messages += 1
+            if self.deliveries.report(err, topic):
                 self.delivered_samples[source] += samples
-            else:
-                self.failed_messages += 1
-                self.last_error = err
-                log.warning("delivery to %s failed: %s", topic, err)
             if on_delivery is not None:
                 on_delivery(err, msg)
 
@@ -96,6 +105,7 @@ class EdgeProducer:
             except BufferError:
                 # The local queue is full: serve delivery reports to make room, then retry.
                 self.producer.poll(0.05)
+        self.deliveries.produced()
         self.producer.poll(0)
 
     def publish_acknowledged(self, entries: Sequence[SpoolEntry]) -> list[bool]:
@@ -103,20 +113,17 @@ class EdgeProducer:
 
         Returns, per entry, whether it was acknowledged; the spool moves its cursor over the acknowledged
         prefix only. Every record gets an answer within `message.timeout.ms`, so this never waits forever.
+        The spool retries what failed, so its callers ask the spool, not `confirm()`, whether all arrived.
         """
         acked = [False] * len(entries)
         pending = [len(entries)]
 
         def answer(index: int, entry: SpoolEntry) -> DeliveryCallback:
             def callback(err: KafkaError | None, _: Message) -> None:
-                acked[index] = err is None
+                acked[index] = self.deliveries.report(err, entry.topic)
                 pending[0] -= 1
-                if err is None:
-                    self.delivered_messages += 1
+                if acked[index]:
                     self.delivered_samples[entry.source] += entry.samples
-                else:
-                    self.failed_messages += 1
-                    self.last_error = err
             return callback
 
         for index, entry in enumerate(entries):
@@ -126,15 +133,27 @@ class EdgeProducer:
                     break
                 except BufferError:
                     self.producer.poll(0.1)
+            self.deliveries.produced()
         while pending[0] > 0:
             self.producer.flush(1.0)
         return acked
 
     def flush(self, timeout_s: float = 30.0) -> int:
-        """Wait for outstanding deliveries; returns how many are still in flight."""
+        """Wait for outstanding deliveries; returns how many are still in flight (failed ones are not: see confirm)."""
         if self._producer is None:
             return 0
         return int(self._producer.flush(timeout_s))
+
+    @property
+    def delivery_timeout_s(self) -> float:
+        """How long the broker's answers may take: librdkafka fails a message after `message.timeout.ms`."""
+        return float(self._config["message.timeout.ms"]) / 1000 + 5.0
+
+    def confirm(self, timeout_s: float | None = None) -> None:
+        """Wait (at most `timeout_s`, default `delivery_timeout_s`) until every message published since the last
+        `confirm` has its delivery report; raise `fleetstream.kafka.DeliveryError` unless all were acknowledged."""
+        timeout = self.delivery_timeout_s if timeout_s is None else timeout_s
+        self.deliveries.confirm(self._producer if self._producer is not None else _NothingQueued(), timeout)
 
     def __enter__(self) -> EdgeProducer:
         return self
@@ -142,6 +161,19 @@ class EdgeProducer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        remaining = self.flush()
-        if remaining:
-            log.error("%d messages were not acknowledged by the broker before close", remaining)
+        if exc_type is None:
+            self.confirm()
+            return
+        if isinstance(exc, DeliveryError):
+            return  # confirm() already waited and counted
+        # Already failing: give queued messages their chance, but do not hide the original exception.
+        remaining = self.flush(self.delivery_timeout_s)
+        if remaining or self.failed_messages:
+            log.error("%d messages failed and %d were unanswered at close", self.failed_messages, remaining)
+
+
+class _NothingQueued:
+    """Stands in for a client that was never created: nothing to flush."""
+
+    def flush(self, timeout: float) -> int:
+        return 0

@@ -19,7 +19,10 @@ from typing import Any
 
 from producers.edge import EdgeProducer
 
-__all__ = ["MALFORMED", "SimulatedVehicle", "VehicleFleetSimulator", "run_simulation"]
+__all__ = ["MALFORMED", "TOPICS", "SimulatedVehicle", "VehicleFleetSimulator", "run_simulation"]
+
+TOPICS = ("telemetry.signals", "telemetry.dtcs", "telemetry.gps", "telemetry.netstats")
+"""The topics the simulator publishes to."""
 
 MALFORMED = b"\xc3\x01not-a-known-fingerprint"
 """What a corrupted message looks like: the Avro marker, then garbage. Counted as one produced sample."""
@@ -182,7 +185,11 @@ class VehicleFleetSimulator:
 
 def run_simulation(simulator: VehicleFleetSimulator, producer: EdgeProducer, seconds: float,
                    tick_s: float = 0.5, stop: threading.Event | None = None) -> None:
-    """Publish the simulator's records in real time for `seconds` (or until `stop` is set)."""
+    """Publish the simulator's records in real time for `seconds` (or until `stop` is set).
+
+    Returns once the last tick is queued; the caller confirms delivery (`producer.confirm()`, or the
+    producer's `with` block) before it reports what was sent.
+    """
     stop = stop or threading.Event()
     deadline = time.monotonic() + seconds
     while not stop.is_set() and time.monotonic() < deadline:
@@ -193,4 +200,3 @@ def run_simulation(simulator: VehicleFleetSimulator, producer: EdgeProducer, sec
             else:
                 producer.publish(topic, key, record)
         stop.wait(max(0.0, tick_s - (time.monotonic() - started)))
-    producer.flush()

@@ -55,8 +55,7 @@ class Publisher:
         with self._lock:  # one producer shared by both pollers' threads
             for topic, key, record in batch:
                 self.producer.publish(topic, key.decode(), record)
-            if self.producer.flush() or self.producer.failed_messages:
-                raise RuntimeError(f"the broker did not acknowledge every record: {self.producer.last_error}")
+            self.producer.confirm()
             for topic, _, record in batch:
                 self.batch_ids[topic].add(record["batch_id"])
 

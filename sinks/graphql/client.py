@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from sinks.graphql.exceptions import BackendAuthError, BackendRejected, BackendUnavailable
-from sinks.graphql.payloads import GraphQLRequest
+from sinks.graphql.exceptions import BackendAuthError, BackendRejected, BackendUnavailable, BackendUnreachable
+from sinks.graphql.payloads import GraphQLRequest, detect_request
 
 __all__ = ["GraphQLClient", "RetryPolicy"]
 
@@ -97,6 +97,23 @@ class GraphQLClient:
                 self._sleep(delay)
         self.failures += 1
         raise BackendUnavailable(request.field, self.retry.attempts, last_error)
+
+    def probe(self, timeout_s: float = 5.0) -> None:
+        """One request, no retries: `BackendUnreachable` without an HTTP answer, `BackendAuthError` on 401/403.
+
+        Run before consuming, so a backend that is not there fails the start instead of turning a whole
+        backlog into `unavailable` dead letters after the retry budget.
+        """
+        body = json.dumps(detect_request().body(), separators=(",", ":")).encode()
+        try:
+            response = self._http.post(self.endpoint, content=body, timeout=timeout_s)
+        except httpx.TransportError as exc:
+            log.debug("probe of %s failed: %r", self.endpoint, exc)
+            raise BackendUnreachable(f"cannot reach the GraphQL backend at {self.endpoint}",
+                                     f"is it running? set GRAPHQL_ENDPOINT; {type(exc).__name__}") from exc
+        if response.status_code in (401, 403):
+            raise BackendAuthError(f"the GraphQL backend at {self.endpoint} refused the credentials "
+                                   f"(HTTP {response.status_code})")
 
     def _try(self, field: str, body: bytes) -> dict[str, Any]:
         self.requests += 1

@@ -18,13 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from fleetstream.config import GraphQLSinkSettings, Settings
+from fleetstream.kafka import DeliveryTracker
 from schemas import codec
 from schemas.deadletter import dead_letter
 from schemas.topics import record_type_of, sample_count
 from sinks.graphql.client import GraphQLClient, RetryPolicy
+from sinks.graphql.exceptions import OffsetsNotCommitted
 from sinks.graphql.forwarder import Failure, Forwarder
 
 __all__ = ["ForwarderStats", "GraphQLForwarder"]
@@ -92,6 +94,7 @@ class GraphQLForwarder:
         self._clock = clock
         self._now_ms = now_ms
         self._buffers: dict[tuple[str, int], _PartitionBuffer] = {}
+        self._deliveries = DeliveryTracker(settings.kafka.bootstrap_servers)
         self.dead_letters = 0
         self.batches_committed = 0
 
@@ -222,16 +225,30 @@ class GraphQLForwarder:
                                           original=entry.value, stage="forward", error_code=failure.code,
                                           reason=failure.reason, sample_count=entry.samples, now_ms=now_ms,
                                           attempt=failure.attempts)
-            producer.produce(dlq, value=value, key=key)
-        # The dead letters must be durable before the offsets that they account for are committed.
-        if producer.flush(30) != 0:
-            raise RuntimeError(f"dead letters for {topic}[{number}] were not delivered; offsets left uncommitted")
+            producer.produce(dlq, value=value, key=key, on_delivery=self._delivered)
+            self._deliveries.produced()
+        # The dead letters must be acknowledged before the offsets that they account for are committed:
+        # confirm raises DeliveryError otherwise, and the offsets stay where they are.
+        self._deliveries.confirm(producer, 30.0)
         self.dead_letters += len(dead)
+
+    def _delivered(self, err: KafkaError | None, message: Message) -> None:
+        self._deliveries.report(err, message.topic() or "")
 
     def _commit(self, partition: tuple[str, int], next_offset: int) -> None:
         consumer = self._consumer_subscribed()
-        consumer.commit(offsets=[TopicPartition(partition[0], partition[1], next_offset)], asynchronous=False)
+        try:
+            consumer.commit(offsets=[TopicPartition(partition[0], partition[1], next_offset)], asynchronous=False)
+        except KafkaException as exc:
+            raise OffsetsNotCommitted(f"could not commit {partition[0]}[{partition[1]}] up to offset {next_offset} "
+                                      f"on Kafka at {self.settings.kafka.bootstrap_servers}: {_reason(exc)}",
+                                      "the records since the last commit are forwarded again next run") from exc
         self.batches_committed += 1
+
+
+def _reason(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)
 
 
 def _client_from(settings: Settings, options: GraphQLSinkSettings) -> GraphQLClient:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["BackendAuthError", "BackendRejected", "BackendUnavailable", "InvalidRecord"]
+from fleetstream.errors import FleetstreamError
+
+__all__ = ["BackendAuthError", "BackendRejected", "BackendUnavailable", "BackendUnreachable", "InvalidRecord",
+           "OffsetsNotCommitted"]
 
 
 class InvalidRecord(ValueError):
@@ -37,9 +40,20 @@ class BackendUnavailable(Exception):
         self.last_error = last_error
 
 
-class BackendAuthError(Exception):
+class BackendAuthError(FleetstreamError):
     """The backend refused our credentials (401/403): fatal, nothing is committed or dead-lettered.
 
     Dead-lettering every record because of a wrong token would empty the stream into the DLQ; stopping
     leaves the offsets where they are, so the records are forwarded once the token is fixed.
     """
+
+    def __init__(self, message: str, hint: str = "check SEC_AUTH_TOKEN") -> None:
+        super().__init__(message, hint)
+
+
+class BackendUnreachable(FleetstreamError):
+    """No HTTP answer from the backend at start: forwarding would only turn every record into a dead letter."""
+
+
+class OffsetsNotCommitted(FleetstreamError):
+    """Kafka refused a commit: the records since the last commit are forwarded again by the next run."""

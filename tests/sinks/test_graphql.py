@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fleetstream.config import Settings
+from fleetstream.kafka import DeliveryError
 from schemas import codec
 from sinks.backend import ContractBackend, start_backend
 from sinks.contracts import graphql_backend_sdl
@@ -466,16 +468,25 @@ class FakeConsumer:
 
 
 class FakeProducer:
+    """Records dead letters; `flush` answers every delivery callback (acknowledged, or `fail_with`)."""
+
     def __init__(self, events: list[tuple[str, Any]]) -> None:
         self.events = events
         self.produced: list[tuple[str, bytes | None, dict[str, Any]]] = []
+        self.fail_with: KafkaError | None = None
+        self._callbacks: list[tuple[Any, FakeMessage]] = []
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes | None = None, on_delivery: Any = None) -> None:
         self.produced.append((topic, key, codec.decode(value, "dead_letter")))
         self.events.append(("produce", topic))
+        if on_delivery is not None:
+            self._callbacks.append((on_delivery, FakeMessage(topic, 0, len(self.produced) - 1, value, key)))
 
     def flush(self, timeout: float = 0) -> int:
         self.events.append(("flush", None))
+        callbacks, self._callbacks = self._callbacks, []
+        for callback, message in callbacks:
+            callback(self.fail_with, message)
         return 0
 
 
@@ -550,6 +561,18 @@ def test_dead_letters_are_durable_before_the_commit(backend: ContractBackend) ->
     assert letter["source_topic"] == SIGNALS and letter["first_seen_ms"] == 42 and "VIN-1" in letter["reason"]
     assert events[-2:] == [("flush", None), ("commit", (SIGNALS, 3, 10))]
     assert forwarder.stats.dead_letters == 2 and forwarder.stats.records_forwarded == 1
+
+
+def test_unacknowledged_dead_letters_leave_the_offsets_uncommitted(backend: ContractBackend) -> None:
+    poll = [FakeMessage(SIGNALS, 3, 7, b"not avro"),
+            FakeMessage(SIGNALS, 3, 8, codec.encode("signal_batch", signal("map", 2)))]
+    forwarder, consumer, producer, _ = shell(backend, [poll])
+    producer.fail_with = KafkaError(KafkaError._MSG_TIMED_OUT)
+    forwarder.step()
+    with pytest.raises(DeliveryError, match=r"^1 of 1 messages were not acknowledged") as raised:
+        forwarder.flush()
+    assert raised.value.hint == "Local: Message timed out: 1"
+    assert consumer.commits == [] and forwarder.stats.dead_letters == 0
 
 
 def test_rejected_batch_is_dead_lettered_with_the_backend_message() -> None:
