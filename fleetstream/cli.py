@@ -409,6 +409,7 @@ def _until_signalled(seconds: float = 0.0) -> Any:
 
 
 @db_app.command("migrate")
+@reports_errors
 def db_migrate(ctx: typer.Context) -> None:
     """Apply pending migrations (sinks/migrations/*.sql) in order; safe to run again."""
     from sinks.clickhouse import connect, migrate
@@ -423,6 +424,7 @@ def db_migrate(ctx: typer.Context) -> None:
 
 
 @db_app.command("status")
+@reports_errors
 def db_status(ctx: typer.Context) -> None:
     """Which migrations are applied and which are pending."""
     from sinks.clickhouse import connect, status
@@ -437,6 +439,7 @@ def db_status(ctx: typer.Context) -> None:
 
 
 @sink_app.command("clickhouse")
+@reports_errors
 def sink_clickhouse(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until interrupted).")] = 0.0,
@@ -454,6 +457,7 @@ def sink_clickhouse(
 
 
 @app.command("query")
+@reports_errors
 def query_cmd(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="A query of the pack; omit to list them.")] = None,
@@ -497,6 +501,7 @@ def query_cmd(
 
 
 @app.command("export")
+@reports_errors
 def export_cmd(
     ctx: typer.Context,
     table: Annotated[str, typer.Option(help="samples, gps_points, dtcs, network_stats, fleet_locations, "

@@ -1,8 +1,9 @@
 """Commands that hand data to Kafka succeed only when the broker acknowledged all of it (issue 11).
 
 Each command runs as a user runs it (`python -m fleetstream ...` in a subprocess) against an address where
-no broker listens, and against the session's real broker. An unreachable broker or backend must end the
-command within seconds with one `error:` line and exit 1, and leave no trace of success (the import ledger).
+no broker listens, and against the session's real broker. An unreachable broker, backend or ClickHouse must
+end the command within seconds with one `error:` line and exit 1, and leave no trace of success (the import
+ledger).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from fleetstream.stack import ensure_topics
-
-pytestmark = [pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "producers" / "samples" / "dyno_pull.csv"
@@ -94,6 +93,8 @@ def run_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_import_waits_for_the_broker_before_the_ledger_says_imported(kafka_bootstrap: str, tmp_path: Path,
                                                                      run_file: Path) -> None:
     station = f"cell-{uuid.uuid4().hex[:8]}"
@@ -121,6 +122,8 @@ def test_import_waits_for_the_broker_before_the_ledger_says_imported(kafka_boots
     assert messages_with_key(kafka_bootstrap, "dyno.samples", station.encode()) == batches
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_import_whose_messages_time_out_is_not_recorded(kafka_bootstrap: str, tmp_path: Path,
                                                         run_file: Path) -> None:
     """The broker is up (the probe passes) but no message is delivered: 1 ms is less than the idempotent
@@ -138,6 +141,8 @@ def test_import_whose_messages_time_out_is_not_recorded(kafka_bootstrap: str, tm
     assert not (home / "imports.json").exists()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_simulate_vehicles_fails_fast_without_broker_and_succeeds_with_it(kafka_bootstrap: str,
                                                                           tmp_path: Path) -> None:
     args = ("simulate", "vehicles", "--seconds", "1", "--vehicles", "1", "--sample-hz", "2")
@@ -152,6 +157,8 @@ def test_simulate_vehicles_fails_fast_without_broker_and_succeeds_with_it(kafka_
     assert up.stdout.startswith("delivered ") and not up.stdout.startswith("delivered 0 ")
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_sink_graphql_drain_fails_fast_without_broker_or_backend(kafka_bootstrap: str, tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}/graphql"
     args = ("sink", "graphql", "--drain")
@@ -165,4 +172,16 @@ def test_sink_graphql_drain_fails_fast_without_broker_or_backend(kafka_bootstrap
     no_backend, elapsed = run_cli(*args, home=tmp_path, bootstrap=kafka_bootstrap, GRAPHQL_ENDPOINT=endpoint,
                                   FLEETSTREAM_GRAPHQL__GROUP_ID=f"test-{uuid.uuid4().hex}")
     assert_one_error_line(no_backend, f"cannot reach the GraphQL backend at {endpoint}", "GRAPHQL_ENDPOINT")
+    assert elapsed < FAST_S
+
+
+@pytest.mark.parametrize("command", [("db", "status"), ("db", "migrate"), ("query", "--sql", "SELECT 1"),
+                                     ("sink", "clickhouse", "--seconds", "1")])
+def test_clickhouse_commands_fail_fast_when_the_server_is_unreachable(command: tuple[str, ...],
+                                                                       tmp_path: Path) -> None:
+    port = closed_port()
+    done, elapsed = run_cli(*command, home=tmp_path, bootstrap=NOBODY,
+                            CLICKHOUSE_DSN=f"http://reader:s3cret@127.0.0.1:{port}")
+    assert_one_error_line(done, f"cannot reach ClickHouse at http://127.0.0.1:{port}", "CLICKHOUSE_DSN")
+    assert "s3cret" not in done.stderr
     assert elapsed < FAST_S

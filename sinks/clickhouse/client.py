@@ -14,16 +14,34 @@ from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 
-__all__ = ["DATABASE", "Client", "StoreLockedError", "connect", "embedded_path", "is_embedded"]
+from fleetstream.errors import FleetstreamError
+
+__all__ = [
+    "DATABASE",
+    "ClickHouseUnreachable",
+    "Client",
+    "StoreLockedError",
+    "connect",
+    "embedded_path",
+    "is_embedded",
+]
 
 log = logging.getLogger(__name__)
 
 DATABASE = "fleetstream"
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
 class StoreLockedError(RuntimeError):
     """The embedded store is open in another process (normally a running sink)."""
+
+
+class ClickHouseUnreachable(FleetstreamError):
+    """No ClickHouse server answered at the DSN's address."""
 
 
 def is_embedded(dsn: str) -> bool:
@@ -65,6 +83,14 @@ def connect(dsn: str, lock_wait_s: float = 0.0) -> Client:
         log.info("opened embedded ClickHouse store %s", path)
         return client
     parsed = urlparse(dsn)
-    client = clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
+    try:
+        client = clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False,
+                                               connect_timeout=CONNECT_TIMEOUT_S)
+    except OperationalError as exc:
+        # the address only: a DSN may carry a password
+        where = f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+        log.debug("connecting to ClickHouse at %s failed: %s", where, exc)
+        raise ClickHouseUnreachable(f"cannot reach ClickHouse at {where}",
+                                    "is the server running? set CLICKHOUSE_DSN") from exc
     log.info("connected to ClickHouse server %s:%s", parsed.hostname, parsed.port)
     return client
