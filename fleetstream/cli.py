@@ -705,6 +705,7 @@ def bench_sink_cmd(
 
 
 @app.command("demo")
+@reports_errors
 def demo(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(help="How long the simulators publish.")] = 20.0,

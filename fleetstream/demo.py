@@ -366,6 +366,7 @@ def run_demo(
     settings: Settings, seconds: float = 20.0, vehicles: int = 5, settle_timeout_s: float = 180.0
 ) -> dict[str, Any]:
     """Run the pipeline for `seconds` of traffic and return the summary (see the module docstring)."""
+    from fleetstream.kafka import require_kafka
     from fleetstream.stack import running_broker
     from fleetstream.topics import create_topics
     from sinks.backend import ContractBackend
@@ -376,6 +377,7 @@ def run_demo(
     tally: TopicTally | None = None
     with running_broker(settings):
         try:
+            require_kafka(settings.kafka)
             create_topics(settings.kafka, settings.topics)
             start = end_offsets(settings, _tallied_topics())
             tally = TopicTally(settings, start)

@@ -175,10 +175,10 @@ class ContractBackend:
         self.stop()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
+        if self._thread is not None:  # shutdown() waits for a serving loop: without one it would wait forever
+            self._server.shutdown()
             self._thread.join(timeout=5)
+        self._server.server_close()
 
     def __enter__(self) -> ContractBackend:
         return self.start()

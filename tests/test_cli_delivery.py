@@ -185,3 +185,11 @@ def test_clickhouse_commands_fail_fast_when_the_server_is_unreachable(command: t
     assert_one_error_line(done, f"cannot reach ClickHouse at http://127.0.0.1:{port}", "CLICKHOUSE_DSN")
     assert "s3cret" not in done.stderr
     assert elapsed < FAST_S
+
+
+def test_poll_once_fails_fast_without_broker_and_keeps_no_checkpoint(tmp_path: Path) -> None:
+    done, elapsed = run_cli("poll", "motive", "--once", "--base-url", f"http://127.0.0.1:{closed_port()}",
+                            home=tmp_path, bootstrap=NOBODY, MOTIVE_API_KEY="test-token")
+    assert_one_error_line(done, f"cannot reach Kafka at {NOBODY}")
+    assert elapsed < FAST_S
+    assert not any((tmp_path / "fleet-checkpoints").glob("*"))
