@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from fleetstream.config import Settings
+from fleetstream.kafka import DeliveryTracker
 from schemas.codec import Codec, DecodeError
 from sinks.clickhouse import rows
 from sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
@@ -132,6 +133,7 @@ class ClickHouseSink:
         self._codec = Codec(settings.kafka.schema_registry_url)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._deliveries = DeliveryTracker(settings.kafka.bootstrap_servers)
         self._offsets: OffsetStore | None = None
         self._batchers: dict[tuple[str, int], PartitionBatcher] = {}
         self._skipped_commits: dict[tuple[str, int], int] = {}
@@ -403,13 +405,11 @@ class ClickHouseSink:
             self._producer = Producer(self.settings.kafka.client(**{
                 "enable.idempotence": True, "acks": "all", "compression.type": self.settings.kafka.compression_type,
                 "linger.ms": 5}))
-        failures: list[str] = []
+        target, now_ms = self.dlq_topic(topic), int(time.time() * 1000)
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures.append(str(err))
+            self._deliveries.report(err, target)
 
-        target, now_ms = self.dlq_topic(topic), int(time.time() * 1000)
         for item in dead:
             envelope = {"source_topic": topic, "partition": partition, "offset": item.offset, "key": item.key,
                         "original": item.raw, "stage": "sink", "error_code": "malformed",
@@ -417,11 +417,10 @@ class ClickHouseSink:
                         "first_seen_ms": now_ms, "attempt": 1}
             self._producer.produce(target, self._codec.encode("dead_letter", envelope, target), key=item.key,
                                    on_delivery=delivered)
-        remaining = self._producer.flush(30)
-        if remaining or failures:
-            # no commit: the batch is replayed (its insert deduplicated) and the dead letters sent again
-            raise RuntimeError(f"could not deliver {len(dead)} dead letters to {target}: "
-                               f"{failures[:3] or f'{remaining} still queued'}")
+            self._deliveries.produced()
+        # DeliveryError unless all were acknowledged; then no commit: the batch is replayed (its insert
+        # deduplicated) and the dead letters sent again
+        self._deliveries.confirm(self._producer, 30.0)
         self.stats.dead_letters += len(dead)
         self.metrics.dead_letters.inc(len(dead))
         log.warning("%d undecodable records of %s[%d] sent to %s", len(dead), topic, partition, target)
