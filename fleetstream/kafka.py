@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
@@ -91,10 +92,27 @@ class _Flushable(Protocol):
     def flush(self, timeout: float) -> int: ...
 
 
-class DeliveryTracker:
-    """The delivery accounting of one producer: every `produced()` must be matched by an acknowledging `report()`.
+@dataclass
+class _Round:
+    """The messages produced since the last `confirm` and the answers they got so far."""
 
-    Call `produced()` for each message handed to the client and `report(err)` from its delivery callback.
+    produced: int = 0
+    acknowledged: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def answered(self) -> int:
+        return self.acknowledged + sum(self.reasons.values())
+
+
+class DeliveryTracker:
+    """The delivery accounting of one producer: every message produced must get an acknowledging report.
+
+    Call `produced()` for each message handed to the client and `report(err, round_)` from its delivery
+    callback, `round_` being `current_round` when it was produced. `confirm` judges the messages of the
+    current round and starts the next, so a long-running caller (a poller) recovers after a failed round,
+    and a late answer for an earlier round cannot pass for one of the current round.
+
     A failed report is logged once (the first), then only counted: a broker that is down fails every
     message, and one line per message is noise that hides the summary `DeliveryError` gives.
     """
@@ -104,44 +122,45 @@ class DeliveryTracker:
         self.produced_messages = 0
         self.acknowledged = 0
         self.failed = 0
-        self.reasons: Counter[str] = Counter()
         self.last_error: KafkaError | None = None
-        self._confirmed = 0
-        """`produced_messages` at the last successful `confirm`: the messages counted by the next error."""
+        self.current_round = 0
+        self._round = _Round()
 
     @property
     def in_flight(self) -> int:
-        """Messages produced that have no delivery report yet."""
+        """Messages produced that have no delivery report yet (all rounds)."""
         return self.produced_messages - self.acknowledged - self.failed
 
     def produced(self, count: int = 1) -> None:
         self.produced_messages += count
+        self._round.produced += count
 
-    def report(self, err: KafkaError | None, topic: str = "") -> bool:
-        """Count one delivery report; True if the broker acknowledged the message."""
+    def report(self, err: KafkaError | None, round_: int, topic: str = "") -> bool:
+        """Count one delivery report of a message produced in `round_`; True if the broker acknowledged it."""
+        current = self._round if round_ == self.current_round else None
         if err is None:
             self.acknowledged += 1
+            if current is not None:
+                current.acknowledged += 1
             return True
         self.failed += 1
         self.last_error = err
-        self.reasons[err.str()] += 1
+        if current is not None:
+            current.reasons[err.str()] += 1
         if self.failed == 1:
             log.warning("delivery to %s failed: %s (further failures are counted, not logged)", topic or "kafka",
                         err.str())
         return False
 
     def confirm(self, producer: _Flushable | Any, timeout_s: float) -> None:
-        """Flush `producer` for at most `timeout_s`; raise `DeliveryError` unless every message was acknowledged."""
+        """Flush `producer` for at most `timeout_s`; raise `DeliveryError` unless every message produced since
+        the last `confirm` was acknowledged. Either way the next round starts."""
         producer.flush(timeout_s)
-        unacknowledged = self.produced_messages - self.acknowledged
-        if unacknowledged == 0:
-            self._confirmed = self.produced_messages
-            return
-        raise DeliveryError(unacknowledged, self.produced_messages - self._confirmed, self.servers,
-                            self._hint(timeout_s))
-
-    def _hint(self, timeout_s: float) -> str:
-        parts = [f"{reason}: {count}" for reason, count in self.reasons.most_common(3)]
-        if self.in_flight:
-            parts.append(f"{self.in_flight} unanswered after {timeout_s:g} s")
-        return "; ".join(parts)
+        done, self._round = self._round, _Round()
+        self.current_round += 1
+        unacknowledged = done.produced - done.acknowledged
+        if unacknowledged:
+            parts = [f"{reason}: {count}" for reason, count in done.reasons.most_common(3)]
+            if done.produced > done.answered:
+                parts.append(f"{done.produced - done.answered} unanswered after {timeout_s:g} s")
+            raise DeliveryError(unacknowledged, done.produced, self.servers, "; ".join(parts))

@@ -92,8 +92,10 @@ class EdgeProducer:
                       on_delivery: DeliveryCallback | None = None) -> None:
         """Queue pre-encoded bytes (also how a deliberately malformed record is sent in the demo)."""
 
+        round_ = self.deliveries.current_round
+
         def delivered(err: KafkaError | None, msg: Message) -> None:
-            if self.deliveries.report(err, topic):
+            if self.deliveries.report(err, round_, topic):
                 self.delivered_samples[source] += samples
             if on_delivery is not None:
                 on_delivery(err, msg)
@@ -117,10 +119,11 @@ class EdgeProducer:
         """
         acked = [False] * len(entries)
         pending = [len(entries)]
+        round_ = self.deliveries.current_round
 
         def answer(index: int, entry: SpoolEntry) -> DeliveryCallback:
             def callback(err: KafkaError | None, _: Message) -> None:
-                acked[index] = self.deliveries.report(err, entry.topic)
+                acked[index] = self.deliveries.report(err, round_, entry.topic)
                 pending[0] -= 1
                 if acked[index]:
                     self.delivered_samples[entry.source] += entry.samples

@@ -41,11 +41,19 @@ class FakeProducer:
         return len(self.pending)
 
 
+def send(tracker: DeliveryTracker, producer: FakeProducer, count: int) -> None:
+    """Produce `count` messages the way the project's callers do: the callback remembers its round."""
+    def callback(round_: int) -> Callback:
+        return lambda err, _msg: tracker.report(err, round_, "dyno.samples")
+
+    for _ in range(count):
+        producer.produce(callback(tracker.current_round))
+
+
 def produce_all(outcomes: list[KafkaError | None], answer: int | None = None) -> tuple[DeliveryTracker, FakeProducer]:
     tracker = DeliveryTracker("broker:9092")
     producer = FakeProducer(tracker, outcomes, answer)
-    for _ in outcomes:
-        producer.produce(lambda err, _msg: tracker.report(err, "dyno.samples"))
+    send(tracker, producer, len(outcomes))
     return tracker, producer
 
 
@@ -82,10 +90,33 @@ def test_counts_start_again_after_a_successful_confirm() -> None:
     tracker, producer = produce_all([None, None])
     tracker.confirm(producer, 1.0)
     producer.outcomes = [None, TIMED_OUT]
-    for _ in range(2):
-        producer.produce(lambda err, _msg: tracker.report(err))
+    send(tracker, producer, 2)
     with pytest.raises(DeliveryError, match=r"^1 of 2 messages"):
         tracker.confirm(producer, 1.0)
+
+
+def test_a_failed_round_does_not_fail_the_next_one() -> None:
+    """A poller keeps publishing after a broker outage: once the broker is back, its rounds succeed again."""
+    tracker, producer = produce_all([TIMED_OUT, TIMED_OUT])
+    with pytest.raises(DeliveryError, match=r"^2 of 2 messages"):
+        tracker.confirm(producer, 1.0)
+    producer.outcomes = [None, None, None]
+    send(tracker, producer, 3)
+    tracker.confirm(producer, 1.0)
+    assert (tracker.acknowledged, tracker.failed) == (3, 2)
+
+
+def test_a_late_answer_from_an_earlier_round_does_not_pass_for_the_current_one() -> None:
+    tracker, producer = produce_all([None, None], answer=1)
+    with pytest.raises(DeliveryError, match=r"^1 of 2 messages"):
+        tracker.confirm(producer, 1.0)  # one message still unanswered
+    producer.answer = None
+    producer.outcomes = [TIMED_OUT]
+    send(tracker, producer, 1)
+    with pytest.raises(DeliveryError) as raised:  # the earlier round's late acknowledgement arrives now
+        tracker.confirm(producer, 1.0)
+    assert (raised.value.unacknowledged, raised.value.total) == (1, 1)
+    assert tracker.in_flight == 0
 
 
 def test_only_the_first_failure_is_logged(caplog: pytest.LogCaptureFixture) -> None:

@@ -406,9 +406,10 @@ class ClickHouseSink:
                 "enable.idempotence": True, "acks": "all", "compression.type": self.settings.kafka.compression_type,
                 "linger.ms": 5}))
         target, now_ms = self.dlq_topic(topic), int(time.time() * 1000)
+        round_ = self._deliveries.current_round
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
-            self._deliveries.report(err, target)
+            self._deliveries.report(err, round_, target)
 
         for item in dead:
             envelope = {"source_topic": topic, "partition": partition, "offset": item.offset, "key": item.key,

@@ -220,20 +220,22 @@ class GraphQLForwarder:
         producer = self._dlq_producer()
         topic, number = partition
         now_ms = self._now_ms()
+        round_ = self._deliveries.current_round
+
+        def delivered(err: KafkaError | None, message: Message) -> None:
+            self._deliveries.report(err, round_, message.topic() or "")
+
         for entry, failure in dead:
             dlq, key, value = dead_letter(source_topic=topic, partition=number, offset=entry.offset, key=entry.key,
                                           original=entry.value, stage="forward", error_code=failure.code,
                                           reason=failure.reason, sample_count=entry.samples, now_ms=now_ms,
                                           attempt=failure.attempts)
-            producer.produce(dlq, value=value, key=key, on_delivery=self._delivered)
+            producer.produce(dlq, value=value, key=key, on_delivery=delivered)
             self._deliveries.produced()
         # The dead letters must be acknowledged before the offsets that they account for are committed:
         # confirm raises DeliveryError otherwise, and the offsets stay where they are.
         self._deliveries.confirm(producer, 30.0)
         self.dead_letters += len(dead)
-
-    def _delivered(self, err: KafkaError | None, message: Message) -> None:
-        self._deliveries.report(err, message.topic() or "")
 
     def _commit(self, partition: tuple[str, int], next_offset: int) -> None:
         consumer = self._consumer_subscribed()
