@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -152,7 +152,7 @@ class DeliveryTracker:
                         err.str())
         return False
 
-    def confirm(self, producer: _Flushable | Any, timeout_s: float) -> None:
+    def confirm(self, producer: _Flushable, timeout_s: float) -> None:
         """Flush `producer` for at most `timeout_s`; raise `DeliveryError` unless every message produced since
         the last `confirm` was acknowledged. Either way the next round starts."""
         producer.flush(timeout_s)
