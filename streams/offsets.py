@@ -232,11 +232,12 @@ class OwnedOffsetsConsumer(AIOKafkaConsumer):
     _rewind: dict[Any, int]
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
-        committed = dict(await super().seek_to_committed())
         book: OffsetBook | None = getattr(self.app, "offset_book", None)
         if book is None:
-            return committed
+            return await super().seek_to_committed()
         inputs = sorted(tp for tp in self.assignment() if tp.topic in book.topics)
+        # The group's offsets only where nothing is owned yet, in one request (aiokafka asks one per partition).
+        committed = await self._group_offsets([tp for tp in inputs if book.durable(tp) is None])
         starts = {tp: book.start(tp, committed.get(tp)) for tp in inputs}
         unknown = [tp for tp, position in starts.items() if position is None]
         if unknown:  # neither owned nor committed: the log start
@@ -250,6 +251,14 @@ class OwnedOffsetsConsumer(AIOKafkaConsumer):
         log.info("input partitions positioned at their owned offsets: %s",
                  ", ".join(f"{tp.topic}[{tp.partition}]@{starts[tp]}" for tp in inputs))
         return committed
+
+    async def _group_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        if not tps:
+            return {}
+        thread: Any = self._thread
+        coordinator = thread._ensure_consumer()._coordinator
+        offsets = await thread.call_thread(coordinator.fetch_committed_offsets, tps)
+        return {tp: offsets[tp].offset for tp in tps if tp in offsets and offsets[tp].offset >= 0}
 
     def _rewinds(self) -> dict[Any, int]:
         if not hasattr(self, "_rewind"):

@@ -60,6 +60,8 @@ class Scenario:
     kills: list[float]  # wall seconds after the stream started
     victim: int = 0
     restart_after_s: tuple[float, float] = (0.2, 1.0)
+    in_rebalance: bool = False
+    """The second kill lands 0.2-1.5 s after the restarted worker began joining the group (its rebalance)."""
     log: list[str] = field(default_factory=list)
 
 
@@ -68,15 +70,10 @@ def _random_kills(seed: int, count: int) -> list[float]:
     return sorted(rng.uniform(1.5, SECONDS * PACE_S - 1.0) for _ in range(count))
 
 
-def _kill_during_rebalance(seed: int) -> list[float]:
-    rng = random.Random(seed)
-    first = rng.uniform(2.0, 6.0)
-    return [first, first + rng.uniform(1.5, 3.0)]  # restarted 0.2-1 s after the first: mid recovery/rejoin
-
-
 SCENARIOS = {
     "three-random-kills": Scenario(seed=101, workers=1, kills=_random_kills(101, 3)),
-    "second-kill-during-rebalance": Scenario(seed=202, workers=1, kills=_kill_during_rebalance(202)),
+    "second-kill-during-rebalance": Scenario(seed=202, workers=1, kills=[*_random_kills(202, 1), 0.0],
+                                             in_rebalance=True),
     "two-workers-one-killed": Scenario(seed=303, workers=2, kills=_random_kills(303, 2), victim=1),
 }
 
@@ -96,6 +93,11 @@ class Group:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
 
+    def joins(self, index: int) -> int:
+        """How many of this member's processes have started joining the group (the line `run_worker` logs)."""
+        log_path = self.members[index].log_dir / "worker.log"
+        return log_path.read_text(errors="replace").count("as static member") if log_path.exists() else 0
+
     def check(self) -> None:
         for member in self.members:
             member.check()
@@ -110,7 +112,11 @@ def _supervise(group: Group, scenario: Scenario, started: float, stop: threading
     """Kill the victim at the scenario's times and restart it after a short random pause."""
     rng = random.Random(scenario.seed)
     try:
-        for at in scenario.kills:
+        for number, at in enumerate(scenario.kills):
+            if scenario.in_rebalance and number > 0:
+                while group.joins(scenario.victim) < number + 1 and not stop.is_set():
+                    time.sleep(0.05)  # until the restarted process logs that it joins the group
+                at = time.monotonic() - started + rng.uniform(0.2, 1.5)
             if stop.wait(max(0.0, started + at - time.monotonic())):
                 return
             group.kill(scenario.victim)
