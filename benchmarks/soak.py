@@ -9,9 +9,10 @@ private broker and a temporary home). This process is the devices: an `EdgeProdu
 - `soak_lost` / `soak_duplicated`: after the load stops and the pipeline drains, distinct samples of the run in
   ClickHouse (by vehicle, channel and event time, unique per sample here) short of `soak_samples`, and rows beyond
   the distinct ones.
-- recovery of a kill: from the kill to the first new progress of the killed part, i.e. its consumer group's
-  committed offsets moving past where they were at the kill (the worker commits its owned offsets each second,
-  the sink after each insert). `soak_recovery_p50_s` / `soak_recovery_max_s` over the kills.
+- recovery of a kill: from the kill to the first new progress of the killed part: for the worker, a new record
+  on `telemetry.signals.valid` (its end offsets move past where they were when it died); for the sink, its
+  consumer group's committed offsets moving on (it commits after each insert). `soak_recovery_p50_s` /
+  `soak_recovery_max_s` over the kills.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ log = logging.getLogger(__name__)
 
 VEHICLES = 50
 SOURCE = "bench-soak"
-PARTS = {"worker": (("worker",), ("telemetry.signals", "telemetry.signals.valid")),
-         "sink-clickhouse": (("sink", "clickhouse"), ("telemetry.signals.valid",))}
-"""Child name -> (its `fleetstream` arguments, the input topics whose committed offsets show its progress)."""
+SINK_GROUP = "fleetstream-clickhouse"
+PARTS = {"worker": ("worker",), "sink-clickhouse": ("sink", "clickhouse")}
+"""Child name -> its `fleetstream` arguments."""
 
 
 @dataclass
@@ -90,18 +91,20 @@ class _Load:
         return int(self.producer.delivered_samples[SOURCE])
 
 
-def _committed(admin: Any, consumer: Any, group: str, topics: tuple[str, ...]) -> int | None:
-    """Sum of `group`'s committed offsets on `topics` (None while the coordinator cannot answer)."""
+def _progress(admin: Any, consumer: Any, part: str, sink_group: str) -> int | None:
+    """How far `part` has got: the worker's output end offsets, or the sink group's committed offsets (None
+    while the broker cannot answer)."""
     from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
+    topic = "telemetry.signals.valid"
     try:
-        partitions = [TopicPartition(t, p) for t in topics for p in consumer.list_topics(t, timeout=5).topics[t]
-                      .partitions]
-        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])
-        committed = result[group].result(timeout=5).topic_partitions
+        partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=5).topics[topic].partitions]
+        if part == "worker":
+            return sum(consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in partitions)
+        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(sink_group, partitions)])
+        return sum(max(0, tp.offset) for tp in result[sink_group].result(timeout=5).topic_partitions)
     except KafkaException:
         return None
-    return sum(max(0, tp.offset) for tp in committed)
 
 
 def _stored(settings: Settings) -> tuple[int, int]:
@@ -129,7 +132,6 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
     settings = settings.model_copy(update={"clickhouse": settings.clickhouse.model_copy(
         update={"query_port": int(os.environ["FLEETSTREAM_CLICKHOUSE__QUERY_PORT"])})})
     create_topics(settings.kafka, settings.topics)
-    groups = {"worker": settings.streams.app_id, "sink-clickhouse": "fleetstream-clickhouse"}
     services = Services(settings)
     admin = AdminClient(settings.kafka.client())
     consumer = Consumer(settings.kafka.client(**{"group.id": "bench-soak-offsets"}))
@@ -137,10 +139,10 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
     load = _Load(settings, rate)
     kills: list[Kill] = []
     try:
-        for name, (args, _) in PARTS.items():
+        for name, args in PARTS.items():
             services.start(name, *args)
         _wait_for_sink(settings, services)
-        _wait_for_group(settings, services, groups["worker"])
+        _wait_for_group(settings, services, settings.streams.app_id)
         loader = threading.Thread(target=load.run, name="soak-load", daemon=True)
         loader.start()
         started = time.monotonic()
@@ -150,8 +152,7 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
             if time.monotonic() + pause >= end:
                 break
             time.sleep(pause)
-            kills.append(_kill_and_recover(services, rng.choice(sorted(PARTS)), groups, admin, consumer, started,
-                                           deadline=end))
+            kills.append(_kill_and_recover(services, rng.choice(sorted(PARTS)), admin, consumer, started))
         time.sleep(max(0.0, end - time.monotonic()))
         load.stop.set()
         loader.join(60)
@@ -178,25 +179,25 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
     }
 
 
-def _kill_and_recover(services: Any, part: str, groups: dict[str, str], admin: Any, consumer: Any, started: float,
-                      deadline: float, timeout_s: float = 180.0) -> Kill:
-    """SIGKILL `part`, restart it at once, and time until its group's committed offsets move on."""
-    topics = PARTS[part][1]
-    before = _committed(admin, consumer, groups[part], topics)
+def _kill_and_recover(services: Any, part: str, admin: Any, consumer: Any, started: float,
+                      timeout_s: float = 180.0) -> Kill:
+    """SIGKILL `part`, restart it at once, and time until it makes progress again (`_progress`)."""
     process = services.processes[part]
     killed_at = time.monotonic()
     process.send_signal(signal.SIGKILL)
     process.wait(10)
-    services.start(part, *PARTS[part][0])
+    before = _progress(admin, consumer, part, SINK_GROUP)  # the dead process moves nothing any more
+    services.start(part, *PARTS[part])
     kill = Kill(part, killed_at - started)
     log.info("soak: killed %s at %.1f s", part, kill.at_s)
     while time.monotonic() - killed_at < timeout_s:
         services.check()
-        now = _committed(admin, consumer, groups[part], topics)
-        if now is not None and before is not None and now > before:
+        now = _progress(admin, consumer, part, SINK_GROUP)
+        if before is None:
+            before = now
+        elif now is not None and now > before:
             kill.recovery_s = round(time.monotonic() - killed_at, 2)
             break
-        before = now if before is None else before
         time.sleep(0.25)
     log.info("soak: %s recovered after %s s", part, kill.recovery_s)
     return kill
