@@ -124,7 +124,7 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient
 
-    from fleetstream.demo import Services, _wait_for_group, _wait_for_sink
+    from fleetstream.demo import Services, _wait_for_sink
     from fleetstream.services import free_ports
     from fleetstream.topics import create_topics
 
@@ -142,7 +142,7 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
         for name, args in PARTS.items():
             services.start(name, *args)
         _wait_for_sink(settings, services)
-        _wait_for_group(settings, services, settings.streams.app_id)
+        _wait_for_worker(settings, services)
         loader = threading.Thread(target=load.run, name="soak-load", daemon=True)
         loader.start()
         started = time.monotonic()
@@ -177,6 +177,25 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
         "soak_recovery_max_s": max(recoveries) if recoveries else None,
         "soak_unrecovered_kills": len(kills) - len(recoveries),
     }
+
+
+def _wait_for_worker(settings: Settings, services: Any, timeout_s: float = 180.0) -> None:
+    """Until the worker's group is stable with partitions; asked again while a busy or fresh broker's group
+    coordinator cannot answer in time."""
+    from confluent_kafka import KafkaException
+
+    from fleetstream.demo import _wait_for_group
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            remaining_s = max(1.0, deadline - time.monotonic())
+            _wait_for_group(settings, services, settings.streams.app_id, timeout_s=remaining_s)
+            return
+        except (KafkaException, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def _kill_and_recover(services: Any, part: str, admin: Any, consumer: Any, started: float,
