@@ -61,7 +61,8 @@ class Scenario:
     victim: int = 0
     restart_after_s: tuple[float, float] = (0.2, 1.0)
     in_rebalance: bool = False
-    """The second kill lands 0.2-1.5 s after the restarted worker began joining the group (its rebalance)."""
+    """The second kill lands 0.2-1.5 s after the restarted worker joined the group (during its rebalance and
+    table recovery): once the group lists a member id it did not list before the first kill."""
     log: list[str] = field(default_factory=list)
 
 
@@ -93,10 +94,18 @@ class Group:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
 
-    def joins(self, index: int) -> int:
-        """How many of this member's processes have started joining the group (the line `run_worker` logs)."""
-        log_path = self.members[index].log_dir / "worker.log"
-        return log_path.read_text(errors="replace").count("as static member") if log_path.exists() else 0
+    def member_ids(self) -> set[str]:
+        """Member ids the group's coordinator lists now (empty while it cannot answer)."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        settings = self.members[0].settings
+        group = settings.streams.app_id
+        try:
+            description = AdminClient(settings.kafka.client()).describe_consumer_groups([group])[group].result(10)
+        except (KafkaException, TimeoutError):  # a busy coordinator: ask again
+            return set()
+        return {member.member_id for member in description.members}
 
     def check(self) -> None:
         for member in self.members:
@@ -111,14 +120,18 @@ def _supervise(group: Group, scenario: Scenario, started: float, stop: threading
                errors: list[BaseException]) -> None:
     """Kill the victim at the scenario's times and restart it after a short random pause."""
     rng = random.Random(scenario.seed)
+    known: set[str] = set()
     try:
         for number, at in enumerate(scenario.kills):
             if scenario.in_rebalance and number > 0:
-                while group.joins(scenario.victim) < number + 1 and not stop.is_set():
-                    time.sleep(0.05)  # until the restarted process logs that it joins the group
+                deadline = time.monotonic() + 60
+                while not group.member_ids() - known and time.monotonic() < deadline and not stop.is_set():
+                    time.sleep(0.1)  # until the restarted process has joined the group
                 at = time.monotonic() - started + rng.uniform(0.2, 1.5)
             if stop.wait(max(0.0, started + at - time.monotonic())):
                 return
+            if scenario.in_rebalance:
+                known |= group.member_ids()
             group.kill(scenario.victim)
             pause = rng.uniform(*scenario.restart_after_s)
             scenario.log.append(f"killed worker {scenario.victim} at {time.monotonic() - started:.1f} s, "
