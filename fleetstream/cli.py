@@ -650,6 +650,26 @@ def bench_e2e_cmd(
     typer.echo(render_json(report) if as_json else to_table(report))
 
 
+@bench_app.command("soak")
+def bench_soak_cmd(
+    ctx: typer.Context,
+    minutes: Annotated[float, typer.Option(help="How long the steady load runs.")] = 20.0,
+    seed: Annotated[int, typer.Option(help="Seeds the kill times and which part is killed.")] = 1,
+    rate: Annotated[float, typer.Option(help="Offered samples/s.")] = 5_000,
+    kill_every: Annotated[float, typer.Option(help="Mean seconds between kills (+-30 %).")] = 120.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Steady load through producer -> worker -> ClickHouse sink with a random SIGKILL of the worker or the sink
+    every couple of minutes (restarted at once): samples lost and duplicated, and the recovery time of each kill."""
+    from benchmarks.common import render_json
+    from benchmarks.soak import bench_soak_private, to_table
+
+    report = bench_soak_private(settings_of(ctx), minutes=minutes, seed=seed, rate=rate, kill_every_s=kill_every)
+    typer.echo(render_json(report) if as_json else to_table(report))
+    if report["soak_lost"] or report["soak_duplicated"] or report["soak_unrecovered_kills"]:
+        raise typer.Exit(1)
+
+
 @bench_app.command("all")
 def bench_all_cmd(
     ctx: typer.Context,

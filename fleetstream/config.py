@@ -219,6 +219,11 @@ class StreamsSettings(BaseModel):
     alert_rules: list[dict[str, Any]] = Field(default_factory=_default_alert_rules)
     dtc: dict[str, Any] = Field(default_factory=dict)
     metrics: list[dict[str, Any]] = Field(default_factory=list)
+    instance_id: str | None = None
+    """Static group membership id (KIP-345); default `<app_id>-<host>-<n>`, n the lowest free slot on the host."""
+    session_timeout_s: float = Field(default=10.0, ge=6.0)
+    """How long the group waits for a worker that stopped heartbeating (and was not restarted) before moving its
+    partitions; a restarted worker takes them back at once by its instance id."""
 
 
 class FleetSettings(BaseModel):

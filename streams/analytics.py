@@ -16,7 +16,7 @@ allowed lateness) passes their end, or when the shell flushes a key that has gon
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -303,9 +303,29 @@ class Live:
 
     stage: ChannelStage | KeyStage
     partition: int
+    applied: dict[str, int] = field(default_factory=dict)
 
     def to_state(self) -> dict[str, Any]:
-        return {**self.stage.to_dict(), "_partition": self.partition}
+        return _state(self.stage, self.partition, self.applied)
+
+
+def _state(stage: ChannelStage | KeyStage, partition: int, applied: Mapping[str, int]) -> dict[str, Any]:
+    """A stage as its table value: its own fields, its partition and the input offsets it has applied."""
+    return {**stage.to_dict(), "_partition": partition, "_applied": dict(applied)}
+
+
+def applied_offsets(state: Any) -> dict[str, int]:
+    """Per input topic, the next offset a state has not applied yet (a state value or a `Live` stage).
+
+    A batch's states are written one by one after its outputs, and its input offsets after them, so a crash can
+    leave some states with the batch applied and its offsets not durable: the replay must skip, per state, the
+    messages that state has applied already (counting a network statistic or a location step twice otherwise).
+    """
+    if state is None:
+        return {}
+    if isinstance(state, Live):
+        return state.applied
+    return dict(state.get("_applied") or {})
 
 
 def settle(states: MutableMapping[str, Any]) -> None:
@@ -334,25 +354,31 @@ class Analyzer:
                 now_ms: int, wall_s: float, channels: State, keys: State, live: bool = False) -> list[Output]:
         record_key = (key or b"").decode() or str(record.get("vehicle_id") or record.get("station_id") or "")
         key_state = keys.get(record_key)
+        key_applied = applied_offsets(key_state)
+        key_done = offset < key_applied.get(topic, 0)  # applied before a crash; its outputs were delivered then
         stage = key_state.stage if isinstance(key_state, Live) else KeyStage(self.config, record_key, key_state)
         assert isinstance(stage, KeyStage)
         out = StageOutput()
         outputs: list[Output] = []
         if topic in _SAMPLE_TOPICS:
             outputs += self._samples(topic, partition, offset, key, record, record_key, stage, out, now_ms, wall_s,
-                                     channels, live)
+                                     channels, live, key_done)
+        elif key_done:
+            return []
         elif topic == "telemetry.dtcs.valid":
             out.extend(stage.dtc_batch(record["dtcs"], now_ms, wall_s))
         elif topic in ("telemetry.gps.valid", "fleet.locations.valid"):
             out.extend(stage.locations(record["points" if "points" in record else "locations"], now_ms, wall_s))
         elif topic == "telemetry.netstats.valid":
             out.extend(stage.network_stats(record, now_ms, wall_s))
-        keys[record_key] = Live(stage, partition) if live else {**stage.to_dict(), "_partition": partition}
+        if not key_done:
+            key_applied[topic] = offset + 1
+            keys[record_key] = Live(stage, partition, key_applied) if live else _state(stage, partition, key_applied)
         return outputs + encode_outputs(out, record_key)
 
     def _samples(self, topic: str, partition: int, offset: int, key: bytes | None, record: dict[str, Any],
                  record_key: str, stage: KeyStage, out: StageOutput, now_ms: int, wall_s: float,
-                 channels: State, live: bool) -> list[Output]:
+                 channels: State, live: bool, key_done: bool = False) -> list[Output]:
         channel = str(record[_SAMPLE_TOPICS[topic]])
         numeric = [s for s in record["samples"] if s.get("value") is not None]
         ts = np.array([s["timestamp_ms"] for s in numeric], dtype=np.int64)
@@ -360,21 +386,27 @@ class Analyzer:
         flags = np.array([s.get("flags", 0) for s in numeric], dtype=np.int64)
         channel_key = f"{record_key}\x1f{channel}"
         channel_state = channels.get(channel_key)
+        channel_applied = applied_offsets(channel_state)
+        if offset < channel_applied.get(topic, 0):
+            # Applied before a crash, and so was the key's part: channel states are written after key states.
+            return []
         channel_stage = channel_state.stage if isinstance(channel_state, Live) else \
             ChannelStage(self.config, record_key, channel, str(record["unit"]), topic, channel_state)
         assert isinstance(channel_stage, ChannelStage)
         result, kept = channel_stage.process(ts, values, wall_s)
-        channels[channel_key] = Live(channel_stage, partition) if live else \
-            {**channel_stage.to_dict(), "_partition": partition}
+        channel_applied[topic] = offset + 1
+        channels[channel_key] = Live(channel_stage, partition, channel_applied) if live else \
+            _state(channel_stage, partition, channel_applied)
         self.duplicates += result.duplicates
         out.extend(result)
-        stage.alerts(result.alerts)
-        # Late samples are dead-lettered: like duplicates, they count nowhere else (not in the KPIs either).
-        accepted = kept.copy()
-        accepted[result.late_indices] = False
-        new = np.flatnonzero(accepted)
-        out.extend(stage.samples(record, channel, ts[new], values[new], flags[new], now_ms, wall_s,
-                                 dyno=topic == "dyno.samples.valid"))
+        if not key_done:  # else the key's state has these samples and alerts already (a replay after a crash)
+            stage.alerts(result.alerts)
+            # Late samples are dead-lettered: like duplicates, they count nowhere else (not in the KPIs either).
+            accepted = kept.copy()
+            accepted[result.late_indices] = False
+            new = np.flatnonzero(accepted)
+            out.extend(stage.samples(record, channel, ts[new], values[new], flags[new], now_ms, wall_s,
+                                     dyno=topic == "dyno.samples.valid"))
         if not result.late_indices:
             return []
         self.late_samples += len(result.late_indices)
@@ -388,7 +420,8 @@ class Analyzer:
                                    sample_count=len(late), now_ms=now_ms)
         return [(dlq_topic(topic), key, letter)]
 
-    def flush_idle(self, channels: State, keys: State, now_ms: int, wall_s: float, active_since_s: float = 0.0
+    def flush_idle(self, channels: State, keys: State, now_ms: int, wall_s: float, active_since_s: float = 0.0,
+                   ready: Callable[[int], bool] | None = None
                    ) -> tuple[list[Output], list[tuple[State, str, dict[str, Any]]]]:
         """Close windows, periods and runs of channels and keys idle for `idle_flush_s` (wall clock).
 
@@ -397,13 +430,18 @@ class Analyzer:
         down for minutes, while the key's records waited in the input topics; flushing it before the backlog
         is read would close its windows early and dead-letter the backlog as late.
 
+        `ready(partition)` says whether the caller may flush the keys of a partition (in the worker: it owns
+        the partition in every input topic and has read each to its end; states of partitions it does not own,
+        standby replicas, are never flushed).
+
         Returns the outputs and the state updates (store, key, value) for the caller to write.
         """
         idle_s = self.config.settings.idle_flush_s
 
         def idle(state: Mapping[str, Any]) -> bool:
             last_seen_s = max(float(state.get("last_seen_wall_s", wall_s)), active_since_s)
-            return not state.get("flushed") and wall_s - last_seen_s >= idle_s
+            return not state.get("flushed") and wall_s - last_seen_s >= idle_s and \
+                (ready is None or ready(int(state["_partition"])))
 
         outputs: list[Output] = []
         updates: list[tuple[State, str, dict[str, Any]]] = []
@@ -413,14 +451,14 @@ class Analyzer:
             key, channel = channel_key.split("\x1f", 1)
             stage = ChannelStage(self.config, key, channel, "", "", state)
             outputs += encode_outputs(StageOutput(windows=stage.flush()), key)
-            updates.append((channels, channel_key, {**stage.to_dict(), "_partition": state["_partition"],
+            updates.append((channels, channel_key, {**_state(stage, state["_partition"], applied_offsets(state)),
                                                     "flushed": True}))
         for key_name, state in list(keys.items()):
             if not idle(state):
                 continue
             key_stage = KeyStage(self.config, key_name, state)
             outputs += encode_outputs(key_stage.flush(now_ms), key_name)
-            updates.append((keys, key_name, {**key_stage.to_dict(), "_partition": state["_partition"],
+            updates.append((keys, key_name, {**_state(key_stage, state["_partition"], applied_offsets(state)),
                                               "flushed": True}))
         return outputs, updates
 

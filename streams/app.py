@@ -1,15 +1,18 @@
 """The faust-streaming worker: a thin shell that moves batches between Kafka and the pure stream logic.
 
 Records arrive as raw bytes (our codec does the Avro, not faust's), are validated, and leave as
-`<topic>.valid` or `dlq.<topic>`. Processing is at-least-once (faust commits after the agent has handled
-an event, and `Progress` seeks back where its stream skipped one); downstream sinks are idempotent, which is
-the combination DESIGN.md prescribes.
+`<topic>.valid` or `dlq.<topic>`. Each batch's outputs are acknowledged by the broker, then its state is
+written, then its input offsets, which the worker owns (`streams.offsets`): it resumes from them after any
+crash or rebalance whatever faust's stream acked, and replays at most the batch in flight (outputs repeated
+identically, state not applied twice). Downstream sinks are idempotent, which is the combination DESIGN.md
+prescribes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
@@ -21,15 +24,15 @@ import faust
 from fleetstream.config import Settings
 from schemas import codec
 from schemas.deadletter import dead_letter
-from schemas.topics import record_type_of, valid_topic
+from schemas.topics import record_type_of, sample_count, valid_topic
 from streams.analytics import AnalyticsConfig, Analyzer, settle
+from streams.offsets import OFFSETS_TABLE, OffsetBook, OwnedOffsetsConsumer, instance_id
+from streams.outputs import Output, deliver, fit
 from streams.validation import Validator
 
 __all__ = ["Output", "StreamStats", "create_app", "validate_message"]
 
 log = logging.getLogger(__name__)
-
-Output = tuple[str, bytes | None, bytes]
 
 
 class StreamStats:
@@ -92,18 +95,22 @@ def validate_message(
 
 
 def _safe_count(record_type: str, record: dict[str, Any]) -> int:
-    from schemas.topics import sample_count
-
     try:
         return sample_count(record_type, record)
     except Exception:
         return 1
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The worker app for these settings: one validation agent over every raw topic."""
+def create_app(settings: Settings, group_instance_id: str | None = None) -> faust.App:
+    """The worker app for these settings: one validation agent over every raw topic, one analytics agent over
+    the validated ones, and the table of their owned input offsets (`streams.offsets`).
+
+    `group_instance_id` makes the worker a static member of its consumer group (KIP-345): restarted with the
+    same id, it takes its partitions back at once instead of waiting for its predecessor's session to expire.
+    """
     brokers = [f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")]
     (settings.home / "faust").mkdir(parents=True, exist_ok=True)
+    session_timeout_s = settings.streams.session_timeout_s
     app = faust.App(
         settings.streams.app_id,
         broker=brokers,
@@ -114,14 +121,25 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         producer_compression_type="lz4",
         producer_linger_ms=5,
+        producer_max_request_size=1_000_000,  # streams.outputs.OUTPUT_LIMIT_BYTES keeps values under it
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=group_instance_id,
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=max(0.5, min(3.0, session_timeout_s / 5)),
         topic_replication_factor=settings.topics.replication_factor,
         web_enabled=False,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=8192,
     )
+    app.transport.Consumer = OwnedOffsetsConsumer  # type: ignore[misc]  # commits and seeks owned offsets
     raw_topics = settings.topics.raw
+    valid_topics = [valid_topic(t) for t in raw_topics if t != "fleet.faults"]
+    partitions = max(t.partitions for t in settings.topics.topics)
+    offsets_table = app.Table(OFFSETS_TABLE, default=None, key_type=str, partitions=partitions)
+    book = OffsetBook(offsets_table, [*raw_topics, *valid_topics], settings.kafka.client())
+    app.offset_book = book  # type: ignore[attr-defined]  # read by OwnedOffsetsConsumer
+    app.on_partitions_revoked.connect(partial(_forget, book))
     source = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
     sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
              for name in [valid_topic(t) for t in raw_topics] + [f"dlq.{t}" for t in raw_topics]}
@@ -131,22 +149,28 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(source)
     async def validate(stream: faust.StreamT[bytes]) -> None:
-        # A batch's outputs are acknowledged by the broker before its events are acked (and so committable):
-        # faust's send only queues, and a SIGKILL after a commit would otherwise lose the queued outputs.
+        # A batch's outputs are acknowledged by the broker before its offsets are written: faust's send only
+        # queues, and a SIGKILL after the offsets were durable would otherwise lose the queued outputs.
         async for batch in cast("faust.Stream[bytes]", stream).take_events(VALIDATE_BATCH, 0.02):
-            events = await progress.admit(app, batch)
+            events = await book.admit(app, batch)
             now_ms = int(time.time() * 1000)
             outputs: list[Output] = []
             for event in events:
                 message = event.message
-                outputs += validate_message(validator, message.topic, message.partition, message.offset,
-                                            message.key, message.value or b"", now_ms, stats)
-            await _deliver(sinks, outputs)
-            progress.done(events)
+                outputs += _fitted(message, now_ms, validate_message(
+                    validator, message.topic, message.partition, message.offset, message.key,
+                    message.value or b"", now_ms, stats))
+            await deliver(sinks, outputs)
+            await book.persist(events)
 
-    progress = Progress()
-    app.on_partitions_revoked.connect(progress.on_revoked)  # another worker may process them meanwhile
-    _add_analytics(app, settings, sinks, progress)
+    _add_analytics(app, settings, sinks, book, valid_topics)
+
+    @app.timer(interval=1.0)
+    async def commit_owned() -> None:
+        """Tell the group the owned offsets (faust's own commit runs only when its streams acked something)."""
+        book.check_rewinds()
+        if not app.rebalancing:
+            await cast(OwnedOffsetsConsumer, app.consumer).commit_owned()
 
     @app.timer(interval=10.0)
     async def report() -> None:
@@ -157,13 +181,35 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.TopicT], progress: Progress
-                   ) -> None:
+def _forget(book: OffsetBook, sender: Any, /, *revoked: Any, signal: Any = None, **_: Any) -> None:
+    """faust's `on_partitions_revoked` signal: the book forgets partitions another worker may now move on."""
+    book.forget(set().union(*revoked))
+
+
+def _fitted(message: Any, now_ms: int, outputs: list[Output]) -> list[Output]:
+    """One input's outputs made to fit the producer's limit (`streams.outputs.fit`); if they cannot be (a
+    single sample too large), the input becomes a dead letter instead, never a send that fails."""
+    try:
+        return fit(outputs)
+    except ValueError as exc:
+        letter = dead_letter(source_topic=message.topic, partition=message.partition, offset=message.offset,
+                             key=message.key, original=message.value or b"", stage="validate",
+                             error_code="too_large", reason=str(exc),
+                             sample_count=sum(_letter_count(o) for o in outputs), now_ms=now_ms)
+        return fit([letter])
+
+
+def _letter_count(output: Output) -> int:
+    topic, _, value = output
+    return sample_count(record_type_of(topic), codec.decode(value, record_type_of(topic)))
+
+
+def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.TopicT], book: OffsetBook,
+                   valid_topics: list[str]) -> None:
     """The analytics agent (dedup, windows, alerts, KPIs) over the validated topics, with its state tables.
 
-    `progress` is the next offset to process per input partition, kept by both agents: the idle flush waits
-    until every input partition is read to its end, so a worker catching up on a backlog never takes a key
-    whose records are still queued for idle.
+    The idle flush visits only keys of partitions this worker owns in every input topic and has read to their
+    end (`_ready`): a key's backlog may wait in its raw partition while its state is idle.
     """
     config = AnalyticsConfig.from_settings(settings.streams)
     analyzer = Analyzer(config)
@@ -174,8 +220,7 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
     table_options: dict[str, Any] = {"default": None, "key_type": str, "partitions": max(partitions)}
     channels = app.Table(ANALYTICS_TABLES[0], **table_options)
     keys = app.Table(ANALYTICS_TABLES[1], **table_options)
-    valid_topics = [valid_topic(t) for t in settings.topics.raw if t != "fleet.faults"]
-    input_topics = {*settings.topics.raw, *valid_topics}
+    input_topics = [*settings.topics.raw, *valid_topics]
     source = app.topic(*valid_topics, key_serializer="raw", value_serializer="raw")
     for name in ("telemetry.windows", "analytics.threshold.exceeded", "alert.created", "analytics.kpi",
                  *[f"dlq.{t}" for t in valid_topics]):
@@ -190,111 +235,53 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
     async def analyze(stream: faust.StreamT[bytes]) -> None:
         active_since_s[:] = [time.time()]
         async for batch in cast("faust.Stream[bytes]", stream).take_events(ANALYTICS_BATCH, 0.02):
-            events = await progress.admit(app, batch)
+            events = await book.admit(app, batch)
             async with lock:
                 outputs, staged_channels, staged_keys = _analyze_events(analyzer, events, channels.data, keys.data)
-                # Output first, state second: a crash in between replays the batch from the old state and emits
-                # the same records again (at-least-once, identical), where the other order would lose them (the
-                # replayed samples would be duplicates of the saved state, and emit nothing).
-                await _deliver(sinks, outputs)
-                await _persist((channels, staged_channels.changes), (keys, staged_keys.changes))
-                progress.done(events)
+                # Output first, state second, offsets last: a crash in between replays the batch, and each state
+                # skips what it has applied (`applied_offsets`), so the replay emits the same records again
+                # (identical) and counts nothing twice. Key states before channel states: a channel state that
+                # has a message applied implies its key state has it too.
+                await deliver(sinks, fit(outputs))
+                await _persist(keys, staged_keys.changes)
+                await _persist(channels, staged_channels.changes)
+                await book.persist(events)
 
     @app.timer(interval=max(1.0, settings.streams.idle_flush_s / 3))
     async def flush_idle() -> None:
-        if not active_since_s or app.rebalancing or getattr(app, "in_recovery", False) or \
-                _behind(app, input_topics, progress):
-            # Tables being recovered or reassigned, or input not read to its end yet: nothing is idle yet.
+        if not active_since_s or app.rebalancing or getattr(app, "in_recovery", False):
+            # Tables being recovered or reassigned: nothing is idle yet.
             active_since_s[:] = [time.time()]
             return
+        ready = await _ready_partitions(app, book, input_topics)
         async with lock:
             outputs, updates = analyzer.flush_idle(channels.data, keys.data, int(time.time() * 1000), time.time(),
-                                                   active_since_s=active_since_s[0])
-            await _deliver(sinks, outputs)
-            await _persist(*[(channels if store is channels.data else keys, {state_key: state})
-                             for store, state_key, state in updates])
+                                                   active_since_s=active_since_s[0], ready=ready.__contains__)
+            await deliver(sinks, fit(outputs))
+            await _persist(keys, {state_key: state for store, state_key, state in updates if store is keys.data})
+            await _persist(channels, {state_key: state for store, state_key, state in updates
+                                      if store is channels.data})
 
 
-def _behind(app: faust.App, topics: set[str], progress: Progress) -> bool:
-    """Whether an assigned input partition has records this worker has not processed (or its end is unknown)."""
-    consumer: Any = app.consumer
-    for tp in consumer.assignment():
-        if tp.topic not in topics:
-            continue
-        highwater = consumer.highwater(tp)
-        if highwater is None:
-            return True
-        # Nothing processed here since the assignment: where the consumer was positioned (0 reads as None).
-        done = progress.next.get(tp, consumer._read_offset.get(tp) or 0)
-        if done < highwater:
-            return True
-    return False
+async def _ready_partitions(app: faust.App, book: OffsetBook, topics: list[str]) -> set[int]:
+    """Partition numbers this worker owns in every input topic and has processed to their end (asked of the
+    broker now: the fetcher's high watermarks are stale or unknown for partitions without recent records).
 
-
-class Progress:
-    """The next offset to process per input partition, and the guard that keeps each partition gap-free.
-
-    faust acks (and so commits) a message its stream iterator skips, e.g. one fetched while flow control was
-    suspended for a rebalance or a table recovery, and when its seek back to the committed offset comes too
-    late, the message is never delivered: a worker restarted after SIGKILL lost whole input messages that way.
-    Our input offsets are contiguous (no transactions, no compaction), so an event past the next expected
-    offset means messages were skipped: the agent drops the partition's events from there, seeks back to the
-    first missing offset and processes them when they come again. Events below it were fully handled by this
-    process (outputs acknowledged, state written) and are dropped too, instead of being sent again.
+    Keys are partitioned alike in every topic (murmur2 on the key, same partition count), so these are all the
+    partitions where records of the keys stored under such a number can wait.
     """
-
-    RESEEK_AFTER_S = 2.0
-
-    def __init__(self) -> None:
-        self.next: dict[Any, int] = {}
-        self._rewinding: dict[Any, float] = {}  # partition -> when we last sought back
-
-    async def admit(self, app: faust.App, events: Sequence[Any]) -> list[Any]:
-        """The events of this batch to process, in order; seeks back where faust skipped messages."""
-        expected = dict(self.next)
-        admitted, gaps = [], {}
-        for event in events:
-            tp, offset = event.message.tp, event.message.offset
-            want = expected.get(tp)
-            if tp in gaps or (want is not None and offset < want):
-                continue
-            if want is None or offset == want:
-                admitted.append(event)
-                expected[tp] = offset + 1
-                self._rewinding.pop(tp, None)
-            else:
-                gaps[tp] = (want, offset)
-        for tp, (want, offset) in gaps.items():
-            if time.monotonic() - self._rewinding.get(tp, -self.RESEEK_AFTER_S) < self.RESEEK_AFTER_S:
-                continue  # already sought back: these are prefetched messages from beyond the gap
-            await self._seek_back(app, tp, want, offset)
-        return admitted
-
-    async def _seek_back(self, app: faust.App, tp: Any, want: int, offset: int) -> None:
-        """Seek to the first missing offset, or, when retention has deleted it (a worker more than the topic's
-        retention behind), to the log start: seeking to a deleted offset would only reset past it again."""
-        earliest = (await app.consumer.earliest_offsets(tp)).get(tp, 0)
-        if want < earliest:
-            log.error("%s: offsets %d..%d were deleted by retention before this worker processed them; "
-                      "continuing at %d", tp, want, earliest - 1, earliest)
-            self.next[tp] = want = earliest
-        else:
-            log.warning("%s: offsets %d..%d were skipped by the stream; seeking back to %d", tp, want, offset - 1,
-                        want)
-        self._rewinding[tp] = time.monotonic()
-        await app.consumer.seek(tp, want)
-
-    def done(self, events: Sequence[Any]) -> None:
-        """These events' outputs are acknowledged and their state written: never process them again."""
-        for event in events:
-            self.next[event.message.tp] = event.message.offset + 1
-
-    def on_revoked(self, sender: Any, /, *revoked: Any, signal: Any = None, **_: Any) -> None:
-        """Partitions this worker no longer owns (faust's signal): when they come back, another worker may
-        have moved them on."""
-        for tp in set().union(*revoked):
-            self.next.pop(tp, None)
-            self._rewinding.pop(tp, None)
+    consumer: Any = app.consumer
+    owned = [tp for tp in consumer.assignment() if tp.topic in topics]
+    numbers = {tp.partition for tp in owned}
+    ready = {n for n in numbers if sum(1 for tp in owned if tp.partition == n) == len(set(topics))}
+    if not ready:
+        return ready
+    try:
+        highwaters = await consumer.highwaters(*[tp for tp in owned if tp.partition in ready])
+    except Exception as exc:  # a broker hiccup: flush nothing this time
+        log.warning("idle flush skipped: the input partitions' end offsets are unknown (%s)", exc)
+        return set()
+    return {n for n in ready if all(book.read_to_end(tp, highwaters.get(tp)) for tp in owned if tp.partition == n)}
 
 
 VALIDATE_BATCH = 1000
@@ -392,26 +379,16 @@ def _analyze_one(analyzer: Analyzer, message: Any, channels: _Staged, keys: _Sta
     return outputs
 
 
-async def _deliver(sinks: dict[str, faust.TopicT], outputs: list[Output]) -> None:
-    """Send and wait until the broker has acknowledged every record (raises if one cannot be delivered)."""
-    pending = [await sinks[topic].send(key=key, value=value) for topic, key, value in outputs]
-    if pending:
-        await asyncio.gather(*pending)
+async def _persist(table: Any, changes: Mapping[str, dict[str, Any]]) -> None:
+    """Write states to a table and its changelog, and wait until the broker has the changelog records.
 
-
-async def _persist(*tables_and_changes: tuple[Any, Mapping[str, dict[str, Any]]]) -> None:
-    """Write states to tables and their changelogs, and wait until the broker has the changelog records.
-
-    Each state remembers its partition (the source's). Waiting matters: the batch's offsets may be committed
-    as soon as the agent moves on, and faust's producer flush before a commit can return with changelog
-    records still in its buffer (it gives up after 0.1 s without progress), so a SIGKILL could leave
-    offsets committed past state that never reached the changelog: those records were then skipped.
+    Each state remembers its partition (the source's). Waiting matters: the batch's offsets are written next,
+    and a SIGKILL must never leave them durable past state that never reached the changelog.
     """
     pending = []
-    for table, changes in tables_and_changes:
-        for key, state in changes.items():
-            table.data[key] = state
-            pending.append(table.send_changelog(state["_partition"], key, state))
+    for key, state in changes.items():
+        table.data[key] = state
+        pending.append(table.send_changelog(state["_partition"], key, state))
     if pending:
         await asyncio.gather(*pending)
 
@@ -428,7 +405,7 @@ def ensure_changelog_topics(settings: Settings) -> None:
     from fleetstream.stack import ensure_topics
 
     ensure_topics(settings.kafka.bootstrap_servers,
-                  [f"{settings.streams.app_id}-{table}-changelog" for table in ANALYTICS_TABLES],
+                  [f"{settings.streams.app_id}-{table}-changelog" for table in (*ANALYTICS_TABLES, OFFSETS_TABLE)],
                   partitions=max(t.partitions for t in settings.topics.topics),
                   replication_factor=settings.topics.replication_factor,
                   config={"cleanup.policy": "compact"}, client_config=settings.kafka.client_config)
@@ -437,6 +414,8 @@ def ensure_changelog_topics(settings: Settings) -> None:
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Run the worker in this process until SIGTERM or SIGINT (how `fleetstream worker` and the demo start it)."""
     ensure_changelog_topics(settings)
-    app = create_app(settings)
+    member, _slot = instance_id(settings.streams.app_id, settings.streams.instance_id)  # _slot: held until exit
+    log.info("worker %s joins group %s as static member %s", os.getpid(), settings.streams.app_id, member)
+    app = create_app(settings, group_instance_id=member)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -284,3 +284,39 @@ def test_state_survives_a_json_round_trip_mid_stream_with_identical_outputs(seed
     kinds = {topic for topic, _ in expected}
     assert {"telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded",
             "dlq.telemetry.signals.valid"} <= kinds  # the stream exercised every output
+
+
+def test_a_replay_after_a_crash_applies_nothing_twice() -> None:
+    """Offsets are written after the states: a replayed message each state has applied changes nothing."""
+    run = Run()
+    stats = {"batch_id": "n1", "source": "test", "org_id": "1", "fleet_id": "7", "vehicle_id": "v1",
+             "device_id": "d", "name": "CAN1", "timestamp_ms": BASE_MS, "total_messages": 10, "matched_messages": 7,
+             "unmatched_messages": 3, "error_messages": 0, "min_time_ms": BASE_MS, "max_time_ms": BASE_MS,
+             "rate": 1.0}
+    run.analyzer.process("telemetry.netstats.valid", 0, 4, b"v1", stats, NOW_MS, 1.0, run.channels, run.keys)
+    before = json.dumps(run.keys, sort_keys=True)
+    assert run.analyzer.process("telemetry.netstats.valid", 0, 4, b"v1", stats, NOW_MS, 2.0, run.channels,
+                                run.keys) == []
+    assert json.dumps(run.keys, sort_keys=True) == before  # the network statistic is not counted twice
+    batch = signal("v1", "rpm", [(BASE_MS + i * 10, 1_000.0 + i) for i in range(50)])
+    run.analyzer.process(SIGNALS, 0, 9, b"v1", batch, NOW_MS, 3.0, run.channels, run.keys)
+    channels, keys = json.dumps(run.channels, sort_keys=True), json.dumps(run.keys, sort_keys=True)
+    assert run.analyzer.process(SIGNALS, 0, 9, b"v1", batch, NOW_MS, 4.0, run.channels, run.keys) == []
+    assert (json.dumps(run.channels, sort_keys=True), json.dumps(run.keys, sort_keys=True)) == (channels, keys)
+
+
+def test_a_replay_over_a_key_state_written_before_the_crash_redoes_only_the_channel() -> None:
+    """Key states are written before channel states: a crash in between replays the channel's part alone, so
+    the windows come out again and the key's KPI samples are not counted twice."""
+    whole, crashed = Run(), Run()
+    first = signal("v1", "rpm", [(BASE_MS + i * 100, 1_000.0 + i) for i in range(20)])
+    second = signal("v1", "rpm", [(BASE_MS + 2_000 + i * 100, 2_000.0 + i) for i in range(20)])
+    for run in (whole, crashed):
+        run.analyzer.process(SIGNALS, 0, 1, b"v1", first, NOW_MS, 1.0, run.channels, run.keys)
+    channels_before = json.loads(json.dumps(crashed.channels))
+    expected = whole.analyzer.process(SIGNALS, 0, 2, b"v1", second, NOW_MS, 2.0, whole.channels, whole.keys)
+    crashed.analyzer.process(SIGNALS, 0, 2, b"v1", second, NOW_MS, 2.0, crashed.channels, crashed.keys)
+    crashed.channels = channels_before  # the key state reached the changelog, the channel state did not
+    replayed = crashed.analyzer.process(SIGNALS, 0, 2, b"v1", second, NOW_MS, 3.0, crashed.channels, crashed.keys)
+    assert replayed == [o for o in expected if o[0] == "telemetry.windows"] and replayed
+    assert crashed.keys["v1"]["samples_total"] == whole.keys["v1"]["samples_total"] == 40

@@ -282,7 +282,9 @@ def wait_for_worker(settings: Settings, services: Services, timeout_s: float = 9
 
 
 def produce(settings: Settings, records: list[tuple[str, str, dict[str, Any]]]) -> None:
-    producer = Producer(settings.kafka.client(**{"linger.ms": 5, "enable.idempotence": True}))
+    # murmur2 as Java clients and faust partition: a key's raw and valid records share the partition number
+    producer = Producer(settings.kafka.client(**{"linger.ms": 5, "enable.idempotence": True,
+                                                 "partitioner": "murmur2_random"}))
     for topic, key, record in records:
         producer.produce(topic, key=key.encode(), value=codec.encode(record_type_of(topic), record))
         producer.poll(0)
@@ -292,14 +294,14 @@ def produce(settings: Settings, records: list[tuple[str, str, dict[str, Any]]]) 
 class Outputs:
     """Reads the derived topics from given offsets and keeps this test's records."""
 
-    def __init__(self, settings: Settings, keys: set[str]):
+    def __init__(self, settings: Settings, keys: set[str], extra_topics: tuple[str, ...] = ()):
         self.keys = keys
         self.records: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.consumer = Consumer(settings.kafka.client(**{"group.id": f"wc-reader-{uuid.uuid4().hex[:8]}",
                                                           "enable.auto.commit": False}))
         metadata = self.consumer.list_topics(timeout=10)
         starts = []
-        for topic in OUTPUT_TOPICS:
+        for topic in (*OUTPUT_TOPICS, *extra_topics):
             for partition in metadata.topics[topic].partitions:
                 starts.append(TopicPartition(topic, partition, self._end_offset(topic, partition)))
         self.consumer.assign(starts)

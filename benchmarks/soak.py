@@ -1,0 +1,267 @@
+"""`fleetstream bench soak`: steady load through producer -> worker -> ClickHouse sink while parts are SIGKILLed.
+
+The pipeline runs as the demo runs it (`fleetstream worker` and `fleetstream sink clickhouse` as children, on a
+private broker and a temporary home). This process is the devices: an `EdgeProducer` publishing signal batches of
+100 samples (50 vehicles x 7 channels, round robin, every batch id unique) at a steady `rate`. Every
+`kill_every_s` (+-30 %, seeded) the worker or the sink, chosen at random, is SIGKILLed and restarted at once.
+
+- `soak_samples`: samples the broker acknowledged to the producer (the ground truth).
+- `soak_lost` / `soak_duplicated`: after the load stops and the pipeline drains, distinct samples of the run in
+  ClickHouse (by vehicle, channel and event time, unique per sample here) short of `soak_samples`, and rows beyond
+  the distinct ones.
+- recovery of a kill: from the kill to the first new progress of the killed part: for the worker, a new record
+  on `telemetry.signals.valid` (its end offsets move past where they were when it died); for the sink, its
+  consumer group's committed offsets moving on (it commits after each insert). `soak_recovery_p50_s` /
+  `soak_recovery_max_s` over the kills.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
+from fleetstream.config import Settings
+
+__all__ = ["bench_soak", "bench_soak_private", "to_table"]
+
+log = logging.getLogger(__name__)
+
+VEHICLES = 50
+SOURCE = "bench-soak"
+SINK_GROUP = "fleetstream-clickhouse"
+PARTS = {"worker": ("worker",), "sink-clickhouse": ("sink", "clickhouse")}
+"""Child name -> its `fleetstream` arguments."""
+
+
+@dataclass
+class Kill:
+    part: str
+    at_s: float
+    recovery_s: float | None = None
+
+
+@dataclass
+class _Load:
+    """Publishes signal batches at `rate` samples/s from a thread until stopped."""
+
+    settings: Settings
+    rate: float
+    stop: threading.Event = field(default_factory=threading.Event)
+    sent_samples: int = 0
+
+    def run(self) -> None:
+        from producers.edge import EdgeProducer
+
+        rng = random.Random(7)
+        interval_s = SAMPLES_PER_MESSAGE / self.rate
+        with EdgeProducer(self.settings.kafka) as self.producer:
+            started, turn = time.monotonic(), 0
+            while not self.stop.is_set():
+                due = int((time.monotonic() - started) / interval_s) + 1 - turn
+                for _ in range(max(0, due)):
+                    self._publish(turn, rng)
+                    turn += 1
+                if due <= 0:
+                    time.sleep(min(0.005, interval_s))
+
+    def _publish(self, turn: int, rng: random.Random) -> None:
+        vehicle, channel = turn % VEHICLES, (turn // VEHICLES) % len(CHANNELS)
+        name, unit, typical, noise = CHANNELS[channel]
+        vehicle_id, now_ms = str(1001 + vehicle), int(time.time() * 1000)
+        record = {"batch_id": f"soak-{vehicle_id}-{name}-{now_ms}-{turn}", "source": SOURCE, "org_id": "7",
+                  "fleet_id": "42", "vehicle_id": vehicle_id, "device_id": str(51_001 + vehicle), "name": name,
+                  "unit": unit,
+                  "samples": [{"timestamp_ms": now_ms - (SAMPLES_PER_MESSAGE - 1 - i),
+                               "value": round(typical + max(-3.0, min(3.0, rng.gauss(0, 1))) * noise, 3)}
+                              for i in range(SAMPLES_PER_MESSAGE)]}
+        self.producer.publish("telemetry.signals", vehicle_id, record)
+        self.sent_samples += SAMPLES_PER_MESSAGE
+
+    @property
+    def acknowledged(self) -> int:
+        return int(self.producer.delivered_samples[SOURCE])
+
+
+def _progress(admin: Any, consumer: Any, part: str, sink_group: str) -> int | None:
+    """How far `part` has got: the worker's output end offsets, or the sink group's committed offsets (None
+    while the broker cannot answer)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+
+    topic = "telemetry.signals.valid"
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=5).topics[topic].partitions]
+        if part == "worker":
+            return sum(consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in partitions)
+        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(sink_group, partitions)])
+        return sum(max(0, tp.offset) for tp in result[sink_group].result(timeout=5).topic_partitions)
+    except KafkaException:
+        return None
+
+
+def _stored(settings: Settings) -> tuple[int, int]:
+    """(rows, distinct samples) of this run in ClickHouse, asked of the running sink."""
+    from sinks.clickhouse import run_sql
+
+    _, rows = run_sql(settings, "SELECT count(), uniqExact(vehicle_id, channel, ts) FROM fleetstream.samples "
+                                f"WHERE source = '{SOURCE}'")
+    return int(rows[0][0]), int(rows[0][1])
+
+
+def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: float = 5_000,
+               kill_every_s: float = 120.0, drain_timeout_s: float = 300.0) -> dict[str, Any]:
+    """Run the soak on `settings` (its broker and home must be the benchmark's own) and report."""
+    import os
+
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient
+
+    from fleetstream.demo import Services, _wait_for_sink
+    from fleetstream.services import free_ports
+    from fleetstream.topics import create_topics
+
+    os.environ["FLEETSTREAM_CLICKHOUSE__QUERY_PORT"] = str(free_ports(1)[0])
+    settings = settings.model_copy(update={"clickhouse": settings.clickhouse.model_copy(
+        update={"query_port": int(os.environ["FLEETSTREAM_CLICKHOUSE__QUERY_PORT"])})})
+    create_topics(settings.kafka, settings.topics)
+    services = Services(settings)
+    admin = AdminClient(settings.kafka.client())
+    consumer = Consumer(settings.kafka.client(**{"group.id": "bench-soak-offsets"}))
+    rng = random.Random(seed)
+    load = _Load(settings, rate)
+    kills: list[Kill] = []
+    try:
+        for name, args in PARTS.items():
+            services.start(name, *args)
+        _wait_for_sink(settings, services)
+        _wait_for_worker(settings, services)
+        loader = threading.Thread(target=load.run, name="soak-load", daemon=True)
+        loader.start()
+        started = time.monotonic()
+        end = started + minutes * 60
+        while True:
+            pause = kill_every_s * rng.uniform(0.7, 1.3)
+            if time.monotonic() + pause >= end:
+                break
+            time.sleep(pause)
+            kills.append(_kill_and_recover(services, rng.choice(sorted(PARTS)), admin, consumer, started))
+        time.sleep(max(0.0, end - time.monotonic()))
+        load.stop.set()
+        loader.join(60)
+        load.producer.flush(30)
+        produced = load.acknowledged
+        rows, distinct = _drain(settings, services, produced, drain_timeout_s)
+    finally:
+        load.stop.set()
+        consumer.close()
+        services.stop()
+    recoveries = [k.recovery_s for k in kills if k.recovery_s is not None]
+    return {
+        "machine": machine_info(settings.stack.kafka_version),
+        "workload": {"minutes": minutes, "seed": seed, "rate_samples_per_s": rate, "kill_every_s": kill_every_s,
+                     "samples_per_message": SAMPLES_PER_MESSAGE, "vehicles": VEHICLES, "channels": len(CHANNELS)},
+        "kills": [{"part": k.part, "at_s": round(k.at_s, 1), "recovery_s": k.recovery_s} for k in kills],
+        "soak_samples": produced,
+        "soak_kills": len(kills),
+        "soak_lost": produced - distinct,
+        "soak_duplicated": rows - distinct,
+        "soak_recovery_p50_s": statistics.median(recoveries) if recoveries else None,
+        "soak_recovery_max_s": max(recoveries) if recoveries else None,
+        "soak_unrecovered_kills": len(kills) - len(recoveries),
+    }
+
+
+def _wait_for_worker(settings: Settings, services: Any, timeout_s: float = 180.0) -> None:
+    """Until the worker's group is stable with partitions; asked again while a busy or fresh broker's group
+    coordinator cannot answer in time."""
+    from confluent_kafka import KafkaException
+
+    from fleetstream.demo import _wait_for_group
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            remaining_s = max(1.0, deadline - time.monotonic())
+            _wait_for_group(settings, services, settings.streams.app_id, timeout_s=remaining_s)
+            return
+        except (KafkaException, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def _kill_and_recover(services: Any, part: str, admin: Any, consumer: Any, started: float,
+                      timeout_s: float = 180.0) -> Kill:
+    """SIGKILL `part`, restart it at once, and time until it makes progress again (`_progress`)."""
+    process = services.processes[part]
+    killed_at = time.monotonic()
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    before = _progress(admin, consumer, part, SINK_GROUP)  # the dead process moves nothing any more
+    services.start(part, *PARTS[part])
+    kill = Kill(part, killed_at - started)
+    log.info("soak: killed %s at %.1f s", part, kill.at_s)
+    while time.monotonic() - killed_at < timeout_s:
+        services.check()
+        now = _progress(admin, consumer, part, SINK_GROUP)
+        if before is None:
+            before = now
+        elif now is not None and now > before:
+            kill.recovery_s = round(time.monotonic() - killed_at, 2)
+            break
+        time.sleep(0.25)
+    log.info("soak: %s recovered after %s s", part, kill.recovery_s)
+    return kill
+
+
+def _drain(settings: Settings, services: Any, produced: int, timeout_s: float) -> tuple[int, int]:
+    """Wait until every acknowledged sample is stored (or the time is up); the final (rows, distinct)."""
+    deadline = time.monotonic() + timeout_s
+    rows, distinct = 0, 0
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        services.check()
+        current = _stored(settings)
+        if current != (rows, distinct):
+            rows, distinct = current
+            stable_since = time.monotonic()
+        if distinct >= produced and time.monotonic() - stable_since > 5.0:  # and no late repeats
+            break
+        time.sleep(1.0)
+    return rows, distinct
+
+
+def to_table(report: dict[str, Any]) -> str:
+    rows: list[list[Any]] = [[f"kill {i + 1}: {k['part']}", f"{k['at_s']:.0f} s",
+                              "never" if k["recovery_s"] is None else f"{k['recovery_s']:.1f} s"]
+                             for i, k in enumerate(report["kills"])]
+    p50, top = report["soak_recovery_p50_s"], report["soak_recovery_max_s"]
+    notes = [f"samples {report['soak_samples']:,}, lost {report['soak_lost']:,}, duplicated "
+             f"{report['soak_duplicated']:,}; recovery p50 {p50} s, max {top} s",
+             f"{report['workload']['minutes']} min at {report['workload']['rate_samples_per_s']:,.0f} samples/s, "
+             f"a kill every ~{report['workload']['kill_every_s']:.0f} s (seed {report['workload']['seed']})",
+             machine_line(report["machine"])]
+    return render_table("bench soak: SIGKILLs of the worker and the sink under steady load",
+                        ["kill", "at", "recovered after"], rows, notes)
+
+
+def bench_soak_private(base: Settings, **options: Any) -> dict[str, Any]:
+    """`bench_soak` on a private broker and a temporary home with an embedded ClickHouse, removed afterwards."""
+    from benchmarks.common import private_kafka
+
+    with tempfile.TemporaryDirectory(prefix="fleetstream-bench-soak-") as tmp, \
+            private_kafka(Path(tmp) / "kafka") as bootstrap:
+        settings = base.model_copy(update={
+            "home": Path(tmp) / "home",
+            "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
+            "clickhouse": base.clickhouse.model_copy(update={"dsn": None}),
+        })
+        return bench_soak(settings, **options)

@@ -1,0 +1,320 @@
+"""The worker owns its input offsets: where each input partition resumes is kept with the worker's state.
+
+faust's stream can ack input messages it never hands to an agent: an event fetched before a rebalance, or while
+flow control is suspended for one, is skipped and acked (`faust.streams.Stream.__aiter__`, the generation and
+flow checks), and its consumer declares every offset it did not see between two fetched records "acked" too
+(`Consumer._add_gap`, meant for compacted topics). Its next commit then moves the group past messages that were
+never processed, and aiokafka's `seek_to_committed` leaves a partition whose committed offset is 0 or missing
+where it is, so nothing re-reads them. So the group's committed offsets are not trusted here:
+
+- `OffsetBook` keeps the next offset to process of each input partition in a changelog-backed table (one record
+  per partition, in the changelog partition of the same number, so it is recovered with the partition's state).
+  An agent writes it after the batch's outputs are acknowledged and its state is written.
+- `OwnedOffsetsConsumer` is faust's aiokafka consumer with two hooks: `seek_to_committed` (what faust calls after
+  each rebalance, once the tables are recovered and before the flow resumes) seeks every input partition to its
+  owned offset, and `_commit` commits the owned offsets instead of faust's acked ones, so the group's offsets
+  (what lag tools read) never pass durable progress either.
+- `OffsetBook.admit` is the agents' gap guard: events of a partition must arrive in offset order from the owned
+  offset on; replays below it are dropped, and a gap is never skipped over (see `admit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+
+__all__ = ["EXIT_UNRECOVERABLE_GAP", "OFFSETS_TABLE", "OffsetBook", "OwnedOffsetsConsumer", "instance_id"]
+
+log = logging.getLogger(__name__)
+
+OFFSETS_TABLE = "input-offsets"
+"""The table (and changelog topic suffix) of the owned input offsets."""
+
+EXIT_UNRECOVERABLE_GAP = 75
+"""Exit status when a gap could not be re-read in-process: the supervisor restarts the worker, which resumes
+from its owned offsets (EX_TEMPFAIL)."""
+
+
+def _key(tp: Any) -> str:
+    return f"{tp.topic}#{tp.partition}"
+
+
+class OffsetBook:
+    """The next input offset to process per partition: durable in `table`, expected by the agents in memory.
+
+    `durable` is what the table holds (written only after its changelog record is acknowledged), `expected` is
+    the next offset the agent that reads the partition must see. They differ while a batch is in flight, and
+    after a seek, when `_fresh` marks that the next event is the first from the new position.
+    """
+
+    REWIND_DEADLINE_S = 30.0
+
+    def __init__(self, table: Any, input_topics: Iterable[str], kafka_config: Mapping[str, Any]):
+        self.table = table
+        self.topics = frozenset(input_topics)
+        self.kafka_config = dict(kafka_config)
+        self.expected: dict[Any, int] = {}
+        self._fresh: set[Any] = set()
+        self._rewinding: dict[Any, float] = {}  # partition -> when we sought back to `expected`
+        self._committed: dict[Any, int] = {}
+
+    # --- durable state ----------------------------------------------------------------------------------
+
+    def durable(self, tp: Any) -> int | None:
+        state = self.table.data.get(_key(tp))
+        return None if state is None else int(state["next"])
+
+    async def persist(self, events: Sequence[Any]) -> None:
+        """Record that these events are processed (outputs acknowledged, state written): the next offsets."""
+        latest: dict[Any, int] = {}
+        for event in events:
+            tp = event.message.tp
+            latest[tp] = max(latest.get(tp, 0), event.message.offset + 1)
+        if not latest:
+            return
+        states = {tp: {"next": offset, "_partition": tp.partition} for tp, offset in latest.items()}
+        await asyncio.gather(*[self.table.send_changelog(tp.partition, _key(tp), state)
+                               for tp, state in states.items()])
+        for tp, state in states.items():  # only now: the group commit mirrors what is durable
+            self.table.data[_key(tp)] = state
+            self.expected[tp] = state["next"]
+
+    # --- positions --------------------------------------------------------------------------------------
+
+    def start(self, tp: Any, committed: int | None) -> int | None:
+        """Where partition `tp` resumes after an assignment: its owned offset; without one (a partition this
+        worker version never processed), the group's committed offset; None means the log start."""
+        owned = self.durable(tp)
+        return owned if owned is not None else (committed if committed and committed > 0 else None)
+
+    def positioned(self, tp: Any, position: int) -> None:
+        """The consumer was sought to `position`: the partition's next event is the first from there."""
+        self.expected[tp] = position
+        self._fresh.add(tp)
+        self._rewinding.pop(tp, None)
+
+    def forget(self, tps: Iterable[Any]) -> None:
+        """Partitions revoked: another worker may move them on before they come back."""
+        tps = [tp for tp in tps if tp.topic in self.topics]
+        log.info("input partitions revoked: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps))
+        for tp in tps:
+            self.expected.pop(tp, None)
+            self._fresh.discard(tp)
+            self._rewinding.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def committable(self, assignment: Iterable[Any]) -> dict[Any, int]:
+        """Owned offsets of assigned input partitions that the group has not been told yet."""
+        offsets = {}
+        for tp in assignment:
+            if tp.topic in self.topics:
+                owned = self.durable(tp)
+                if owned is not None and self._committed.get(tp) != owned:
+                    offsets[tp] = owned
+        return offsets
+
+    def committed(self, offsets: Mapping[Any, int]) -> None:
+        self._committed.update(offsets)
+
+    def read_to_end(self, tp: Any, highwater: int | None) -> bool:
+        """Whether everything of `tp` up to `highwater` (the next offset to be written) is processed."""
+        expected = self.expected.get(tp)
+        return highwater is not None and expected is not None and expected >= highwater
+
+    # --- the gap guard ----------------------------------------------------------------------------------
+
+    async def admit(self, app: faust.App, events: Sequence[Any]) -> list[Any]:
+        """The events of this batch to process, in offset order per partition.
+
+        Below the expected offset: processed and durable already, dropped. At it: admitted. Above it:
+        - the first event after a seek may be above the position when the offsets between hold no record
+          (retention deleted them, or transaction markers): that is asked of the broker, and only then passed;
+        - otherwise messages were skipped: the partition's events are dropped from there, the consumer seeks back
+          to the expected offset and events are dropped until that offset arrives. If it does not arrive within
+          `REWIND_DEADLINE_S`, the process exits (`EXIT_UNRECOVERABLE_GAP`), and the restarted worker resumes
+          from its owned offsets: a gap is never skipped over.
+        """
+        admitted, held = [], set()
+        for event in events:
+            tp, offset = event.message.tp, event.message.offset
+            if tp in held:
+                continue
+            want = self.expected.get(tp)
+            if want is None:
+                # Not positioned by this worker since its assignment (fetched before a rebalance): the rebalance's
+                # seek brings the partition's records again from its owned offset.
+                held.add(tp)
+                log.info("%s: events from before this worker's assignment dropped (from offset %d)", tp, offset)
+                continue
+            if offset < want:
+                continue
+            if offset > want and not await self._explained(app, tp, want, offset):
+                held.add(tp)
+                continue
+            admitted.append(event)
+            self.expected[tp] = offset + 1
+            self._fresh.discard(tp)
+            self._rewinding.pop(tp, None)
+        return admitted
+
+    async def _explained(self, app: faust.App, tp: Any, want: int, offset: int) -> bool:
+        """Whether offsets want..offset-1 hold no record to process (so `offset` may follow `want`); else seek
+        back to `want` (once per rewind) and report False."""
+        if tp in self._rewinding:
+            self.check_rewinds()
+            return False  # prefetched before the seek back
+        if app.rebalancing:
+            return False  # the rebalance ends with a seek to the owned offsets anyway
+        if tp in self._fresh:
+            first = await asyncio.to_thread(first_offset_from, self.kafka_config, tp.topic, tp.partition, want)
+            if first is not None and first >= offset:
+                log.warning("%s: offsets %d..%d hold no records (deleted by retention, or transaction markers); "
+                            "continuing at %d", tp, want, offset - 1, offset)
+                return True
+        log.warning("%s: offsets %d..%d were skipped by the stream; seeking back to %d", tp, want, offset - 1, want)
+        self._rewinding[tp] = time.monotonic()
+        await app.consumer.seek(tp, want)
+        return False
+
+    def check_rewinds(self) -> None:
+        """Exit (`EXIT_UNRECOVERABLE_GAP`) if a partition sought back has not delivered its missing offset within
+        `REWIND_DEADLINE_S`: the restarted worker resumes from its owned offsets (a crash, never a skip)."""
+        now = time.monotonic()
+        for tp, since in self._rewinding.items():
+            if now - since > self.REWIND_DEADLINE_S:
+                log.critical("%s: offsets from %d were skipped by the stream and did not come again within %.0f s "
+                             "of seeking back; exiting so that the restarted worker resumes from its owned offsets",
+                             tp, self.expected.get(tp), self.REWIND_DEADLINE_S)
+                os._exit(EXIT_UNRECOVERABLE_GAP)
+
+
+def first_offset_from(kafka_config: Mapping[str, Any], topic: str, partition: int, offset: int,
+                      timeout_s: float = 10.0) -> int | None:
+    """The offset of the first record at or after `offset` (None: none within `timeout_s`): what the log holds,
+    asked with a plain consumer that commits nothing."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**kafka_config, "group.id": "fleetstream-worker-gap-check", "enable.auto.commit": False,
+                         "enable.partition.eof": False, "auto.offset.reset": "earliest"})
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                return int(message.offset() or 0)
+        return None
+    finally:
+        consumer.close()
+
+
+class OwnedOffsetsConsumer(AIOKafkaConsumer):
+    """faust's aiokafka consumer, positioned by and committing the worker's owned offsets (`app.offset_book`).
+
+    It also makes a seek back reliable: faust's fetch loop drops a record whose offset is below the last one it
+    delivered (`Consumer._read_offset`), and a batch fetched before the seek, still being delivered, raises that
+    mark again after the seek reset it, so the records sought back to were dropped and never came. After `seek`,
+    records of the partition are dropped here until the one sought to arrives, and the mark is reset just before
+    it is delivered.
+    """
+
+    _rewind: dict[Any, int]
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        book: OffsetBook | None = getattr(self.app, "offset_book", None)
+        if book is None:
+            return await super().seek_to_committed()
+        inputs = sorted(tp for tp in self.assignment() if tp.topic in book.topics)
+        # The group's offsets only where nothing is owned yet, in one request (aiokafka asks one per partition).
+        committed = await self._group_offsets([tp for tp in inputs if book.durable(tp) is None])
+        starts = {tp: book.start(tp, committed.get(tp)) for tp in inputs}
+        unknown = [tp for tp, position in starts.items() if position is None]
+        if unknown:  # neither owned nor committed: the log start
+            starts.update((await self.earliest_offsets(*unknown)).items())
+        for tp in inputs:
+            position = int(starts[tp] or 0)
+            await self._seek(tp, position)
+            self._rewinds().pop(tp, None)
+            book.positioned(tp, position)
+            committed[tp] = position
+        log.info("input partitions positioned at their owned offsets: %s",
+                 ", ".join(f"{tp.topic}[{tp.partition}]@{starts[tp]}" for tp in inputs))
+        return committed
+
+    async def _group_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        if not tps:
+            return {}
+        thread: Any = self._thread
+        coordinator = thread._ensure_consumer()._coordinator
+        offsets = await thread.call_thread(coordinator.fetch_committed_offsets, tps)
+        return {tp: offsets[tp].offset for tp in tps if tp in offsets and offsets[tp].offset >= 0}
+
+    def _rewinds(self) -> dict[Any, int]:
+        if not hasattr(self, "_rewind"):
+            self._rewind = {}
+        return self._rewind
+
+    async def seek(self, partition: Any, offset: int) -> None:
+        self._rewinds()[partition] = offset
+        await super().seek(partition, offset)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        rewinds = self._rewinds()
+        async for tp, message in super().getmany(timeout):
+            target = rewinds.get(tp)
+            if target is not None:
+                if message.offset != target:
+                    continue  # fetched before the seek back
+                del rewinds[tp]
+                self._read_offset[tp] = None
+            yield tp, message
+
+    async def _commit(self, offsets: Mapping[Any, int]) -> bool:
+        """Commit the owned offsets of input partitions; faust's `offsets` (what its streams acked) are ignored."""
+        return await self.commit_owned()
+
+    async def commit_owned(self) -> bool:
+        book: OffsetBook | None = getattr(self.app, "offset_book", None)
+        if book is None:
+            return False
+        offsets = book.committable(self.assignment())
+        if not offsets:
+            return False
+        done = bool(await super()._commit(offsets))
+        if done:
+            book.committed(offsets)
+        return done
+
+
+def instance_id(app_id: str, configured: str | None, lock_dir: Path | None = None) -> tuple[str, Any]:
+    """A group instance id (KIP-345 static membership) that a restarted worker gets back: the configured one, or
+    `<app id>-<host>-<n>` with the lowest `n` whose lock file no running worker on this host holds.
+
+    Returns the id and the open lock file (keep it open for the process's life: the kernel releases the lock
+    when the process dies, even by SIGKILL, so the restarted worker takes the same `n`).
+    """
+    if configured:
+        return configured, None
+    directory = lock_dir or Path(tempfile.gettempdir()) / f"fleetstream-{app_id}"
+    directory.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    for index in range(1024):
+        handle = (directory / f"worker-{index}.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return f"{app_id}-{host}-{index}", handle
+    raise RuntimeError(f"no free worker slot under {directory}")
