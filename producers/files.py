@@ -45,7 +45,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple, Protocol
 import yaml
 from tqdm import tqdm
 
-from schemas.units import UnknownUnitError, canonical_unit, to_canonical
+from schemas.units import UnknownUnitError, canonical_unit, is_unknown_unit, to_canonical
 
 __all__ = [
     "ChannelInfo",
@@ -112,14 +112,16 @@ class ChannelInfo:
     channel: str
     """Canonical channel name, unique within the file, e.g. `engine_speed`."""
     unit: str
-    """Canonical unit the values are converted to."""
+    """Canonical unit the values are converted to, or an unknown-unit marker (values kept as in the file)."""
     file_unit: str
-    """Unit the file's values are in."""
+    """Unit the file's values are in (an unknown-unit marker when the file does not say it for certain)."""
     device: str = ""
     """Device or module the file attributes the signal to, when it says."""
 
     def convert(self, value: float) -> float:
-        """A file value in canonical units."""
+        """A file value in canonical units; unchanged when its unit is not known."""
+        if is_unknown_unit(self.file_unit):
+            return value
         return to_canonical(value, self.file_unit)[0]
 
 
@@ -235,7 +237,8 @@ def _column_mappings(raw: Any, label: str) -> dict[str, ColumnMapping | None]:
             columns[str(header)] = None
         elif isinstance(spec, Mapping) and "channel" in spec:
             unit = str(spec.get("unit", ""))
-            canonical_unit(unit)  # fail now, naming the unit, rather than on the first row
+            if not is_unknown_unit(unit):
+                canonical_unit(unit)  # fail now, naming the unit, rather than on the first row
             columns[str(header)] = ColumnMapping(channel=str(spec["channel"]), unit=unit)
         else:
             raise ValueError(f"{label}: column {header!r}: expected {{channel, unit}} or skip, found {spec!r}")
@@ -374,7 +377,9 @@ def resolve_channel(source_name: str, file_unit: str, options: ParseOptions, sta
 
     Order: the mapping; then the known-name table (the file's unit if it gives one, else the table's);
     then, unless `require_known`, a slug of the name with the file's unit. Units are checked against
-    schemas.units: a signal in a unit with no canonical conversion is skipped and reported, never sent raw.
+    schemas.units: a signal in a unit spelling with no canonical conversion is skipped and reported; a signal
+    whose unit the file does not declare for certain (an unknown-unit marker, schemas.units.unknown_unit) is
+    imported with its values unchanged under that marker, with a warning.
     """
     found, mapped = options.mapping.lookup(source_name)
     if found:
@@ -394,12 +399,25 @@ def resolve_channel(source_name: str, file_unit: str, options: ParseOptions, sta
 
 def _channel_info(source_name: str, channel: str, file_unit: str, device: str, stats: ParseStats,
                   position: int, where: Where) -> ChannelInfo | None:
+    if is_unknown_unit(file_unit):
+        _warn_unknown_unit(source_name, channel, file_unit, stats, position, where)
+        return ChannelInfo(source_name=source_name, channel=channel, unit=file_unit, file_unit=file_unit,
+                           device=device)
     try:
         unit = canonical_unit(file_unit)
     except UnknownUnitError:
         stats.skip_column(source_name, f"unit {file_unit!r} has no canonical conversion", position, where)
         return None
     return ChannelInfo(source_name=source_name, channel=channel, unit=unit, file_unit=file_unit, device=device)
+
+
+def _warn_unknown_unit(source_name: str, channel: str, unit: str, stats: ParseStats, position: int,
+                       where: Where) -> None:
+    """Once per channel, in the stats (shown by inspect) and the log: its values go out as the file has them."""
+    message = (f"{source_name!r}: unit not known for certain, imported as {channel} in {unit} with the file's "
+               "values unchanged (a mapping can name its unit)")
+    stats.warn(position, message, where)
+    log.warning("%s: %s %d: %s", stats.label, where, position, message)
 
 
 def unique_channels(channels: list[ChannelInfo | None], stats: ParseStats) -> list[ChannelInfo | None]:

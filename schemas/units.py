@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["CANONICAL_UNITS", "UnknownUnitError", "canonical_unit", "to_canonical"]
+__all__ = ["CANONICAL_UNITS", "UNKNOWN_UNIT", "UnknownUnitError", "canonical_unit", "is_unknown_unit", "to_canonical",
+           "unknown_unit"]
+
+UNKNOWN_UNIT = "unknown"
+"""The unit of a value whose unit its source does not declare in a way known for certain.
+
+Such a value is published as the source's number, unchanged, under `unknown` or `unknown(<what the source
+declared>)`, e.g. `unknown(code=11,sub=0)`. No conversion applies to it and no range rule of any unit
+matches it (to_canonical raises UnknownUnitError for it, which validation treats as "no rule")."""
 
 
 class UnknownUnitError(ValueError):
@@ -76,6 +84,17 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[float], float]]] = {
 }
 
 CANONICAL_UNITS = frozenset(unit for unit, _ in _CONVERSIONS.values())
+
+
+def unknown_unit(declared: str = "") -> str:
+    """The unknown-unit marker, naming what the source declared when it declared something: `unknown(code=11)`."""
+    return f"{UNKNOWN_UNIT}({declared})" if declared else UNKNOWN_UNIT
+
+
+def is_unknown_unit(unit: str) -> bool:
+    """True for the markers unknown_unit() makes: the value is the source's number, its unit not known."""
+    unit = unit.strip().lower()
+    return unit == UNKNOWN_UNIT or (unit.startswith(UNKNOWN_UNIT + "(") and unit.endswith(")"))
 
 
 def canonical_unit(unit: str) -> str:
