@@ -16,8 +16,8 @@ UNKNOWN_UNIT = "unknown"
 """The unit of a value whose unit its source does not declare in a way known for certain.
 
 Such a value is published as the source's number, unchanged, under `unknown` or `unknown(<what the source
-declared>)`, e.g. `unknown(code=11,sub=0)`. No conversion applies to it and no range rule of any unit
-matches it (to_canonical raises UnknownUnitError for it, which validation treats as "no rule")."""
+declared>)`, e.g. `unknown(code=11,sub=0)`. No conversion applies to it: to_canonical returns the value
+unchanged and the marker as its canonical unit, so no range rule (each written in a real unit) matches it."""
 
 
 class UnknownUnitError(ValueError):
@@ -83,6 +83,8 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[float], float]]] = {
     "": ("", _linear(1.0)),
 }
 
+_UNCHANGED = _linear(1.0)
+
 CANONICAL_UNITS = frozenset(unit for unit, _ in _CONVERSIONS.values())
 
 
@@ -109,6 +111,8 @@ def to_canonical(value: float, unit: str) -> tuple[float, str]:
 
 
 def _lookup(unit: str) -> tuple[str, Callable[[float], float]]:
+    if is_unknown_unit(unit):
+        return unit.strip(), _UNCHANGED
     try:
         return _CONVERSIONS[unit.strip().lower()]
     except KeyError:
