@@ -46,6 +46,17 @@ def test_demo_samples_import_as_valid_dyno_sample_batches(name: str) -> None:
     assert {"engine_speed", "power", "torque", "afr", "map", "iat", "tps"} <= {b["channel"] for b in batches}
 
 
+def test_demo_wp8_mapping_names_every_unit_the_file_does_not_declare_for_certain() -> None:
+    path = SAMPLES / "dyno_pull.wp8"
+    plain = {b["channel"]: b["unit"] for b in records(path, start_time_ms=START_MS)}
+    mapped = {b["channel"]: b["unit"] for b in records(path, start_time_ms=START_MS,
+                                                       mapping=SAMPLES / "dyno_pull.wp8.mapping.yaml")}
+    assert {c for c, unit in plain.items() if unit.startswith("unknown")} == {
+        "engine_speed", "power", "torque", "force", "map", "tps", "humidity"}
+    assert mapped == {"engine_speed": "rpm", "power": "hp", "torque": "ft-lb", "speed": "mph", "force": "lbf",
+                      "afr": "AFR", "map": "kPa", "iat": "degF", "tps": "%", "humidity": "%"}
+
+
 @pytest.mark.parametrize("name", ["pull.pvlog", "run.wp8", "ecu_log.wp8", "pull.csv"])
 def test_reimport_gives_identical_batch_ids_and_sample_keys(name: str, tmp_path: Path) -> None:
     original = FIXTURES / name
