@@ -208,6 +208,7 @@ def load_mapping(source: str | os.PathLike[str] | Mapping[str, Any] | FileMappin
           "(PV) Engine Speed": {channel: engine_speed, unit: rpm}
           "(DWRT CPU) Torque Drum 1": {channel: torque, unit: ft-lb}
           "Gear": skip               # or null: do not import
+          "Accel 1": {channel: accel}  # no unit: imported unchanged as `unknown`
     """
     if source is None:
         return FileMapping()
@@ -234,7 +235,7 @@ def _column_mappings(raw: Any, label: str) -> dict[str, ColumnMapping | None]:
         if spec is None or spec == "skip":
             columns[str(header)] = None
         elif isinstance(spec, Mapping) and "channel" in spec:
-            unit = str(spec.get("unit", ""))
+            unit = str(spec.get("unit", UNKNOWN_UNIT))  # a mapping that names no unit claims none
             canonical_unit(unit)  # fail now, naming the unit, rather than on the first row
             columns[str(header)] = ColumnMapping(channel=str(spec["channel"]), unit=unit)
         else:

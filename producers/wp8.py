@@ -86,8 +86,9 @@ TLV_HEADER = struct.Struct("<HI")
 # (unit code, unit sub-field) -> the unit the values are in; only pairs known for certain (issue 11, from a real
 # Dynoware RT run (protobuf layout) and a real ECU log (TLV layout) read side by side). Everything else is
 # unknown: code 11 sits on acceleration channels ("Accel 1", "Acceleration"), code 10 on "Humidity" (39.2),
-# code 13 also on a lambda-valued channel ("afr", 0.775-1.259) whose sub-field is not recorded, and the
-# sub-fields of power, torque, force and engine speed channels are not recorded at all.
+# code 13 also on a lambda-valued channel ("afr", 0.775-1.259) whose sub-field the report does not give, and
+# the report gives no (code, sub-field) for power, torque, force, engine speed, pressure or throttle channels
+# (real runs held hp, ft-lb, mph, lbf values, but which pairs say so is not known).
 UNITS: dict[tuple[int, int], str] = {
     # ECU log "Air Fuel Ratio 1/2": code 13, sub-tag 0x1106 = 1, values 10.4-30 at full load: AFR, not lambda.
     (13, 1): "AFR",

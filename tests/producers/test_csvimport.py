@@ -58,6 +58,11 @@ def test_a_known_name_without_a_stated_unit_is_not_given_one(header: str, channe
     assert f"{header!r}: unit not known for certain" in note.message and not note.error
 
 
+def test_mapping_without_a_unit_claims_none() -> None:
+    _, samples = parse_bytes(b"Time (s),Boost\n0,14.5\n", {"columns": {"Boost": {"channel": "map"}}})
+    assert [(s.channel, s.unit, s.value) for s in samples] == [("map", "unknown", 14.5)]
+
+
 def test_mapping_names_the_unit_of_a_column_that_does_not_state_it() -> None:
     _, samples = parse_bytes(b"Time (s),Air/Fuel Ratio\n0,0.87\n",
                              {"columns": {"Air/Fuel Ratio": {"channel": "lambda", "unit": "lambda"}}})
