@@ -20,7 +20,15 @@ import pytest
 
 from producers import csvimport, pvlog, wp8
 from producers.files import ParsedFile, ParseOptions
-from producers.innovate import InnovateBatcher, InnovateDecoder, encode_packet, encode_wideband, lambda_to_raw
+from producers.innovate import (
+    AuxChannel,
+    InnovateBatcher,
+    InnovateDecoder,
+    encode_aux,
+    encode_packet,
+    encode_wideband,
+    lambda_to_raw,
+)
 from producers.jetdrive.decoder import JetDriveDecoder
 from producers.jetdrive.protocol import (
     ALL_HOSTS,
@@ -103,6 +111,20 @@ def test_no_reader_changes_a_value_whose_unit_it_does_not_know(read: Callable[[]
     for unit, value in published:
         assert is_unknown_unit(unit), unit
         assert value == stored  # exactly the source's number: no conversion, no scaling
+
+
+@pytest.mark.parametrize(("aux", "unit", "value"), [
+    (AuxChannel("aux1"), "V", 218 * 5.0 / 1023),                                 # ISP2's 0..1023 = 0..5 V
+    (AuxChannel("engine_speed", 10.0), "unknown", 2180.0),                      # a scaling, no unit: not V
+    (AuxChannel("engine_speed", 10.0, unit="rpm"), "rpm", 2180.0),
+])
+def test_innovate_aux_channel_is_volts_only_with_the_volts_scaling(aux: AuxChannel, unit: str, value: float) -> None:
+    decoder = InnovateDecoder()
+    [packet] = decoder.feed(encode_packet([encode_aux(218)]))
+    batcher = InnovateBatcher("cell-1", aux_channels=[aux])
+    batcher.add(1000, packet)
+    [record] = batcher.take()
+    assert (record["unit"], record["samples"][0]["value"]) == (unit, pytest.approx(value))
 
 
 def test_innovate_without_an_afr_multiplier_publishes_lambda_and_no_assumed_afr() -> None:
