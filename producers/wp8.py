@@ -487,10 +487,11 @@ class _ProtoFile:
             run.metadata["stoich_afr"] = f"{_as_float(item):g}"  # shown, never applied to values
 
     def _cut_short(self, run: _Run, tail_at: int, cut: _Truncated) -> None:
+        """A top-level field runs past the end of the file: keep what came before, count the tail as an error."""
         self.stats.row_error(tail_at, "complete top-level fields to the end of the file",
-                             f"{self.size - tail_at} bytes of an incomplete field ({cut.expected} at byte "
-                             f"{cut.position}: {cut.found}); the file looks cut short, the {len(run.blocks)} "
-                             "complete channel blocks before it are kept", "byte")
+                             f"{self.size - tail_at} bytes of an incomplete field (what it declares at byte "
+                             f"{cut.position} runs past the end at byte {self.size}); the file looks cut short, "
+                             f"the {len(run.blocks)} complete channel blocks before it are kept", "byte")
 
     def _read_block(self, block_field: _Field) -> _Block:
         block = _Block(offset=block_field.offset, end=block_field.offset + block_field.value)
