@@ -249,7 +249,8 @@ def _file_import(settings: Settings, counts: Counter[str]) -> None:
     sample = Path(__file__).parents[1] / "producers" / "samples" / "dyno_pull.wp8"
     start_ms = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp() * 1000)  # inside the validation horizon
     with EdgeProducer(settings.kafka) as producer:
-        for record in import_file(sample, station_id="demo-cell-1", start_time_ms=start_ms, progress=False):
+        for record in import_file(sample, station_id="demo-cell-1", start_time_ms=start_ms, progress=False,
+                                  mapping=sample.with_name("dyno_pull.wp8.mapping.yaml")):
             producer.publish("dyno.samples", "demo-cell-1", record)
     counts.update(producer.delivered_samples)
 

@@ -6,12 +6,15 @@ What is detected, and how to override it (a FileMapping, from YAML or a dict, se
 - Header cells: an optional `(device)` prefix, a name, an optional `(unit)` or `[unit]` suffix; a second row
   made only of unit names (`s, rpm, hp, ...`) is read as the units of the columns.
 - Channels: the mapping first, then the known-name table (files.KNOWN_CHANNELS, e.g. `Torque Drum 1` is
-  torque in ft-lb unless the header says otherwise), then any column whose header names a unit (imported under
-  a slug of its name). Anything else is an unknown column: reported in the stats (and by inspect), not
+  torque, in the unit the header states), then any column whose header names a unit (imported under a slug
+  of its name). Anything else is an unknown column: reported in the stats (and by inspect), not
   imported, until the mapping names it.
 - Time: the mapping's `time_column`, else a column named Time, Elapsed Time, Timestamp...; its unit is the
-  mapping's `time_unit`, else the header's (`Time (s)`, `Time(ms)`), else guessed from the first rows
-  (fractional values or steps under 5 mean seconds, larger whole steps milliseconds; reported as a warning).
+  mapping's `time_unit`, else the header's (`Time (s)`, `Time(ms)`) or the units row's. A file that states
+  none is refused, naming the column: guessing seconds or milliseconds from the size of the values would
+  scale every time by 1000 when wrong.
+- Units: a column's unit is the one its header or the units row states; a known name without one is
+  imported with its values unchanged under `unknown` (files.KNOWN_CHANNELS), unless the mapping names it.
 Bad cells and rows are counted errors with their line numbers (raised in strict mode); blank cells are
 missing values, not errors. Rows must be in time order.
 """
@@ -21,7 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -50,7 +52,7 @@ EXTENSIONS = (".csv", ".tsv", ".txt")
 TIME_HEADERS = frozenset({"time", "elapsed time", "timestamp", "run time", "sample time", "time stamp"})
 TIME_UNITS: dict[str, Literal["s", "ms"]] = {"s": "s", "sec": "s", "seconds": "s", "ms": "ms", "msec": "ms"}
 LOOKAHEAD_ROWS = 20
-"""Rows buffered to recognise a units row and to guess the time unit."""
+"""Rows buffered to recognise a units row (and to show the first times when their unit is missing)."""
 
 
 def sniff(head: bytes) -> bool:
@@ -87,7 +89,7 @@ def parse(handle: BinaryIO, options: ParseOptions) -> ParsedFile:
     units = _units_row(lookahead)
     if units is not None:
         lookahead.pop(0)
-    time_index, time_unit = _time_column(header[1], units, lookahead, options, stats)
+    time_index, time_unit = _time_column(header[1], units, lookahead, options)
     columns = _columns(header[1], units, time_index, options, stats)
     samples = _samples(itertools.chain(lookahead, rows), len(header[1]), time_index, time_unit, columns, stats)
     return ParsedFile(fmt=FORMAT, channels=[column.info for column in columns], samples=samples, stats=stats,
@@ -134,17 +136,18 @@ def _column_unit(header: str, units: list[str] | None, index: int) -> tuple[str,
 
 
 def _time_column(header: list[str], units: list[str] | None, lookahead: list[tuple[int, list[str]]],
-                 options: ParseOptions, stats: ParseStats) -> tuple[int, Literal["s", "ms"]]:
+                 options: ParseOptions) -> tuple[int, Literal["s", "ms"]]:
+    """The time column and its stated unit; a unit not stated is a FileFormatError, never a guess."""
     index = _find_time_column(header, options)
     _, _, header_unit = _column_unit(header[index], units, index)
     if options.mapping.time_unit is not None:
         return index, options.mapping.time_unit
     if header_unit.lower() in TIME_UNITS:
         return index, TIME_UNITS[header_unit.lower()]
-    guessed = _guess_time_unit([cells[index] for _, cells in lookahead if index < len(cells)])
-    stats.warn(1, f"time unit of column {header[index].strip()!r} not stated: guessed {guessed} from the first rows "
-               "(set time_unit in the mapping to be sure)")
-    return index, guessed
+    first = [cells[index].strip() for _, cells in lookahead[:3] if index < len(cells)]
+    raise FileFormatError(options.label, 1, f"the unit of time column {header[index].strip()!r} stated (a header "
+                          "like 'Time (s)' or 'Time (ms)', a units row, or time_unit: s|ms in the mapping)",
+                          f"none (first values {', '.join(first) or 'none'})", "line")
 
 
 def _find_time_column(header: list[str], options: ParseOptions) -> int:
@@ -159,14 +162,6 @@ def _find_time_column(header: list[str], options: ParseOptions) -> int:
         "a time column (Time, Time (s), Time(ms), Elapsed Time, Timestamp) or time_column in the mapping"
     shown = ", ".join(repr(cell) for cell in header[:8]) + (", ..." if len(header) > 8 else "")
     raise FileFormatError(options.label, 1, expected, f"columns {shown}", "line")
-
-
-def _guess_time_unit(cells: list[str]) -> Literal["s", "ms"]:
-    values = [value for value in map(parse_number, cells) if value is not None]
-    if any(value != int(value) for value in values):
-        return "s"
-    steps = [later - earlier for earlier, later in itertools.pairwise(values) if later > earlier]
-    return "ms" if steps and statistics.median(steps) >= 5 else "s"
 
 
 def _columns(header: list[str], units: list[str] | None, time_index: int, options: ParseOptions,

@@ -45,7 +45,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple, Protocol
 import yaml
 from tqdm import tqdm
 
-from schemas.units import UnknownUnitError, canonical_unit, to_canonical
+from schemas.units import UNKNOWN_UNIT, UnknownUnitError, canonical_unit, is_unknown_unit, to_canonical
 
 __all__ = [
     "ChannelInfo",
@@ -112,14 +112,14 @@ class ChannelInfo:
     channel: str
     """Canonical channel name, unique within the file, e.g. `engine_speed`."""
     unit: str
-    """Canonical unit the values are converted to."""
+    """Canonical unit the values are converted to, or an unknown-unit marker (values kept as in the file)."""
     file_unit: str
-    """Unit the file's values are in."""
+    """Unit the file's values are in (an unknown-unit marker when the file does not say it for certain)."""
     device: str = ""
     """Device or module the file attributes the signal to, when it says."""
 
     def convert(self, value: float) -> float:
-        """A file value in canonical units."""
+        """A file value in canonical units; unchanged when its unit is not known (see schemas.units)."""
         return to_canonical(value, self.file_unit)[0]
 
 
@@ -208,6 +208,7 @@ def load_mapping(source: str | os.PathLike[str] | Mapping[str, Any] | FileMappin
           "(PV) Engine Speed": {channel: engine_speed, unit: rpm}
           "(DWRT CPU) Torque Drum 1": {channel: torque, unit: ft-lb}
           "Gear": skip               # or null: do not import
+          "Accel 1": {channel: accel}  # no unit: imported unchanged as `unknown`
     """
     if source is None:
         return FileMapping()
@@ -234,7 +235,7 @@ def _column_mappings(raw: Any, label: str) -> dict[str, ColumnMapping | None]:
         if spec is None or spec == "skip":
             columns[str(header)] = None
         elif isinstance(spec, Mapping) and "channel" in spec:
-            unit = str(spec.get("unit", ""))
+            unit = str(spec.get("unit", UNKNOWN_UNIT))  # a mapping that names no unit claims none
             canonical_unit(unit)  # fail now, naming the unit, rather than on the first row
             columns[str(header)] = ColumnMapping(channel=str(spec["channel"]), unit=unit)
         else:
@@ -300,27 +301,32 @@ class FileParser(Protocol):
 
 # --- channel naming, shared by the parsers -------------------------------------------------------------------
 
-# Normalised source name -> (canonical channel, unit the value is in when the file does not say).
-# Channel names match the validation range table in fleetstream/config.py.
+# Normalised source name -> (canonical channel, the unit the name alone implies). A name implies a unit only
+# where the quantity has one unit in use (engine speed in rpm, lambda, battery volts); for every other quantity
+# the same name is seen in several units (hp/kW, ft-lb/N-m, AFR/lambda, kPa/psi/bar, degF/degC, mph/km/h, TPS
+# in % or V, gear number or ratio...), so a column that does not state its unit is imported with its values
+# unchanged under `unknown` and a warning, never in a guessed unit. Channel names match the validation range
+# table in fleetstream/config.py.
+_UNSTATED = UNKNOWN_UNIT
 KNOWN_CHANNELS: dict[str, tuple[str, str]] = {
     **dict.fromkeys(("engine speed", "rpm", "engine rpm", "engine_speed"), ("engine_speed", "rpm")),
-    **dict.fromkeys(("power", "horsepower", "hp", "engine power", "wheel power"), ("power", "hp")),
-    **dict.fromkeys(("torque", "engine torque", "wheel torque"), ("torque", "ft-lb")),
-    **dict.fromkeys(("air/fuel ratio", "afr", "a/f", "air fuel ratio", "wbo2", "wideband afr"), ("afr", "AFR")),
+    **dict.fromkeys(("power", "horsepower", "hp", "engine power", "wheel power"), ("power", _UNSTATED)),
+    **dict.fromkeys(("torque", "engine torque", "wheel torque"), ("torque", _UNSTATED)),
+    **dict.fromkeys(("air/fuel ratio", "afr", "a/f", "air fuel ratio", "wbo2", "wideband afr"), ("afr", _UNSTATED)),
     **dict.fromkeys(("lambda", "wideband lambda"), ("lambda", "lambda")),
     **dict.fromkeys(("map", "manifold absolute pressure", "manifold pressure", "manifold air pressure"),
-                    ("map", "kPa")),
-    **dict.fromkeys(("iat", "intake air temp", "intake air temperature", "inlet air temperature"), ("iat", "degF")),
-    **dict.fromkeys(("tps", "tp", "throttle position", "throttle", "throttle position sensor"), ("tps", "%")),
-    **dict.fromkeys(("speed", "vehicle speed", "vss", "road speed"), ("speed", "mph")),
-    **dict.fromkeys(("force",), ("force", "lbf")),
-    **dict.fromkeys(("drum speed", "drum rpm"), ("drum_speed", "rpm")),
-    **dict.fromkeys(("engine temp", "et", "coolant temp", "coolant temperature", "ect"), ("coolant_temp", "degF")),
+                    ("map", _UNSTATED)),
+    **dict.fromkeys(("iat", "intake air temp", "intake air temperature", "inlet air temperature"), ("iat", _UNSTATED)),
+    **dict.fromkeys(("tps", "tp", "throttle position", "throttle", "throttle position sensor"), ("tps", _UNSTATED)),
+    **dict.fromkeys(("speed", "vehicle speed", "vss", "road speed"), ("speed", _UNSTATED)),
+    **dict.fromkeys(("force",), ("force", _UNSTATED)),
+    **dict.fromkeys(("drum speed", "drum rpm"), ("drum_speed", _UNSTATED)),
+    **dict.fromkeys(("engine temp", "et", "coolant temp", "coolant temperature", "ect"), ("coolant_temp", _UNSTATED)),
     **dict.fromkeys(("battery voltage", "b+", "battery", "vbatt"), ("battery_voltage", "V")),
-    **dict.fromkeys(("humidity", "relative humidity"), ("humidity", "%")),
-    **dict.fromkeys(("barometric pressure", "baro", "atmospheric pressure"), ("baro", "kPa")),
-    **dict.fromkeys(("air temperature", "ambient temperature", "atmospheric temperature"), ("air_temp", "degF")),
-    **dict.fromkeys(("gear",), ("gear", "ratio")),
+    **dict.fromkeys(("humidity", "relative humidity"), ("humidity", _UNSTATED)),
+    **dict.fromkeys(("barometric pressure", "baro", "atmospheric pressure"), ("baro", _UNSTATED)),
+    **dict.fromkeys(("air temperature", "ambient temperature", "atmospheric temperature"), ("air_temp", _UNSTATED)),
+    **dict.fromkeys(("gear",), ("gear", _UNSTATED)),
 }
 
 _DEVICE_PREFIX = re.compile(r"^\s*\(([^)]*)\)\s*")
@@ -350,7 +356,7 @@ def split_unit(name: str) -> tuple[str, str]:
 
 
 def known_channel(name: str) -> tuple[str, str] | None:
-    """The canonical channel and default unit for a source name, from KNOWN_CHANNELS, else None.
+    """The canonical channel and the unit its name implies (or `unknown`), from KNOWN_CHANNELS, else None.
 
     Tries the name as is, then without a `Drum N` suffix, then without a trailing number (`Air/Fuel Ratio 1`):
     several such columns then map to one channel and get `_2`, `_3` suffixes in file order.
@@ -372,9 +378,11 @@ def resolve_channel(source_name: str, file_unit: str, options: ParseOptions, sta
                     require_known: bool = False) -> ChannelInfo | None:
     """Decide the canonical channel and unit of one source signal, or None (recorded as skipped) if it cannot be.
 
-    Order: the mapping; then the known-name table (the file's unit if it gives one, else the table's);
-    then, unless `require_known`, a slug of the name with the file's unit. Units are checked against
-    schemas.units: a signal in a unit with no canonical conversion is skipped and reported, never sent raw.
+    Order: the mapping; then the known-name table (the file's unit if it gives one, else the one the name
+    implies, which for most names is `unknown`); then, unless `require_known`, a slug of the name with the
+    file's unit. Units are checked against schemas.units: a signal in a unit spelling with no canonical
+    conversion is skipped and reported; a signal whose unit is not known for certain (an unknown-unit marker,
+    schemas.units.unknown_unit) is imported with its values unchanged under that marker, with a warning.
     """
     found, mapped = options.mapping.lookup(source_name)
     if found:
@@ -389,17 +397,30 @@ def resolve_channel(source_name: str, file_unit: str, options: ParseOptions, sta
     if require_known:
         stats.skip_column(source_name, "unknown column (add it to the mapping)", position, where)
         return None
-    return _channel_info(source_name, slug(base_name), file_unit, device, stats, position, where)
+    return _channel_info(source_name, slug(base_name), file_unit or UNKNOWN_UNIT, device, stats, position, where)
 
 
 def _channel_info(source_name: str, channel: str, file_unit: str, device: str, stats: ParseStats,
                   position: int, where: Where) -> ChannelInfo | None:
+    if is_unknown_unit(file_unit):
+        _warn_unknown_unit(source_name, channel, file_unit, stats, position, where)
+        return ChannelInfo(source_name=source_name, channel=channel, unit=file_unit, file_unit=file_unit,
+                           device=device)
     try:
         unit = canonical_unit(file_unit)
     except UnknownUnitError:
         stats.skip_column(source_name, f"unit {file_unit!r} has no canonical conversion", position, where)
         return None
     return ChannelInfo(source_name=source_name, channel=channel, unit=unit, file_unit=file_unit, device=device)
+
+
+def _warn_unknown_unit(source_name: str, channel: str, unit: str, stats: ParseStats, position: int,
+                       where: Where) -> None:
+    """Once per channel, in the stats (shown by inspect) and the log: its values go out as the file has them."""
+    message = (f"{source_name!r}: unit not known for certain, imported as {channel} in {unit} with the file's "
+               "values unchanged (a mapping can name its unit)")
+    stats.warn(position, message, where)
+    log.warning("%s: %s %d: %s", stats.label, where, position, message)
 
 
 def unique_channels(channels: list[ChannelInfo | None], stats: ParseStats) -> list[ChannelInfo | None]:

@@ -53,7 +53,7 @@ from typing import Any, Literal, Protocol
 import serial
 
 from producers.reliability import Backoff
-from schemas.units import canonical_unit, to_canonical
+from schemas.units import UNKNOWN_UNIT, canonical_unit, to_canonical
 
 __all__ = [
     "BAUDRATE",
@@ -97,7 +97,8 @@ DEVICE_INFO_BYTES = 15
 DEVICE_INFO_WAIT_PACKETS = 25  # about 2 s of packets for an 'S' reply to arrive
 MAX_PAYLOAD_WORDS = 0xFF  # 8 length bits
 MAX_13BIT = 0x1FFF
-DEFAULT_AFR_MULTIPLIER = 147  # gasoline, stoichiometric AFR 14.7 * 10
+DEFAULT_AFR_MULTIPLIER = 147  # gasoline, stoichiometric AFR 14.7 * 10 (what the simulator sends)
+VOLTS_PER_COUNT = 5.0 / 1023  # aux words: 0 = 0 V, 1023 = 5 V (ISP2)
 
 _HEADER_MASK = 0xA280
 _DATA_BIT = 0x1000
@@ -589,19 +590,27 @@ class AuxChannel:
     """How to turn an aux word into a value: `raw * scale + offset` in `unit`, then converted to canonical units.
 
     The default reads volts (0 = 0 V, 1023 = 5 V); an RPM converter is `AuxChannel("engine_speed", 10.0, unit="rpm")`.
+    A scaling of its own without a unit is not volts: its values go out unchanged as unit `unknown`.
     """
 
     name: str
-    scale: float = 5.0 / 1023
+    scale: float = VOLTS_PER_COUNT
     offset: float = 0.0
-    unit: str = "V"
+    unit: str | None = None
+    """Unit of `raw * scale + offset`; None: V for the default scaling, else unknown (never assumed)."""
+
+    @property
+    def declared_unit(self) -> str:
+        if self.unit is not None:
+            return self.unit
+        return "V" if (self.scale, self.offset) == (VOLTS_PER_COUNT, 0.0) else UNKNOWN_UNIT
 
     def value(self, raw: int) -> float:
-        return to_canonical(raw * self.scale + self.offset, self.unit)[0]
+        return to_canonical(raw * self.scale + self.offset, self.declared_unit)[0]
 
     @property
     def canonical_unit(self) -> str:
-        return canonical_unit(self.unit)
+        return canonical_unit(self.declared_unit)
 
 
 @dataclass

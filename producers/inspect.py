@@ -330,11 +330,11 @@ def _track_sequence(host: _HostState, sequence: int, counters: Counter[str]) -> 
 
 
 def _define_channels(host: int, info: Any, channels: dict[tuple[int, int], ChannelSummary]) -> None:
-    from producers.jetdrive.decoder import UNIT_NAMES, canonical_channel_name
-    from schemas.units import UnknownUnitError, canonical_unit
+    from producers.jetdrive.decoder import canonical_channel_name, unit_spelling
+    from schemas.units import UnknownUnitError, canonical_unit, unknown_unit
 
     for definition in info.channels:
-        file_unit = UNIT_NAMES.get(definition.unit_code, "")
+        file_unit = unit_spelling(definition.unit_code) or unknown_unit(f"jetdrive unit {definition.unit_code}")
         try:
             unit = canonical_unit(file_unit)
         except UnknownUnitError:

@@ -5,28 +5,31 @@ Both start with the magic FE CE FA CE; byte 4 selects the layout.
 0x04, TLV layout (ECU logs): bytes 5-8 are the u32 LE length of the header section, which starts at byte 9.
     A TLV is tag u16 LE, length u32 LE, value. Header tags: 0x0001 ECU part number; 0x1000 a channel, whose
     sub-TLVs are 0x1001 name (NUL-terminated), 0x1101 source (1 ECU, 2 external AFR module), 0x1105 unit code,
-    and a closing 0xFFFF of length 0; a 0xFFFF of length 0 outside a channel ends the header. The contract does
-    not say whether a channel's sub-TLVs sit inside the 0x1000 value or follow a 0x1000 of length 0; both are
-    read. Then rows, each a TLV 0x1003: timestamp u32 LE (ms, often from ECU start, so it is made relative to
-    the first row) and one f32 LE per channel in channel order. The TLV walk ends exactly at the end of the file.
+    0x1106 unit sub-field, and a closing 0xFFFF of length 0; a 0xFFFF of length 0 outside a channel ends the
+    header. The contract does not say whether a channel's sub-TLVs sit inside the 0x1000 value or follow a
+    0x1000 of length 0; both are read. Then rows, each a TLV 0x1003: timestamp u32 LE (ms, often from ECU
+    start, so it is made relative to the first row) and one f32 LE per channel in channel order. The TLV walk
+    ends exactly at the end of the file; a last row cut short is a counted error at its offset (raised in
+    strict mode), the rows before it are kept.
 
 0x01, protocol-buffers layout (dyno runs), from byte 5: repeated field 1 is a channel block
-    {1: metadata {1 module id, 2 sub-index, 4 channel id}, 2: name, 3: {1: unit code}, 4 (repeated): data point
-    {1: float value, 2: varint time ms}, 7: device name, 8: category}; channels are stored column-wise, each at
-    its own rate. Run-level fields: 3 notes, 10 software version, 11 firmware, 15 dyno serial, 18 ECU part
-    number, 19 run time (Windows FILETIME), 25 shop, 28 description, 29 stoichiometric AFR (double).
-    Reading is two passes over the file, both streaming: the first walks the top level (seeking over channel
-    blocks) to learn the run time and stoichiometric ratio, which protobuf writers put after the blocks; the
-    second decodes one block at a time. Proto3 omits zero values, so a missing value or time is 0.
+    {1: metadata {1 module id, 2 sub-index, 4 channel id}, 2: name, 3: {1: unit code, 2: unit sub-field},
+    4 (repeated): data point {1: float value, 2: varint time ms}, 7: device name, 8: category}; channels are
+    stored column-wise, each at its own rate. Run-level fields: 3 notes, 10 software version, 11 firmware,
+    15 dyno serial, 18 ECU part number, 19 run time (Windows FILETIME), 25 shop, 28 description,
+    29 stoichiometric AFR (double; shown, never applied to values). Reading is two passes over the file, both
+    streaming: the first walks the top level (seeking over channel blocks) to learn the run time, which
+    protobuf writers put after the blocks; the second decodes one block at a time. Proto3 omits zero values,
+    so a missing value or time is 0 (and a missing unit sub-field is sub-field 0). A file cut short keeps every
+    channel block that is complete; the incomplete tail is a counted error at its byte offset (raised in
+    strict mode).
 
-Units: the unit codes name a quantity (the JetDrive table: 4 power, 5 torque, ...), but the values in real
-files were US units (hp, ft-lb, mph, lbf). UNIT_BY_CODE records that reading; for temperature (degF) and
-pressure (kPa) no real file has confirmed it, so a mapping can override any channel's unit.
-
-Lambda in AFR channels: an "Air/Fuel Ratio" channel may hold lambda. A value below 2.0 is taken as lambda and
-multiplied by the stoichiometric AFR of the run (field 29; 14.7, gasoline, when absent and in the TLV layout):
-no fuel burns at an AFR below 2 (methanol's stoichiometric AFR is 6.4) and no engine under load runs at
-lambda 2 or above, so the two ranges never overlap. Values are then published as AFR.
+Units: a channel declares its unit as a code (the quantity; not JetDrive's numbering) and a sub-field (the
+unit within the quantity, e.g. mph or km/h). Only the (code, sub-field) pairs in UNITS, each known for
+certain from real files, give a unit (and a conversion to the canonical one). Any other declaration keeps
+the file's numbers unchanged under the unit `unknown(code=C,sub=S)`, with a warning per channel; a mapping
+(files.load_mapping) names the unit of such a channel when its user knows it. Lambda versus AFR is decided
+by the declared unit alone, never by the size of the values: "Air/Fuel Ratio" channels hold either.
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ from producers.files import (
     ParsedFile,
     ParseOptions,
     ParseStats,
-    known_channel,
     resolve_channel,
     unique_channels,
 )
+from schemas.units import unknown_unit
 
 __all__ = [
     "EXTENSIONS",
@@ -57,8 +60,8 @@ __all__ = [
     "LAYOUT_ECU_LOG",
     "MAGIC",
     "MODULES",
-    "UNIT_BY_CODE",
-    "afr_from_reading",
+    "UNITS",
+    "declared_unit",
     "filetime_to_ms",
     "parse",
     "sniff",
@@ -69,22 +72,34 @@ EXTENSIONS = (".wp8",)
 MAGIC = b"\xfe\xce\xfa\xce"
 LAYOUT_DYNO_RUN = 0x01
 LAYOUT_ECU_LOG = 0x04
-DEFAULT_STOICH_AFR = 14.7
-LAMBDA_BELOW = 2.0
 
 TAG_PART_NUMBER = 0x0001
 TAG_CHANNEL = 0x1000
 TAG_NAME = 0x1001
 TAG_SOURCE = 0x1101
 TAG_UNIT = 0x1105
+TAG_UNIT_SUB = 0x1106
 TAG_ROW = 0x1003
 TAG_END = 0xFFFF
 TLV_HEADER = struct.Struct("<HI")
 
-# Unit code (a quantity, numbered as in JetDrive) -> the unit WinPEP 8 stores values in (US units).
-UNIT_BY_CODE: dict[int, str] = {
-    0: "s", 1: "ft", 2: "mph", 3: "lbf", 4: "hp", 5: "ft-lb", 6: "degF", 7: "kPa", 8: "rpm", 9: "ratio",
-    10: "mph/s", 11: "AFR", 12: "lb/h", 13: "lambda", 14: "V", 15: "A", 16: "%", 255: "",
+# (unit code, unit sub-field) -> the unit the values are in; only pairs known for certain (issue 11, from a real
+# Dynoware RT run (protobuf layout) and a real ECU log (TLV layout) read side by side). Everything else is
+# unknown: code 11 sits on acceleration channels ("Accel 1", "Acceleration"), code 10 on "Humidity" (39.2),
+# code 13 also on a lambda-valued channel ("afr", 0.775-1.259) whose sub-field the report does not give, and
+# the report gives no (code, sub-field) for power, torque, force, engine speed, pressure or throttle channels
+# (real runs held hp, ft-lb, mph, lbf values, but which pairs say so is not known).
+UNITS: dict[tuple[int, int], str] = {
+    # ECU log "Air Fuel Ratio 1/2": code 13, sub-tag 0x1106 = 1, values 10.4-30 at full load: AFR, not lambda.
+    (13, 1): "AFR",
+    # ECU "Coolant Temperature" 85-88 and "Intake Air Temperature" 38-45 at full load, sub-field 1: degC.
+    # The code number 6 is inferred, not recorded: it is the former table's temperature code, and the report
+    # names only the sub-field as missed for these channels (it names the code where the code was misread).
+    (6, 1): "degC",
+    # Speed: the dyno's "Speed 1" (sub-field 1) peaks at 67.98 in the run in which the ECU's "Vehicle Speed"
+    # (sub-field 3) reads 116: mph and km/h. Code 2 is inferred as for temperature (the former speed code).
+    (2, 1): "mph",
+    (2, 3): "km/h",
 }
 MODULES: dict[int, str] = {17: "dyno CPU", 19: "wideband O2", 20: "atmospheric probe", 21: "retarder",
                            22: "pendant", 102: "vehicle ECU"}
@@ -109,9 +124,13 @@ def filetime_to_ms(filetime: int) -> int | None:
     return ms if 0 < ms < _MAX_MS else None
 
 
-def afr_from_reading(value: float, stoich_afr: float) -> float:
-    """An AFR channel's reading as AFR: below 2.0 it is lambda (see module doc), scaled by the stoichiometric AFR."""
-    return value * stoich_afr if value < LAMBDA_BELOW else value
+def declared_unit(code: int | None, sub: int | None) -> str:
+    """The unit a channel declares: its UNITS entry, else `unknown(code=C,sub=S)` (values kept as in the file)."""
+    if code is None:
+        return unknown_unit("no unit code")
+    if sub is None:
+        return unknown_unit(f"code={code},no sub-field")
+    return UNITS.get((code, sub)) or unknown_unit(f"code={code},sub={sub}")
 
 
 def parse(handle: BinaryIO, options: ParseOptions) -> ParsedFile:
@@ -133,31 +152,20 @@ def parse(handle: BinaryIO, options: ParseOptions) -> ParsedFile:
                           f"0x{head[4]:02x}")
 
 
+class _Truncated(FileFormatError):
+    """Data that would run past `limit`, the end of the enclosing message: at the top level, of the file."""
+
+
 def _read_exact(handle: BinaryIO, offset: int, count: int, limit: int, label: str, what: str) -> bytes:
-    """`count` bytes at `offset`, or FileFormatError if they would pass `limit` (end of file or of a message)."""
+    """`count` bytes at `offset`, or _Truncated if they would pass `limit` (end of file or of a message)."""
     if offset + count > limit:
-        raise FileFormatError(label, offset, f"{count} bytes of {what}",
-                              f"{max(0, limit - offset)} before the end at byte {limit} (truncated)")
+        raise _Truncated(label, offset, f"{count} bytes of {what}",
+                         f"{max(0, limit - offset)} before the end at byte {limit} (truncated)")
     handle.seek(offset)
     data = handle.read(count)
     if len(data) != count:
-        raise FileFormatError(label, offset, f"{count} bytes of {what}", f"{len(data)} (file truncated)")
+        raise _Truncated(label, offset, f"{count} bytes of {what}", f"{len(data)} (file truncated)")
     return data
-
-
-def _channel_unit(name: str, code: int | None, stats: ParseStats, position: int) -> str:
-    """The unit values of a channel are in: from its unit code, else (unknown code) from its name."""
-    if code is not None and code in UNIT_BY_CODE:
-        return UNIT_BY_CODE[code]
-    known = known_channel(name)
-    if code is not None:
-        stats.warn(position, f"channel {name!r}: unit code {code} not known; "
-                   f"{'assumed ' + known[1] if known else 'imported without unit'}", "byte")
-    return known[1] if known else ""
-
-
-def _is_afr(info: ChannelInfo) -> bool:
-    return info.unit == "AFR"
 
 
 # --- TLV layout -----------------------------------------------------------------------------------------------
@@ -169,6 +177,7 @@ class _TlvChannel:
     name: str = ""
     source: int | None = None
     unit_code: int | None = None
+    unit_sub: int | None = None
 
 
 class _TlvFile:
@@ -242,12 +251,14 @@ class _TlvFile:
         value = _read_exact(self.handle, value_at, length, limit, self.label, f"channel sub-TLV 0x{tag:04x}")
         if tag == TAG_NAME:
             channel.name = value.split(b"\0", 1)[0].decode("utf-8", errors="replace")
-        elif tag in (TAG_SOURCE, TAG_UNIT) and 0 < length <= 8:
+        elif tag in (TAG_SOURCE, TAG_UNIT, TAG_UNIT_SUB) and 0 < length <= 8:
             number = int.from_bytes(value, "little")
             if tag == TAG_SOURCE:
                 channel.source = number
-            else:
+            elif tag == TAG_UNIT:
                 channel.unit_code = number
+            else:
+                channel.unit_sub = number
         # Other sub-tags are present in real files with unknown meaning: skipped.
 
     def _text(self, offset: int, length: int, limit: int, what: str) -> str:
@@ -256,7 +267,7 @@ class _TlvFile:
 
     def _channel_info(self, channel: _TlvChannel) -> ChannelInfo | None:
         name = channel.name or f"channel {channel.offset}"
-        unit = _channel_unit(name, channel.unit_code, self.stats, channel.offset)
+        unit = declared_unit(channel.unit_code, channel.unit_sub)
         device = ECU_SOURCES.get(channel.source or 0, "")
         return resolve_channel(name, unit, self.options, self.stats, device=device, position=channel.offset,
                                where="byte")
@@ -268,13 +279,19 @@ class _TlvFile:
         first_ms: int | None = None
         handle.seek(offset)
         while offset < self.size:
+            if self.size - offset < 6:
+                self._cut_short(offset, row_length)
+                return
             tag, length = TLV_HEADER.unpack(_read_exact(handle, offset, 6, self.size, self.label, "row TLV header"))
             if tag != TAG_ROW:
                 raise FileFormatError(self.label, offset, "TLV tag 0x1003 (data row)", f"0x{tag:04x}")
-            body = _read_exact(handle, offset + 6, length, self.size, self.label, "row data")
             if length != row_length:
                 raise FileFormatError(self.label, offset + 2, f"row length {row_length} (timestamp and "
                                       f"{len(channels)} floats)", str(length))
+            if offset + 6 + length > self.size:
+                self._cut_short(offset, row_length)
+                return
+            body = _read_exact(handle, offset + 6, length, self.size, self.label, "row data")
             timestamp_ms, *values = row_format.unpack(body)
             first_ms = timestamp_ms if first_ms is None else first_ms
             if timestamp_ms < first_ms:
@@ -286,6 +303,12 @@ class _TlvFile:
             row += 1
             offset += 6 + length
 
+    def _cut_short(self, offset: int, row_length: int) -> None:
+        """The file ends inside a row: the rows before it are kept, the tail is a counted error (strict: raised)."""
+        self.stats.row_error(offset, f"a complete row ({6 + row_length} bytes: TLV header, timestamp and "
+                             f"{(row_length - 4) // 4} floats)", f"{self.size - offset} bytes before the end of "
+                             f"the file (cut short; the {self.stats.rows} rows before it are kept)", "byte")
+
     def _row_samples(self, row: int, relative_ms: int, values: list[float], channels: list[ChannelInfo | None],
                      values_at: int) -> Iterator[FileSample]:
         for position, (info, value) in enumerate(zip(channels, values, strict=True)):
@@ -294,21 +317,21 @@ class _TlvFile:
             if not math.isfinite(value):
                 self.stats.row_error(values_at + 4 * position, f"a finite {info.channel} value", str(value), "byte")
                 continue
-            reading = afr_from_reading(value, DEFAULT_STOICH_AFR) if _is_afr(info) else value
             self.stats.samples += 1
-            yield FileSample(row, info.channel, info.unit, relative_ms, info.convert(reading))
+            yield FileSample(row, info.channel, info.unit, relative_ms, info.convert(value))
 
 
 # --- protocol-buffers layout ----------------------------------------------------------------------------------
 
 
 class _Field(NamedTuple):
-    """One protobuf field: number, wire type, where its value starts, and the value (length for wire type 2)."""
+    """One protobuf field: number, wire type, where its value starts, the value (length for wire type 2), its end."""
 
     number: int
     wire_type: int
     offset: int
     value: int
+    end: int
 
 
 WIRE_VARINT, WIRE_FIXED64, WIRE_LEN, WIRE_FIXED32 = 0, 1, 2, 5
@@ -320,10 +343,10 @@ def _varint(handle: BinaryIO, offset: int, limit: int, label: str) -> tuple[int,
     start = offset
     while True:
         if offset >= limit:
-            raise FileFormatError(label, start, "a complete varint", f"the end at byte {limit} (truncated)")
+            raise _Truncated(label, start, "a complete varint", f"the end at byte {limit} (truncated)")
         byte = handle.read(1)
         if not byte:
-            raise FileFormatError(label, start, "a complete varint", "end of file (truncated)")
+            raise _Truncated(label, start, "a complete varint", "end of file (truncated)")
         result |= (byte[0] & 0x7F) << shift
         offset += 1
         if byte[0] < 0x80:
@@ -356,13 +379,13 @@ def _fields(handle: BinaryIO, start: int, end: int, label: str) -> Iterator[_Fie
         elif wire_type == WIRE_LEN:
             value, offset = _varint(handle, offset, end, label)
             if offset + value > end:
-                raise FileFormatError(label, key_at, f"field {number} of {value} bytes within the message "
-                                      f"(ends at byte {end})", f"{end - offset} bytes left (truncated)")
+                raise _Truncated(label, key_at, f"field {number} of {value} bytes within the message "
+                                 f"(ends at byte {end})", f"{end - offset} bytes left (truncated)")
             after = offset + value
         else:
             raise FileFormatError(label, key_at, "protobuf wire type 0, 1, 2 or 5",
                                   f"wire type {wire_type} (field {number})")
-        yield _Field(number, wire_type, offset, value)
+        yield _Field(number, wire_type, offset, value, after)
         offset = after
 
 
@@ -396,6 +419,7 @@ class _Block:
     end: int
     name: str = ""
     unit_code: int | None = None
+    unit_sub: int = 0  # proto3: an absent sub-field is 0
     module_id: int = 0
     sub_index: int = 0
     channel_id: int = 0
@@ -409,7 +433,6 @@ class _Run:
     blocks: list[_Block] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=lambda: {"layout": "dyno run (protocol buffers)"})
     start_time_ms: int | None = None
-    stoich_afr: float = DEFAULT_STOICH_AFR
 
 
 class _ProtoFile:
@@ -423,37 +446,52 @@ class _ProtoFile:
         run = self._read_run()
         infos = unique_channels([self._channel_info(block) for block in run.blocks], self.stats)
         pairs = [(block, info) for block, info in zip(run.blocks, infos, strict=True) if info is not None]
-        return ParsedFile(fmt=FORMAT, channels=[info for _, info in pairs],
-                          samples=self._samples(pairs, run.stoich_afr), stats=self.stats,
-                          start_time_ms=run.start_time_ms, metadata=run.metadata)
+        return ParsedFile(fmt=FORMAT, channels=[info for _, info in pairs], samples=self._samples(pairs),
+                          stats=self.stats, start_time_ms=run.start_time_ms, metadata=run.metadata)
 
     def _read_run(self) -> _Run:
-        """First pass: run-level fields, and the extent and header of every channel block."""
+        """First pass: run-level fields, and the extent and header of every channel block.
+
+        A top-level field running past the end of the file means the file was cut short: the blocks before it
+        are complete and kept, the tail is a counted error (raised in strict mode). Any other fault is fatal.
+        """
         run = _Run()
-        for item in _fields(self.handle, 5, self.size, self.label):
-            if item.number == 1:
-                if item.wire_type != WIRE_LEN:
-                    raise FileFormatError(self.label, item.offset, "a channel block (field 1, length-delimited)",
-                                          f"wire type {item.wire_type}")
-                run.blocks.append(self._read_block(item))
-            elif item.number in _RUN_TEXT_FIELDS:
-                run.metadata[_RUN_TEXT_FIELDS[item.number]] = _as_text(self.handle, item, self.label)
-            elif item.number == 19 and item.wire_type in (WIRE_VARINT, WIRE_FIXED64):
-                run.start_time_ms = filetime_to_ms(item.value)
-                if run.start_time_ms is None:
-                    self.stats.warn(item.offset, f"run time FILETIME {item.value} is not a date; not used", "byte")
-            elif item.number == 29 and item.wire_type in (WIRE_FIXED64, WIRE_FIXED32):
-                run.stoich_afr = self._stoich(item)
+        walker = _fields(self.handle, 5, self.size, self.label)
+        tail_at = 5
+        while True:
+            try:
+                item = next(walker)
+            except StopIteration:
+                break
+            except _Truncated as cut:
+                self._cut_short(run, tail_at, cut)
+                break
+            self._run_field(run, item)
+            tail_at = item.end
         run.metadata["channels"] = str(len(run.blocks))
-        run.metadata["stoich_afr"] = f"{run.stoich_afr:g}"
         return run
 
-    def _stoich(self, item: _Field) -> float:
-        value = _as_float(item)
-        if math.isfinite(value) and 2.0 <= value <= 30.0:
-            return value
-        self.stats.warn(item.offset, f"stoichiometric AFR {value} out of range; {DEFAULT_STOICH_AFR} used", "byte")
-        return DEFAULT_STOICH_AFR
+    def _run_field(self, run: _Run, item: _Field) -> None:
+        if item.number == 1:
+            if item.wire_type != WIRE_LEN:
+                raise FileFormatError(self.label, item.offset, "a channel block (field 1, length-delimited)",
+                                      f"wire type {item.wire_type}")
+            run.blocks.append(self._read_block(item))
+        elif item.number in _RUN_TEXT_FIELDS:
+            run.metadata[_RUN_TEXT_FIELDS[item.number]] = _as_text(self.handle, item, self.label)
+        elif item.number == 19 and item.wire_type in (WIRE_VARINT, WIRE_FIXED64):
+            run.start_time_ms = filetime_to_ms(item.value)
+            if run.start_time_ms is None:
+                self.stats.warn(item.offset, f"run time FILETIME {item.value} is not a date; not used", "byte")
+        elif item.number == 29 and item.wire_type in (WIRE_FIXED64, WIRE_FIXED32):
+            run.metadata["stoich_afr"] = f"{_as_float(item):g}"  # shown, never applied to values
+
+    def _cut_short(self, run: _Run, tail_at: int, cut: _Truncated) -> None:
+        """A top-level field runs past the end of the file: keep what came before, count the tail as an error."""
+        self.stats.row_error(tail_at, "complete top-level fields to the end of the file",
+                             f"{self.size - tail_at} bytes of an incomplete field (what it declares at byte "
+                             f"{cut.position} runs past the end at byte {self.size}); the file looks cut short, "
+                             f"the {len(run.blocks)} complete channel blocks before it are kept", "byte")
 
     def _read_block(self, block_field: _Field) -> _Block:
         block = _Block(offset=block_field.offset, end=block_field.offset + block_field.value)
@@ -465,14 +503,23 @@ class _ProtoFile:
             elif item.number == 2:
                 block.name = _as_text(self.handle, item, self.label)
             elif item.number == 3:
-                for sub in _submessage(self.handle, item, self.label, "unit message"):
-                    if sub.number == 1 and sub.wire_type == WIRE_VARINT:
-                        block.unit_code = sub.value
+                self._read_unit(block, item)
             elif item.number == 7:
                 block.device = _as_text(self.handle, item, self.label)
             elif item.number == 8:
                 block.category = _as_text(self.handle, item, self.label)
         return block
+
+    def _read_unit(self, block: _Block, item: _Field) -> None:
+        """Field 3: {1: unit code, 2: unit sub-field}; proto3 omits zeros, so an empty message is code 0, sub 0."""
+        block.unit_code, block.unit_sub = 0, 0
+        for sub in _submessage(self.handle, item, self.label, "unit message"):
+            if sub.wire_type != WIRE_VARINT:
+                continue
+            if sub.number == 1:
+                block.unit_code = sub.value
+            elif sub.number == 2:
+                block.unit_sub = sub.value
 
     def _read_metadata(self, block: _Block, item: _Field) -> None:
         for sub in _submessage(self.handle, item, self.label, "channel metadata"):
@@ -487,15 +534,14 @@ class _ProtoFile:
 
     def _channel_info(self, block: _Block) -> ChannelInfo | None:
         name = block.name or f"module {block.module_id} channel {block.channel_id}"
-        unit = _channel_unit(name, block.unit_code, self.stats, block.offset)
+        unit = declared_unit(block.unit_code, block.unit_sub)
         device = block.device or MODULES.get(block.module_id, f"module {block.module_id}" if block.module_id else "")
         return resolve_channel(name, unit, self.options, self.stats, device=device, position=block.offset,
                                where="byte")
 
-    def _samples(self, pairs: list[tuple[_Block, ChannelInfo]], stoich_afr: float) -> Iterator[FileSample]:
+    def _samples(self, pairs: list[tuple[_Block, ChannelInfo]]) -> Iterator[FileSample]:
         """Second pass: each channel's data points, in file order; `row` is the point's index in its channel."""
         for block, info in pairs:
-            is_afr = _is_afr(info)
             point = 0
             for item in _fields(self.handle, block.offset, block.end, self.label):
                 if item.number != 4:
@@ -505,9 +551,8 @@ class _ProtoFile:
                 if not math.isfinite(value):
                     self.stats.row_error(item.offset, f"a finite {info.channel} value", str(value), "byte")
                 else:
-                    reading = afr_from_reading(value, stoich_afr) if is_afr else value
                     self.stats.samples += 1
-                    yield FileSample(point, info.channel, info.unit, time_ms, info.convert(reading))
+                    yield FileSample(point, info.channel, info.unit, time_ms, info.convert(value))
                 point += 1
 
     def _point(self, item: _Field) -> tuple[int, float]:

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["CANONICAL_UNITS", "UnknownUnitError", "canonical_unit", "to_canonical"]
+__all__ = ["CANONICAL_UNITS", "UNKNOWN_UNIT", "UnknownUnitError", "canonical_unit", "is_unknown_unit", "to_canonical",
+           "unknown_unit"]
+
+UNKNOWN_UNIT = "unknown"
+"""The unit of a value whose unit its source does not declare in a way known for certain.
+
+Such a value is published as the source's number, unchanged, under `unknown` or `unknown(<what the source
+declared>)`, e.g. `unknown(code=11,sub=0)`. No conversion applies to it: to_canonical returns the value
+unchanged and the marker as its canonical unit, so no range rule (each written in a real unit) matches it."""
 
 
 class UnknownUnitError(ValueError):
@@ -75,7 +83,20 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[float], float]]] = {
     "": ("", _linear(1.0)),
 }
 
+_UNCHANGED = _linear(1.0)
+
 CANONICAL_UNITS = frozenset(unit for unit, _ in _CONVERSIONS.values())
+
+
+def unknown_unit(declared: str = "") -> str:
+    """The unknown-unit marker, naming what the source declared when it declared something: `unknown(code=11)`."""
+    return f"{UNKNOWN_UNIT}({declared})" if declared else UNKNOWN_UNIT
+
+
+def is_unknown_unit(unit: str) -> bool:
+    """True for the markers unknown_unit() makes: the value is the source's number, its unit not known."""
+    unit = unit.strip().lower()
+    return unit == UNKNOWN_UNIT or (unit.startswith(UNKNOWN_UNIT + "(") and unit.endswith(")"))
 
 
 def canonical_unit(unit: str) -> str:
@@ -90,6 +111,8 @@ def to_canonical(value: float, unit: str) -> tuple[float, str]:
 
 
 def _lookup(unit: str) -> tuple[str, Callable[[float], float]]:
+    if is_unknown_unit(unit):
+        return unit.strip(), _UNCHANGED
     try:
         return _CONVERSIONS[unit.strip().lower()]
     except KeyError:

@@ -26,6 +26,7 @@ from fleetstream.config import StreamsSettings
 from schemas import codec
 from schemas.deadletter import dead_letter
 from schemas.topics import dlq_topic
+from schemas.units import is_unknown_unit
 from streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
 from streams.dedup import ChannelDedup
 from streams.kpis import (
@@ -94,16 +95,19 @@ class ChannelStage:
     def __init__(self, config: AnalyticsConfig, key: str, channel: str, unit: str, source_topic: str,
                  state: Mapping[str, Any] | None = None):
         self.config = config
+        # A rule's threshold is in the channel's real unit: values of unknown unit (published as the source had
+        # them, schemas.units.unknown_unit) are never judged by it.
+        rules = () if is_unknown_unit(unit) else config.rules
         if state is None:
             self.dedup = ChannelDedup(config.settings.dedup_horizon_ms)
             self.windows = ChannelWindows(key, channel, unit, source_topic, config.specs,
                                           config.settings.allowed_lateness_ms)
-            self.alerts = ThresholdAlerts(key, channel, config.rules)
+            self.alerts = ThresholdAlerts(key, channel, rules)
             self.last_seen_wall_s = 0.0
         else:
             self.dedup = ChannelDedup.from_dict(state["dedup"])
             self.windows = ChannelWindows.from_dict(state["windows"])
-            self.alerts = ThresholdAlerts.from_dict(state["alerts"], config.rules)
+            self.alerts = ThresholdAlerts.from_dict(state["alerts"], rules)
             self.last_seen_wall_s = float(state.get("last_seen_wall_s", 0.0))
 
     def process(self, timestamps_ms: np.ndarray, values: np.ndarray, wall_s: float) -> tuple[StageOutput, np.ndarray]:
@@ -169,7 +173,7 @@ class KeyStage:
         if timestamps_ms.size:
             self.last_data_ms = max(self.last_data_ms or _NO_TIME_MS, int(timestamps_ms.max()))
             self.seconds_seen = sorted(set(self.seconds_seen) | set((timestamps_ms // 1000).tolist()))
-        if dyno:
+        if dyno and not is_unknown_unit(str(record.get("unit", ""))):  # run KPIs are in hp, rpm, AFR: never a guess
             run_id = str(record.get("run_id") or "")
             for summary in self.dyno.process(channel, timestamps_ms, values):
                 out.kpis += run_records(summary, self.key, run_id, now_ms)

@@ -39,7 +39,7 @@ from producers.jetdrive.protocol import (
     Unsupported,
     decode_datagram,
 )
-from schemas.units import canonical_unit, to_canonical
+from schemas.units import canonical_unit, to_canonical, unknown_unit
 
 __all__ = [
     "CHANNEL_ALIASES",
@@ -49,6 +49,7 @@ __all__ = [
     "JetDriveCounters",
     "JetDriveDecoder",
     "canonical_channel_name",
+    "unit_spelling",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,14 @@ _U32 = 0xFFFFFFFF
 UNIT_NAMES: dict[int, str] = {
     0: "s", 1: "m", 2: "km/h", 3: "N", 4: "kW", 5: "N·m", 6: "degC", 7: "kPa", 8: "rpm", 9: "ratio",
     10: "km/h/s", 11: "AFR", 12: "kg/h", 13: "lambda", 14: "V", 15: "A", 16: "%",
-    254: "",  # "extended": the unit is vendor-defined, values pass through unitless
+    254: unknown_unit("jetdrive unit 254, extended"),  # vendor-defined: values pass unchanged, unit unknown
     255: "",  # none
 }
+
+
+def unit_spelling(unit_code: int) -> str | None:
+    """The to_canonical spelling of a JetDrive unit code, None for a code the spec does not define."""
+    return UNIT_NAMES.get(unit_code)
 
 # Slugified provider channel name -> canonical channel name. Anything else keeps its slug.
 CHANNEL_ALIASES: dict[str, str] = {
@@ -272,11 +278,12 @@ class JetDriveDecoder:
     def _on_info(self, host: int, provider: _Provider, info: ChannelInfo) -> list[DecodedSample]:
         provider.name = info.provider_name
         for channel in info.channels:
-            unit_name = UNIT_NAMES.get(channel.unit_code)
+            unit_name = unit_spelling(channel.unit_code)
             if unit_name is None:
+                unit_name = unknown_unit(f"jetdrive unit {channel.unit_code}")
                 self._count_error(FrameError("unknown_unit_code", 0, f"host 0x{host:04x} channel {channel.channel_id} "
-                                             f"{channel.name!r} unit code {channel.unit_code}; passed unitless"))
-                unit_name = ""
+                                             f"{channel.name!r} unit code {channel.unit_code}; values passed "
+                                             f"unchanged as {unit_name}"))
             provider.channels[channel.channel_id] = _Channel(
                 canonical_channel_name(channel.name, channel.channel_id), unit_name, canonical_unit(unit_name))
         return self._release(host, provider)

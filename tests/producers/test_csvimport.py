@@ -23,10 +23,12 @@ def test_fixture_tab_separated_cp1252() -> None:
     parsed, samples = parse_bytes(FIXTURE.read_bytes())
     assert parsed.metadata["encoding"] == "cp1252" and parsed.metadata["delimiter"] == "tab"
     assert parsed.metadata["time_unit"] == "s"
+    # Only the engine speed (rpm) and the IAT (header says °F) have a unit for certain; the other headers state
+    # none and their names are seen in several units: imported unchanged as `unknown`.
     assert [(c.channel, c.unit, c.device) for c in parsed.channels] == [
-        ("engine_speed", "rpm", "PV"), ("power", "hp", "DWRT CPU"), ("torque", "ft-lb", "DWRT CPU"),
-        ("afr", "AFR", "PV"), ("map", "kPa", "PV"), ("iat", "degF", "PV"), ("tps", "%", "PV"),
-        ("speed", "mph", "DWRT CPU")]
+        ("engine_speed", "rpm", "PV"), ("power", "unknown", "DWRT CPU"), ("torque", "unknown", "DWRT CPU"),
+        ("afr", "unknown", "PV"), ("map", "unknown", "PV"), ("iat", "degF", "PV"), ("tps", "unknown", "PV"),
+        ("speed", "unknown", "DWRT CPU")]
     assert parsed.stats.rows == 101 and len(samples) == 808
 
 
@@ -34,7 +36,7 @@ def test_values_at_known_rows() -> None:
     pull = {p.time_ms: p for p in dyno_pull(duration_ms=2000)}
     _, samples = parse_bytes(FIXTURE.read_bytes())
     by_key = {(s.channel, s.timestamp_ms): s for s in samples}
-    assert by_key[("torque", 1000)] == FileSample(50, "torque", "ft-lb", 1000, pull[1000].torque_ftlb)
+    assert by_key[("torque", 1000)] == FileSample(50, "torque", "unknown", 1000, pull[1000].torque_ftlb)
     assert by_key[("iat", 1980)].value == pytest.approx(pull[1980].iat_degf)
 
 
@@ -42,7 +44,29 @@ def test_unknown_column_is_reported_not_imported() -> None:
     parsed, samples = parse_bytes(FIXTURE.read_bytes())
     assert parsed.stats.skipped_columns == ["(DWRT CPU) Correction Factor"]
     assert "correction" not in {s.channel for s in samples}
-    assert parsed.stats.warnings == 1
+    assert parsed.stats.warnings == 1 + 6  # the skipped column, and one per column of unstated unit
+
+
+@pytest.mark.parametrize(("header", "channel"), [("Torque Drum 1", "torque"), ("Air/Fuel Ratio", "afr"),
+                                                 ("Intake Air Temp", "iat"), ("Vehicle Speed", "speed"),
+                                                 ("MAP", "map"), ("Power", "power")])
+def test_a_known_name_without_a_stated_unit_is_not_given_one(header: str, channel: str) -> None:
+    # Seen in several units each (ft-lb/N-m, AFR/lambda, degF/degC, mph/km/h, kPa/psi, hp/kW): never guessed.
+    parsed, samples = parse_bytes(f"Time (s),{header}\n0,0.87\n".encode())
+    assert [(s.channel, s.unit, s.value) for s in samples] == [(channel, "unknown", 0.87)]
+    [note] = parsed.stats.issues
+    assert f"{header!r}: unit not known for certain" in note.message and not note.error
+
+
+def test_mapping_without_a_unit_claims_none() -> None:
+    _, samples = parse_bytes(b"Time (s),Boost\n0,14.5\n", {"columns": {"Boost": {"channel": "map"}}})
+    assert [(s.channel, s.unit, s.value) for s in samples] == [("map", "unknown", 14.5)]
+
+
+def test_mapping_names_the_unit_of_a_column_that_does_not_state_it() -> None:
+    _, samples = parse_bytes(b"Time (s),Air/Fuel Ratio\n0,0.87\n",
+                             {"columns": {"Air/Fuel Ratio": {"channel": "lambda", "unit": "lambda"}}})
+    assert [(s.channel, s.unit, s.value) for s in samples] == [("lambda", "lambda", 0.87)]
 
 
 def test_mapping_imports_an_unknown_column_and_skips_a_known_one() -> None:
@@ -81,13 +105,16 @@ def test_units_row_gives_units_and_converts() -> None:
     assert samples[3].timestamp_ms == 10
 
 
-@pytest.mark.parametrize(("times", "unit"), [(["0", "10", "20"], "ms"), (["0.00", "0.01", "0.02"], "s"),
-                                             (["0", "1", "2"], "s")])
-def test_time_unit_is_guessed_and_reported(times: list[str], unit: str) -> None:
+@pytest.mark.parametrize("times", [["0", "10", "20"], ["0.00", "0.01", "0.02"], ["0", "1", "2"]])
+def test_time_unit_not_stated_is_refused_not_guessed(times: list[str]) -> None:
     data = ("Time,RPM\n" + "".join(f"{t},2500\n" for t in times)).encode()
-    parsed, _ = parse_bytes(data)
-    assert parsed.metadata["time_unit"] == unit
-    assert any("guessed" in issue.message for issue in parsed.stats.issues)
+    with pytest.raises(FileFormatError) as caught:
+        parse_bytes(data)
+    assert str(caught.value) == (
+        "pull.csv: line 1: expected the unit of time column 'Time' stated (a header like 'Time (s)' or 'Time (ms)', "
+        f"a units row, or time_unit: s|ms in the mapping), found none (first values {', '.join(times)})")
+    _, samples = parse_bytes(data, {"time_unit": "ms"})
+    assert [s.timestamp_ms for s in samples] == [round(float(t)) for t in times]
 
 
 def test_time_column_and_unit_from_mapping() -> None:

@@ -46,6 +46,17 @@ def test_demo_samples_import_as_valid_dyno_sample_batches(name: str) -> None:
     assert {"engine_speed", "power", "torque", "afr", "map", "iat", "tps"} <= {b["channel"] for b in batches}
 
 
+def test_demo_wp8_mapping_names_every_unit_the_file_does_not_declare_for_certain() -> None:
+    path = SAMPLES / "dyno_pull.wp8"
+    plain = {b["channel"]: b["unit"] for b in records(path, start_time_ms=START_MS)}
+    mapped = {b["channel"]: b["unit"] for b in records(path, start_time_ms=START_MS,
+                                                       mapping=SAMPLES / "dyno_pull.wp8.mapping.yaml")}
+    assert {c for c, unit in plain.items() if unit.startswith("unknown")} == {
+        "engine_speed", "power", "torque", "force", "map", "tps", "humidity"}
+    assert mapped == {"engine_speed": "rpm", "power": "hp", "torque": "ft-lb", "speed": "mph", "force": "lbf",
+                      "afr": "AFR", "map": "kPa", "iat": "degF", "tps": "%", "humidity": "%"}
+
+
 @pytest.mark.parametrize("name", ["pull.pvlog", "run.wp8", "ecu_log.wp8", "pull.csv"])
 def test_reimport_gives_identical_batch_ids_and_sample_keys(name: str, tmp_path: Path) -> None:
     original = FIXTURES / name
@@ -190,10 +201,12 @@ def test_inspect_wp8_run() -> None:
     assert report.file_id == file_identity(SAMPLES / "dyno_pull.wp8")
     assert report.start_time_ms == make_files.RUN_TIME_MS and report.span_ms == (0, 8000)
     rpm = next(c for c in report.channels if c.channel == "engine_speed")
-    assert (rpm.unit, rpm.samples, rpm.min, rpm.max) == ("rpm", 801, 2500.0, 6500.0)
+    assert (rpm.unit, rpm.samples, rpm.min, rpm.max) == ("unknown(code=8,sub=1)", 801, 2500.0, 6500.0)
     afr = next(c for c in report.channels if c.channel == "afr")
-    assert 12.5 < (afr.min or 0) < (afr.max or 0) < 13.7
+    assert afr.unit == "AFR" and 12.5 < (afr.min or 0) < (afr.max or 0) < 13.7
+    assert report.warning_count == 7  # one per channel whose unit the file does not declare for certain
     text = report.to_text()
+    assert "note at byte 8: 'Engine Speed': unit not known for certain" in text
     assert "dyno_serial: 250iX-41873" in text and "engine_speed" in text and "2024-05-14T10:32:00" in text
     assert report.to_dict()["channels"][0]["channel"] == "engine_speed"
 
@@ -209,11 +222,23 @@ def test_inspect_lists_unknown_columns_and_bad_rows(tmp_path: Path) -> None:
 
 
 def test_inspect_reports_a_structural_error_with_its_offset(tmp_path: Path) -> None:
-    path = tmp_path / "cut.wp8"
-    path.write_bytes((FIXTURES / "ecu_log.wp8").read_bytes()[:-3])
+    data = bytearray((FIXTURES / "ecu_log.wp8").read_bytes())
+    last_row = len(data) - 22
+    data[last_row + 1] = 0x20  # row tag 0x1003 -> 0x2003
+    path = tmp_path / "broken.wp8"
+    path.write_bytes(bytes(data))
     report = inspect(path)
-    assert report.fatal is not None and report.fatal.startswith(f"{path}: byte ")
+    assert report.fatal is not None and report.fatal.startswith(f"{path}: byte {last_row}: ")
     assert report.records == 40 and not report.ok and "STOPPED" in report.to_text()
+
+
+def test_inspect_reports_a_file_cut_short_with_what_was_kept(tmp_path: Path) -> None:
+    path = tmp_path / "cut.wp8"
+    data = (FIXTURES / "ecu_log.wp8").read_bytes()
+    path.write_bytes(data[:-3])
+    report = inspect(path)
+    assert report.fatal is None and not report.ok and report.records == 40 and report.error_count == 1
+    assert f"error at byte {len(data) - 22}: expected a complete row" in report.to_text()
 
 
 def test_inspect_jetdrive_capture() -> None:

@@ -246,12 +246,21 @@ def test_every_jetdrive_unit_code_has_a_canonical_unit():
     assert (canonical[4], canonical[5], canonical[6], canonical[8]) == ("hp", "ft-lb", "degF", "rpm")
 
 
-def test_unknown_unit_codes_pass_unitless_and_are_counted():
+@pytest.mark.parametrize(("code", "unit"), [(99, "unknown(jetdrive unit 99)"),
+                                           (254, "unknown(jetdrive unit 254, extended)")])
+def test_unknown_and_extended_unit_codes_pass_unchanged_marked_unknown(code, unit):
     decoder = JetDriveDecoder(ME)
-    decoder.feed(info(channels=[ChannelDef(3, "Mystery", 99)]), T0)
+    decoder.feed(info(channels=[ChannelDef(3, "Mystery", code)]), T0)
     (sample,) = decoder.feed(values((3, 0, 1.5)), T0)
-    assert (sample.unit, sample.value) == ("", 1.5)
-    assert decoder.counters.errors["unknown_unit_code"] == 1
+    assert (sample.unit, sample.value) == (unit, 1.5)
+    assert decoder.counters.errors["unknown_unit_code"] == (code == 99)
+
+
+def test_unit_none_stays_unitless():
+    decoder = JetDriveDecoder(ME)
+    decoder.feed(info(channels=[ChannelDef(3, "Gear", 255)]), T0)
+    (sample,) = decoder.feed(values((3, 0, 4.0)), T0)
+    assert (sample.unit, sample.value) == ("", 4.0)
 
 
 @pytest.mark.parametrize(("name", "canonical"), [

@@ -181,6 +181,22 @@ def test_dyno_runs(settings: Settings) -> None:
     assert run["peak_torque_ftlb"] is None
 
 
+def test_dyno_runs_take_peaks_only_from_samples_in_the_unit_they_report(settings: Settings) -> None:
+    # A WinPEP 8 power channel of undeclared unit is stored as the file had it, unit unknown(...): its 500
+    # (perhaps kW) is no peak in hp, nor is a lambda-valued "afr" channel a mean AFR.
+    client = connect(settings.clickhouse_dsn)
+    for channel, unit, value in (("power", "unknown(code=4,sub=1)", 500.0), ("afr", "unknown(code=13,sub=0)", 0.9),
+                                 ("afr", "AFR", 13.0)):
+        insert_samples(client, "dyno_sample_batch", {
+            "batch_id": f"u-{channel}-{unit}", "source": "wp8", "station_id": "cell-1", "provider": "run.wp8",
+            "run_id": "run-7", "channel": channel, "unit": unit, "sensor_state": "ok",
+            "samples": [{"timestamp_ms": H + 6000, "value": value, "flags": 0}]}, f"u-{channel}-{unit}")
+    client.close()
+    columns, result = run_query(settings, "dyno_runs", {})
+    run = dict(zip(columns, result[0], strict=True))
+    assert (run["peak_hp"], run["mean_afr"], run["samples"]) == (200.0, 13.0, 5)
+
+
 def test_data_quality(settings: Settings) -> None:
     _, result = run_query(settings, "data_quality", {})
     assert [(r[0], r[1], r[3], r[4], r[5]) for r in result] == [

@@ -184,6 +184,19 @@ def test_late_samples_do_not_count_in_the_kpis() -> None:
 # ---------------------------------------------------------------------------- alerts
 
 
+@pytest.mark.parametrize(("unit", "fired"), [("degF", 1), ("unknown(code=6,sub=2)", 0), ("unknown", 0)])
+def test_threshold_rules_never_judge_a_channel_of_unknown_unit(unit: str, fired: int) -> None:
+    # A rule's threshold is in the channel's canonical unit; values whose unit the source did not declare for
+    # certain (published unchanged, unit unknown) may be in another unit, so no rule applies to them.
+    run = Run()
+    out = run.feed(signal("v1", "coolant", [(BASE_MS + 100 * i, 150.0) for i in range(10)], unit=unit))
+    out += run.idle()
+    assert [a["event"] for a in of(out, "analytics.threshold.exceeded")] == ["fired"] * fired
+    run.round_trip()  # and after a restart from the changelog
+    out = run.feed(signal("v1", "coolant", [(BASE_MS + 5_000 + 100 * i, 150.0) for i in range(10)], unit=unit))
+    assert len(of(out, "analytics.threshold.exceeded")) == 0
+
+
 def test_alerts_fire_once_per_episode_and_resolve_with_the_same_id() -> None:
     run = Run()
     # 100 ms steps: hot (>100) from 1.0 s to 1.9 s, dips to 98 (not below 95: no clear), hot again, clears at

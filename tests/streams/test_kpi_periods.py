@@ -34,3 +34,24 @@ def test_consecutive_periods_each_close_once_with_their_samples():
     health = [k for k in closed if k["name"] == "health_score"]
     assert [(k["period_start_ms"], k["dimensions"]["fleet_id"]) for k in health] == [(start, "42")]
     assert feed(stage, [start + PERIOD_MS + 30_000]) == []  # nothing closes twice
+
+
+def run_kpis(power_unit: str) -> list[dict]:
+    """A 3 s pull at 50 hp / 3000 rpm on one station, then the power drops: the run's KPI records."""
+    stage = KeyStage(AnalyticsConfig.from_settings(StreamsSettings()), "cell-1")
+    start = 1_764_000_000_000
+    ts = np.array([start + 100 * i for i in range(32)], dtype=np.int64)
+    power = np.where(np.arange(32) < 31, 50.0, 0.0)
+    kpis: list[dict] = []
+    for channel, unit, values in (("engine_speed", "rpm", np.full(32, 3000.0)), ("power", power_unit, power)):
+        out = stage.samples({"unit": unit, "run_id": "r1"}, channel, ts, values, np.zeros(32, dtype=np.int64),
+                            now_ms=0, wall_s=0.0, dyno=True)
+        kpis += [k for k in out.kpis if k["scope"] == "run"]
+    return kpis
+
+
+def test_dyno_run_kpis_never_use_a_channel_of_unknown_unit():
+    # A WinPEP 8 power channel whose unit the file does not declare for certain is published as
+    # unknown(code=4,sub=1): its numbers may be kW, so no peak_hp (in hp) is computed from them.
+    assert {k["name"]: k["value"] for k in run_kpis("hp")}["peak_hp"] == 50.0
+    assert run_kpis("unknown(code=4,sub=1)") == []

@@ -66,6 +66,19 @@ def test_ranges_apply_after_unit_conversion(validator):
     assert outcome.valid_samples == 1 and outcome.rejected[0].error_code == "out_of_range"
 
 
+@pytest.mark.parametrize("mode", ["reject", "sanitize"])
+@pytest.mark.parametrize("unit", ["unknown(code=13,sub=0)", "unknown", "unknown(code=6,sub=2)"])
+def test_a_value_of_unknown_unit_is_never_range_checked_nor_converted(mode, unit):
+    # lambda 0.775 in an "afr" channel, 350 in an "IAT" one: outside the AFR and degF rules, but their unit is
+    # not known, so no rule of another unit applies (and sanitize must not clamp them either).
+    validator = Validator(ValidationSettings(mode=mode))
+    for channel, value in (("afr", 0.775), ("IAT", 350.0)):
+        outcome = validator.validate("signal_batch", signal(channel, unit, [value]), NOW_MS)
+        assert not outcome.rejected and outcome.valid is not None
+        assert outcome.valid["unit"] == unit and outcome.valid["samples"][0] == {
+            "timestamp_ms": NOW_MS - 1000, "value": value, "svalue": None, "flags": 0}
+
+
 def test_sanitize_mode_clamps_and_flags():
     validator = Validator(ValidationSettings(mode="sanitize"))
     outcome = validator.validate("signal_batch", signal("TPS", "%", [130.0]), NOW_MS)

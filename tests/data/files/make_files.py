@@ -16,7 +16,7 @@ import io
 import math
 import random
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +151,7 @@ def pb_fixed64(number: int, value: int) -> bytes:
 
 @dataclass(frozen=True)
 class Wp8Channel:
-    """One channel block of a dyno run: where it comes from, its unit code, and its (time ms, value) points."""
+    """One channel block of a dyno run: where it comes from, its unit (code, sub-field), its (time ms, value) points."""
 
     module_id: int
     sub_index: int
@@ -161,11 +161,14 @@ class Wp8Channel:
     points: Sequence[tuple[int, float]]
     device: str = ""
     category: str = ""
+    unit_sub: int = 0
+    """Field 3.2, the unit within the quantity (proto3: 0 is not written)."""
 
 
 def wp8_channel_block(channel: Wp8Channel) -> bytes:
     metadata = pb_varint(1, channel.module_id) + pb_varint(2, channel.sub_index) + pb_varint(4, channel.channel_id)
-    body = pb_bytes(1, metadata) + pb_text(2, channel.name) + pb_bytes(3, pb_varint(1, channel.unit_code))
+    unit = pb_varint(1, channel.unit_code) + pb_varint(2, channel.unit_sub)
+    body = pb_bytes(1, metadata) + pb_text(2, channel.name) + pb_bytes(3, unit)
     body += b"".join(pb_bytes(4, pb_float(1, value) + pb_varint(2, time_ms)) for time_ms, value in channel.points)
     return body + pb_text(7, channel.device) + pb_text(8, channel.category)
 
@@ -193,23 +196,32 @@ def wp8_run_bytes(channels: Iterable[Wp8Channel], *, run_time_ms: int | None = R
     return bytes(out)
 
 
-def pull_channels(pull: Sequence[PullPoint]) -> list[Wp8Channel]:
-    """The pull as WinPEP 8 records it: dyno CPU at 100 Hz, wideband (lambda) at 50 Hz, ECU at 20 Hz, probe 1 Hz."""
+def degf_to_degc(degf: float) -> float:
+    return (degf - 32.0) / 1.8
 
-    def series(attribute: str, period_ms: int, scale: float = 1.0) -> list[tuple[int, float]]:
-        return [(p.time_ms, getattr(p, attribute) * scale) for p in pull if p.time_ms % period_ms == 0]
+
+def pull_channels(pull: Sequence[PullPoint]) -> list[Wp8Channel]:
+    """The pull as WinPEP 8 records it: dyno CPU at 100 Hz, wideband at 50 Hz, ECU at 20 Hz, probe 1 Hz.
+
+    Unit (code, sub-field) pairs: the ones producers.wp8.UNITS knows (speed 2/1 mph, AFR 13/1, temperature 6/1
+    degC, so the IAT is stored in degC) and, for the rest, pairs it does not know (imported unchanged with the
+    unit unknown(code=C,sub=S)); humidity carries code 10 without a sub-field, as in a real Dynoware RT run.
+    """
+
+    def series(attribute: str, period_ms: int, convert: Callable[[float], float] = float) -> list[tuple[int, float]]:
+        return [(p.time_ms, convert(getattr(p, attribute))) for p in pull if p.time_ms % period_ms == 0]
 
     return [
-        Wp8Channel(17, 0, 1, "Engine Speed", 8, series("rpm", 10), "Dynojet 250i", "Engine"),
-        Wp8Channel(17, 1, 2, "Power Drum 1", 4, series("power_hp", 10), "Dynojet 250i", "Power"),
-        Wp8Channel(17, 1, 3, "Torque Drum 1", 5, series("torque_ftlb", 10), "Dynojet 250i", "Power"),
-        Wp8Channel(17, 1, 4, "Speed Drum 1", 2, series("speed_mph", 10), "Dynojet 250i", "Drum"),
-        Wp8Channel(17, 1, 5, "Force Drum 1", 3, series("force_lbf", 10), "Dynojet 250i", "Drum"),
-        Wp8Channel(19, 0, 1, "Air/Fuel Ratio", 11, series("afr", 20, 1.0 / STOICH_AFR), "Wideband 1", "AFR"),
-        Wp8Channel(102, 0, 10, "Manifold Absolute Pressure", 7, series("map_kpa", 50), "", "ECU"),
-        Wp8Channel(102, 0, 11, "Intake Air Temp", 6, series("iat_degf", 50), "", "ECU"),
-        Wp8Channel(102, 0, 12, "Throttle Position", 16, series("tps_pct", 50), "", "ECU"),
-        Wp8Channel(20, 0, 1, "Humidity", 16, [(t, 41.0) for t, _ in series("rpm", 1000)], "Atmospheric probe"),
+        Wp8Channel(17, 0, 1, "Engine Speed", 8, series("rpm", 10), "Dynojet 250i", "Engine", unit_sub=1),
+        Wp8Channel(17, 1, 2, "Power Drum 1", 4, series("power_hp", 10), "Dynojet 250i", "Power", unit_sub=1),
+        Wp8Channel(17, 1, 3, "Torque Drum 1", 5, series("torque_ftlb", 10), "Dynojet 250i", "Power", unit_sub=1),
+        Wp8Channel(17, 1, 4, "Speed Drum 1", 2, series("speed_mph", 10), "Dynojet 250i", "Drum", unit_sub=1),
+        Wp8Channel(17, 1, 5, "Force Drum 1", 3, series("force_lbf", 10), "Dynojet 250i", "Drum", unit_sub=1),
+        Wp8Channel(19, 0, 1, "Air/Fuel Ratio", 13, series("afr", 20), "Wideband 1", "AFR", unit_sub=1),
+        Wp8Channel(102, 0, 10, "Manifold Absolute Pressure", 7, series("map_kpa", 50), "", "ECU", unit_sub=1),
+        Wp8Channel(102, 0, 11, "Intake Air Temp", 6, series("iat_degf", 50, degf_to_degc), "", "ECU", unit_sub=1),
+        Wp8Channel(102, 0, 12, "Throttle Position", 16, series("tps_pct", 50), "", "ECU", unit_sub=1),
+        Wp8Channel(20, 0, 1, "Humidity", 10, [(t, 41.0) for t, _ in series("rpm", 1000)], "Atmospheric probe"),
     ]
 
 
@@ -229,6 +241,8 @@ class EcuChannel:
     name: str
     unit_code: int
     source: int = 1
+    unit_sub: int | None = None
+    """Sub-TLV 0x1106, the unit within the quantity; None writes no 0x1106."""
 
 
 def wp8_ecu_log_bytes(channels: Sequence[EcuChannel], rows: Iterable[tuple[int, Sequence[float]]], *,
@@ -240,8 +254,10 @@ def wp8_ecu_log_bytes(channels: Sequence[EcuChannel], rows: Iterable[tuple[int, 
     """
     header = bytearray(tlv(0x0001, part_number.encode() + b"\0"))
     for channel in channels:
+        sub_field = b"" if channel.unit_sub is None else tlv(0x1106, struct.pack("<H", channel.unit_sub))
         subs = (tlv(0x1001, channel.name.encode() + b"\0") + tlv(0x1101, bytes([channel.source]))
-                + tlv(0x1105, struct.pack("<H", channel.unit_code)) + tlv(0x1104, b"\x01\x00\x00\x00") + tlv(0xFFFF))
+                + tlv(0x1105, struct.pack("<H", channel.unit_code)) + sub_field + tlv(0x1104, b"\x01\x00\x00\x00")
+                + tlv(0xFFFF))
         header += tlv(0x1000) + subs if flat_channels else tlv(0x1000, subs)
     header += tlv(0xFFFF)
     out = bytearray(b"\xfe\xce\xfa\xce\x04" + struct.pack("<I", len(header)) + header)
@@ -250,8 +266,8 @@ def wp8_ecu_log_bytes(channels: Sequence[EcuChannel], rows: Iterable[tuple[int, 
     return bytes(out)
 
 
-ECU_CHANNELS = [EcuChannel("Engine Speed", 8), EcuChannel("Throttle Position", 16),
-                EcuChannel("Air/Fuel Ratio", 11, source=2)]
+ECU_CHANNELS = [EcuChannel("Engine Speed", 8, unit_sub=1), EcuChannel("Throttle Position", 16, unit_sub=1),
+                EcuChannel("Air/Fuel Ratio", 13, source=2, unit_sub=1)]
 
 
 def ecu_rows(pull: Sequence[PullPoint], boot_ms: int = 184_250) -> list[tuple[int, list[float]]]:
