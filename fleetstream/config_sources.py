@@ -251,6 +251,13 @@ class Provenance:
                 return source
         return DEFAULT
 
+    def sources_within(self, path: Path) -> str:
+        """Where a section's values came from (for an error about the section as a whole)."""
+        if (source := self.source_of(path)) != DEFAULT:
+            return source
+        below = dict.fromkeys(s for p, s in self.origins.items() if p[: len(path)] == path)
+        return " and ".join(below) or DEFAULT
+
 
 def build(model: type[BaseModel], layers: list[Layer]) -> tuple[dict[str, Any], Provenance]:
     """The input for `model`: the layers (lowest priority first) checked and merged, and where each value is from."""
@@ -413,14 +420,13 @@ def invalid(exc: ValidationError, model: type[BaseModel], data: Mapping[str, Any
         parent = _parent_fields(model, where[len(path):])
         return _unknown(where, parent, provenance.source_of(where))
     more = len(exc.errors()) - 1
-    source = provenance.source_of(where)
+    source = provenance.sources_within(where)
     origin = "the defaults" if source == DEFAULT else source
     message = f"invalid {dotted(where) or 'configuration'} in {origin}: {reason}"
     if more:
         message += f" (and {more} more)"
     value = error.get("input")
-    shown = repr(_masked(where, value))
-    hint = f"got {shown}" if not isinstance(value, Mapping | list) and shown not in reason else ""
+    hint = f"got {_masked(where, value)!r}" if not isinstance(value, Mapping | list) else ""
     return ConfigError(message, hint)
 
 
