@@ -8,8 +8,8 @@ plus the conventional short names `KAFKA_BOOTSTRAP_SERVERS`, `CLICKHOUSE_DSN`, `
 `SEC_AUTH_TOKEN` that point a deployment at existing services. `FLEETSTREAM_CONFIG` names the YAML file.
 
 Mistakes are refused, not dropped (fleetstream.config_sources): a key or a `FLEETSTREAM_*` variable that names
-no setting, a value out of range, a DSN of another scheme. Lists marked `MergeBy` merge item by item with the
-defaults, so a file that changes one alert rule keeps the others.
+no setting, a value out of range, a DSN of another scheme. In the YAML file, lists marked `MergeBy` merge item by
+item with the defaults, so a file that changes one alert rule keeps the others; a variable gives a list whole.
 """
 
 from __future__ import annotations
@@ -402,7 +402,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
                if os.environ.get(name)]
     layers += env_layers(Settings, os.environ, ENV_PREFIX, "__", OTHER_VARIABLES)
     if overrides:
-        layers.append(Layer("argument", overrides))
+        layers.append(Layer("argument", overrides, merge_lists=False))
     data, provenance = build(Settings, layers)
     token = _loading.set(True)
     try:

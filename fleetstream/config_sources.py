@@ -2,9 +2,10 @@
 
 A configuration is built from layers (defaults, a YAML file, environment variables, arguments); this module
 checks each layer against the pydantic models before anything is validated, so a mistyped key is refused with
-the file or variable it is in and the nearest valid name instead of being dropped. Lists whose items have a key
-(`MergeBy`) merge item by item with the layers below, so a file that lists one alert rule does not delete the
-others. The origin of every value is kept for `fleetstream config show` and for error messages.
+the file or variable it is in and the nearest valid name instead of being dropped. In a file, lists whose items
+have a key (`MergeBy`) merge item by item with the layers below, so a file that lists one alert rule does not
+delete the others; a variable or an argument gives a list whole (it is one value, and `[]` must mean none).
+The origin of every value is kept for `fleetstream config show` and for error messages.
 """
 
 from __future__ import annotations
@@ -196,8 +197,9 @@ def read_yaml_mapping(path: FilePath) -> dict[str, Any]:
 # --- checking keys -----------------------------------------------------------------------------------------
 
 
-def check_keys(model: type[BaseModel], data: Any, where: str, path: Path = ()) -> None:
-    """Raise ConfigError for the first key of `data` that `model` has no field for (recursively)."""
+def check_keys(model: type[BaseModel], data: Any, where: str, path: Path = (), merging: bool = True) -> None:
+    """Raise ConfigError for the first key of `data` that `model` has no field for (recursively); `merging`
+    allows `enabled` in keyed list items."""
     if not isinstance(data, Mapping):
         return  # not a section: pydantic reports the wrong type, with the value
     fields = _fields(model)
@@ -205,19 +207,19 @@ def check_keys(model: type[BaseModel], data: Any, where: str, path: Path = ()) -
         name = str(key)
         if name not in fields:
             raise _unknown((*path, name), fields, where)
-        _check_node(fields[name], value, where, (*path, name))
+        _check_node(fields[name], value, where, (*path, name), merging)
 
 
-def _check_node(node: _Node, value: Any, where: str, path: Path) -> None:
+def _check_node(node: _Node, value: Any, where: str, path: Path, merging: bool) -> None:
     if node.kind == "model" and node.model is not None:
-        check_keys(node.model, value, where, path)
+        check_keys(node.model, value, where, path, merging)
     elif node.kind == "list" and node.model is not None and isinstance(value, list):
         for index, item in enumerate(value):
             if not isinstance(item, Mapping):
                 continue
             label = node.merge.label(item) if node.merge and None not in node.merge.key(item) else f"[{index}]"
-            fields = item if node.merge is None else {k: v for k, v in item.items() if k != ENABLED}
-            check_keys(node.model, fields, where, (*path, label))
+            fields = {k: v for k, v in item.items() if k != ENABLED} if node.merge and merging else item
+            check_keys(node.model, fields, where, (*path, label), merging)
 
 
 # --- layers and merging ------------------------------------------------------------------------------------
@@ -229,6 +231,8 @@ class Layer:
 
     source: str
     data: Mapping[str, Any]
+    merge_lists: bool = True
+    """Keyed lists merge with the layers below (a file); False: every list is given whole (a variable)."""
 
 
 @dataclass
@@ -264,26 +268,26 @@ def build(model: type[BaseModel], layers: list[Layer]) -> tuple[dict[str, Any], 
     merged: dict[str, Any] = {}
     provenance = Provenance()
     for layer in layers:
-        check_keys(model, layer.data, layer.source)
-        merged = _merge_section(model, merged, layer.data, layer.source, provenance, ())
+        check_keys(model, layer.data, layer.source, merging=layer.merge_lists)
+        merged = _merge_section(model, merged, layer, layer.data, provenance, ())
     _validate_checked(model, merged, provenance, ())
     return merged, provenance
 
 
-def _merge_section(model: type[BaseModel] | None, base: Mapping[str, Any], data: Mapping[str, Any], source: str,
+def _merge_section(model: type[BaseModel] | None, base: Mapping[str, Any], layer: Layer, data: Mapping[str, Any],
                    provenance: Provenance, path: Path) -> dict[str, Any]:
     out = dict(base)
     fields = _fields(model) if model is not None else {}
     for key, value in data.items():
         node, here = fields.get(key, _Node("free")), (*path, key)
         if isinstance(value, Mapping) and node.kind in ("model", "free") and isinstance(out.get(key, {}), Mapping):
-            out[key] = _merge_section(node.model, out.get(key, {}), value, source, provenance, here)
-        elif node.merge is not None and isinstance(value, list) and model is not None:
+            out[key] = _merge_section(node.model, out.get(key, {}), layer, value, provenance, here)
+        elif node.merge is not None and isinstance(value, list) and model is not None and layer.merge_lists:
             current = out[key] if isinstance(out.get(key), list) else _default_items(model.model_fields[key])
-            out[key] = _merge_list(node.merge, current, value, source, provenance, here)
+            out[key] = _merge_list(node.merge, current, value, layer.source, provenance, here)
         else:
             out[key] = value
-            provenance.set(here, source)
+            provenance.set(here, layer.source)
     return out
 
 
@@ -296,6 +300,9 @@ def _merge_list(merge: MergeBy, base: list[Any], items: list[Any], source: str, 
                 path: Path) -> list[Any]:
     """`items` merged into `base` by key (see MergeBy); a malformed item is refused with its position."""
     merged = {merge.key(item): item for item in base if isinstance(item, Mapping)}
+    if not items and merged:
+        raise ConfigError(f"{dotted(path)}: [] in {source} changes nothing: the list merges with the "
+                          f"{len(merged)} items below it", "remove items one by one with enabled: false")
     seen: set[tuple[Any, ...]] = set()
     for index, item in enumerate(items):
         if not isinstance(item, Mapping):
@@ -375,7 +382,7 @@ def env_layers(model: type[BaseModel], environ: Mapping[str, str], prefix: str, 
         data: Any = value
         for part in reversed(parts):
             data = {part: data}
-        layers.append(Layer(name, data))
+        layers.append(Layer(name, data, merge_lists=False))
     return layers
 
 

@@ -198,6 +198,8 @@ LIST_MISTAKES = [
     ("validation:\n  ranges:\n    - afr\n", "validation.ranges[0] in {file} is not a mapping"),
     ("validation:\n  ranges:\n    - {channel: afr, unit: AFR, enabled: no-thanks}\n",
      "validation.ranges[afr/AFR].enabled in {file} is 'no-thanks'"),
+    ("streams:\n  alert_rules: []\n",
+     "streams.alert_rules: [] in {file} changes nothing: the list merges with the 4 items below it"),
 ]
 
 
@@ -207,13 +209,18 @@ def test_a_malformed_keyed_list_item_is_refused(tmp_path: Path, text: str, messa
     assert str(refused(lambda: load_settings(path))) == message.format(file=path)
 
 
-def test_a_list_in_a_variable_merges_like_one_in_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    defaults = len(Settings().topics.topics)
-    path = write(tmp_path, "topics:\n  topics: [{name: dyno.samples, partitions: 6}]\n")
-    monkeypatch.setenv("FLEETSTREAM_TOPICS__TOPICS", '[{"name": "fleet.faults", "partitions": 2}]')
-    topics = {t.name: t.partitions for t in load_settings(path).topics.topics}
-    assert len(topics) == defaults
-    assert (topics["dyno.samples"], topics["fleet.faults"], topics["telemetry.signals"]) == (6, 2, 3)
+def test_a_list_in_a_variable_is_given_whole(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A variable is one value: `[]` means no rules (what the worker tests and benchmarks rely on)."""
+    path = write(tmp_path, "streams:\n  alert_rules: [{rule_id: hot, channel: iat, comparator: '>', threshold: 1}]\n")
+    assert rules(load_settings(path)) == [*DEFAULT_RULES, "hot"]
+    monkeypatch.setenv("FLEETSTREAM_STREAMS__ALERT_RULES", "[]")
+    assert rules(load_settings(path)) == []
+    rule = {"rule_id": "cold", "channel": "iat", "comparator": "<", "threshold": 0}
+    monkeypatch.setenv("FLEETSTREAM_STREAMS__ALERT_RULES", json.dumps([rule]))
+    settings = load_settings(path)
+    assert rules(settings) == ["cold"]
+    shown = {key: source for key, _, source in settings.effective_values()}
+    assert shown["streams.alert_rules[cold]"] == "FLEETSTREAM_STREAMS__ALERT_RULES"
 
 
 def readme_yaml() -> str:
