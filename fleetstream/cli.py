@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from fleetstream.config import Settings, load_settings
+from fleetstream.config import ConfigError, Settings, load_settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.logs import setup_logging
 
@@ -44,6 +44,8 @@ agent_app = typer.Typer(help="The edge agent: sources → durable spool → Kafk
                         no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(agent_app, name="agent")
+config_app = typer.Typer(help="The effective configuration and where each value came from.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -68,17 +70,38 @@ def reports_errors(command: _Command) -> _Command:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"fleetstream {version('fleetstream')}")
+        except PackageNotFoundError:
+            typer.echo("fleetstream (not installed as a package: version unknown)")
+        raise typer.Exit()
+
+
+def config_error(exc: ConfigError) -> typer.Exit:
+    """Print `error: <message> (<hint>)` for a configuration mistake; the caller raises the returned exit (2)."""
+    typer.echo(f"error: {exc}" + (f" ({exc.hint})" if exc.hint else ""), err=True)
+    return typer.Exit(2)
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file.",
                                                 envvar="FLEETSTREAM_CONFIG", exists=True, dir_okay=False)] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
 ) -> None:
     """Load the configuration once; every command receives it."""
     setup_logging(log_level)
     try:
         ctx.obj = load_settings(config)
+    except ConfigError as exc:
+        raise config_error(exc) from exc
     except Exception as exc:
         typer.echo(f"error: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -120,6 +143,25 @@ def stack_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--js
         echo_json(status.to_dict())
     else:
         typer.echo(status.to_text())
+
+
+# --- config ------------------------------------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every effective value and where it came from: default, the YAML file, or the variable that set it.
+
+    Secrets (tokens, passwords, the password in a DSN) are shown as ***.
+    """
+    rows = settings_of(ctx).effective_values()
+    if as_json:
+        echo_json({key: {"value": value, "source": source} for key, value, source in rows})
+        return
+    width = max(len(key) for key, _, _ in rows)
+    for key, value, source in rows:
+        shown = value if isinstance(value, str) else json.dumps(value)
+        typer.echo(f"{key:{width}s}  {shown}  [{source}]")
 
 
 # --- topics ------------------------------------------------------------------------------------------------
@@ -366,7 +408,11 @@ def agent_run(
 
     from producers.agent import Agent, load_agent_config
 
-    agent = Agent(load_agent_config(agent_config), settings_of(ctx).kafka)
+    try:
+        config = load_agent_config(agent_config)
+    except ConfigError as exc:
+        raise config_error(exc) from exc
+    agent = Agent(config, settings_of(ctx).kafka)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

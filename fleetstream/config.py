@@ -6,6 +6,10 @@ environment. Secrets (tokens, passwords) come only from the environment and are 
 Environment: `FLEETSTREAM_<SECTION>__<FIELD>` for any field (e.g. `FLEETSTREAM_KAFKA__BOOTSTRAP_SERVERS`),
 plus the conventional short names `KAFKA_BOOTSTRAP_SERVERS`, `CLICKHOUSE_DSN`, `SCHEMA_REGISTRY_URL`,
 `SEC_AUTH_TOKEN` that point a deployment at existing services. `FLEETSTREAM_CONFIG` names the YAML file.
+
+Mistakes are refused, not dropped (fleetstream.config_sources): a key or a `FLEETSTREAM_*` variable that names
+no setting, a value out of range, a DSN of another scheme. In the YAML file, lists marked `MergeBy` merge item by
+item with the defaults, so a file that changes one alert rule keeps the others; a variable gives a list whole.
 """
 
 from __future__ import annotations
@@ -14,17 +18,41 @@ import os
 import ssl
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fleetstream.config_sources import (
+    CheckedAs,
+    ConfigError,
+    Layer,
+    MergeBy,
+    Provenance,
+    build,
+    dotted,
+    env_layers,
+    invalid,
+    masked_leaves,
+    read_yaml_mapping,
+)
 from fleetstream.logs import librdkafka_log
 
 __all__ = [
+    "CLICKHOUSE_SCHEMES",
     "ChannelRange",
     "ClickHouseSettings",
+    "ConfigError",
     "FleetSettings",
     "GraphQLSinkSettings",
     "KafkaSettings",
@@ -33,19 +61,26 @@ __all__ = [
     "StreamsSettings",
     "TopicSettings",
     "ValidationSettings",
+    "check_clickhouse_dsn",
     "load_settings",
 ]
 
 
-class KafkaSettings(BaseModel):
+class _Section(BaseModel):
+    """A part of the tree: an unknown key is an error (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
     """How every client reaches the cluster; `client_config` passes librdkafka options through (SASL, SSL)."""
 
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
     client_config: dict[str, str] = Field(default_factory=dict)
-    schema_registry_url: str | None = None
-    compression_type: str = "lz4"
-    linger_ms: int = 20
-    batch_size_bytes: int = 1_000_000
+    schema_registry_url: str | None = Field(default=None, pattern=r"^(https?|mock)://.+")
+    compression_type: str = Field(default="lz4", pattern="^(none|gzip|snappy|lz4|zstd)$")
+    linger_ms: int = Field(default=20, ge=0)
+    batch_size_bytes: int = Field(default=1_000_000, ge=1)
 
     def client(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration for a confluent-kafka client; its logs go through Python logging, rate-limited."""
@@ -53,10 +88,19 @@ class KafkaSettings(BaseModel):
                 **overrides}
 
 
-class TopicSpec(BaseModel):
-    name: str
-    partitions: int = 3
-    retention_ms: int = 7 * 24 * 3600 * 1000
+class TopicSpec(_Section):
+    """One topic `fleetstream topics create` makes; retention -1 keeps records forever (Kafka's convention)."""
+
+    name: str = Field(min_length=1)
+    partitions: int = Field(default=3, ge=1)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+
+    @field_validator("retention_ms")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("retention_ms 0 would delete every record at once; use -1 to keep them forever")
+        return value
 
 
 def _topics() -> list[TopicSpec]:
@@ -76,11 +120,11 @@ def _topics() -> list[TopicSpec]:
             for n in names]
 
 
-class TopicSettings(BaseModel):
+class TopicSettings(_Section):
     """Topic names, partitions and retention: `fleetstream topics create` makes exactly these."""
 
-    replication_factor: int = 1
-    topics: list[TopicSpec] = Field(default_factory=_topics)
+    replication_factor: int = Field(default=1, ge=1)
+    topics: Annotated[list[TopicSpec], MergeBy("name")] = Field(default_factory=_topics)
 
     @property
     def raw(self) -> list[str]:
@@ -89,37 +133,72 @@ class TopicSettings(BaseModel):
             ("dlq.", "telemetry.windows", "analytics.", "alert."))]
 
 
-class StackSettings(BaseModel):
+class StackSettings(_Section):
     """The local single-node stack (`fleetstream stack up`): a KRaft broker from the official jars."""
 
-    kafka_version: str = "4.1.1"
-    kafka_port: int = 9092
-    controller_port: int = 9093
+    kafka_version: str = Field(default="4.1.1", min_length=1)
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    controller_port: int = Field(default=9093, ge=1, le=65535)
     cache_dir: Path = Path.home() / ".cache" / "fleetstream"
-    heap_mb: int = 768
+    heap_mb: int = Field(default=768, ge=128)
 
 
-class ClickHouseSettings(BaseModel):
+CLICKHOUSE_SCHEMES = ("chdb", "http", "https")
+"""What clickhouse-connect serves: the embedded engine and the HTTP interface (it has no native-protocol client)."""
+
+
+def check_clickhouse_dsn(dsn: str) -> str:
+    """`dsn` if its scheme is one of CLICKHOUSE_SCHEMES with a store or host, else ValueError (never a fallback:
+    clickhouse-connect would read `notadsn` or `mysql://...` as http://localhost:8123)."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in CLICKHOUSE_SCHEMES or "://" not in dsn:
+        found = f", not {parts.scheme}://" if parts.scheme and "://" in dsn else ""
+        raise ValueError(f"a ClickHouse DSN starts with {', '.join(s + '://' for s in CLICKHOUSE_SCHEMES)}{found}")
+    if parts.scheme == "chdb" and not dsn.removeprefix("chdb://").strip():
+        raise ValueError("a chdb:// DSN names the store's directory (chdb:///path/to/store)")
+    if parts.scheme != "chdb" and not parts.hostname:
+        raise ValueError(f"the DSN names no host ({parts.scheme}://host:port)")
+    return dsn
+
+
+class ClickHouseSettings(_Section):
     """Where analytics rows go: `chdb://<dir>` (embedded engine, default) or `http(s)://host:8123`."""
 
     dsn: str | None = None
-    batch_rows: int = 50_000
-    batch_seconds: float = 1.0
-    query_port: int = 8124
+    batch_rows: int = Field(default=50_000, ge=1)
+    batch_seconds: float = Field(default=1.0, gt=0)
+    query_port: int = Field(default=8124, ge=0, le=65535)
+    """0 picks a free port."""
     retention_days: int = Field(default=365, ge=1, le=25_000)
     """TTL of stored rows; at most 25,000 days, since ClickHouse DateTime ends in 2106."""
 
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str | None) -> str | None:
+        return check_clickhouse_dsn(value) if value else None
 
-class ChannelRange(BaseModel):
+
+class ChannelRange(_Section):
     """Sensor limits for one channel in one unit: outside hard = dead letter (or clamp), outside warning = flagged."""
 
-    channel: str
-    unit: str
+    channel: str = Field(min_length=1)
+    unit: str = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
     hard_min: float | None = None
     hard_max: float | None = None
     warn_min: float | None = None
     warn_max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        """min <= max for both pairs, and the warning band inside the hard limits (else nothing is ever flagged)."""
+        pairs = [("hard_min", "hard_max"), ("warn_min", "warn_max"), ("hard_min", "warn_min"),
+                 ("warn_max", "hard_max"), ("hard_min", "warn_max"), ("warn_min", "hard_max")]
+        for low, high in pairs:
+            low_value, high_value = getattr(self, low), getattr(self, high)
+            if low_value is not None and high_value is not None and low_value > high_value:
+                raise ValueError(f"{low} {low_value:g} is above {high} {high_value:g}")
+        return self
 
 
 def _default_ranges() -> list[ChannelRange]:
@@ -141,14 +220,14 @@ def _default_ranges() -> list[ChannelRange]:
     ]
 
 
-class ValidationSettings(BaseModel):
+class ValidationSettings(_Section):
     """What the validator accepts: ranges per channel and unit, timestamp skew and horizon, reject or sanitize."""
 
     mode: str = Field(default="reject", pattern="^(reject|sanitize)$")
-    max_future_skew_ms: int = 5 * 60 * 1000
-    max_age_ms: int = 10 * 365 * 24 * 3600 * 1000
+    max_future_skew_ms: int = Field(default=5 * 60 * 1000, ge=0)
+    max_age_ms: int = Field(default=10 * 365 * 24 * 3600 * 1000, ge=1)
     """Older event times are rejected (`too_old`): catches clocks at the epoch, lets historical runs be imported."""
-    ranges: list[ChannelRange] = Field(default_factory=_default_ranges)
+    ranges: Annotated[list[ChannelRange], MergeBy("channel", "unit")] = Field(default_factory=_default_ranges)
 
 
 FORWARDED_TOPICS = ("telemetry.signals.valid", "telemetry.dtcs.valid", "telemetry.gps.valid",
@@ -156,7 +235,7 @@ FORWARDED_TOPICS = ("telemetry.signals.valid", "telemetry.dtcs.valid", "telemetr
 """The validated topics whose records the backend receives."""
 
 
-class GraphQLSinkSettings(BaseModel):
+class GraphQLSinkSettings(_Section):
     """The GraphQL forwarder: batching (defaults match the public vehicle client), TLS, retries, consumer.
 
     The endpoint and bearer token are top-level settings (`GRAPHQL_ENDPOINT`, `SEC_AUTH_TOKEN`).
@@ -199,52 +278,70 @@ def _default_alert_rules() -> list[dict[str, Any]]:
     ]
 
 
-class StreamsSettings(BaseModel):
+class StreamsSettings(_Section):
     """The analytics stage of the worker: dedup, event-time windows, KPIs, alerts, custom metrics.
 
-    `alert_rules`, `dtc` and `metrics` are validated by the worker at start (streams.alerts.AlertRule,
-    streams.alerts.DtcAlertSettings, streams.metrics.MetricDefinition), so a bad rule stops it with the reason.
+    `alert_rules`, `dtc` and `metrics` stay plain data here (their models belong to the streams part:
+    streams.alerts.AlertRule, streams.alerts.DtcAlertSettings, streams.metrics.MetricDefinition); `load_settings`
+    checks what a file or variable sets against those models, and the worker validates them again at start.
     """
 
-    app_id: str = "fleetstream-streams"
+    app_id: str = Field(default="fleetstream-streams", min_length=1)
     """The faust app id: the worker's consumer group and the prefix of its table changelog topics."""
-    allowed_lateness_ms: int = 10_000
-    dedup_horizon_ms: int = 360_000
-    tumbling_ms: int = 60_000
-    hopping_size_ms: int = 300_000
-    hopping_advance_ms: int = 60_000
-    kpi_period_ms: int = 300_000
-    idle_flush_s: float = 30.0
+    allowed_lateness_ms: int = Field(default=10_000, ge=0)
+    dedup_horizon_ms: int = Field(default=360_000, ge=0)
+    tumbling_ms: int = Field(default=60_000, ge=1)
+    hopping_size_ms: int = Field(default=300_000, ge=1)
+    hopping_advance_ms: int = Field(default=60_000, ge=1)
+    kpi_period_ms: int = Field(default=300_000, ge=1)
+    idle_flush_s: float = Field(default=30.0, gt=0)
     """Close the open windows of a channel that has had no data for this long (wall clock): end of a run or a file."""
-    alert_rules: list[dict[str, Any]] = Field(default_factory=_default_alert_rules)
-    dtc: dict[str, Any] = Field(default_factory=dict)
-    metrics: list[dict[str, Any]] = Field(default_factory=list)
+    alert_rules: Annotated[list[dict[str, Any]], MergeBy("rule_id"), CheckedAs("streams.alerts:AlertRule")] = Field(
+        default_factory=_default_alert_rules)
+    dtc: Annotated[dict[str, Any], CheckedAs("streams.alerts:DtcAlertSettings")] = Field(default_factory=dict)
+    metrics: Annotated[list[dict[str, Any]], MergeBy("name"), CheckedAs("streams.metrics:MetricDefinition")] = Field(
+        default_factory=list)
     instance_id: str | None = None
     """Static group membership id (KIP-345); default `<app_id>-<host>-<n>`, n the lowest free slot on the host."""
     session_timeout_s: float = Field(default=10.0, ge=6.0)
     """How long the group waits for a worker that stopped heartbeating (and was not restarted) before moving its
     partitions; a restarted worker takes them back at once by its instance id."""
 
+    @model_validator(mode="after")
+    def _hopping(self) -> Self:
+        if self.hopping_advance_ms > self.hopping_size_ms:
+            raise ValueError(f"hopping_advance_ms {self.hopping_advance_ms} is above hopping_size_ms "
+                             f"{self.hopping_size_ms}: the windows would leave gaps")
+        return self
 
-class FleetSettings(BaseModel):
+
+class FleetSettings(_Section):
     """The Motive and Samsara pollers. Per provider: HTTP overrides (base_url, rate_per_s, burst, verify_tls,
     ca_bundle, use_truststore, timeouts, max_retries). Tokens only from MOTIVE_API_KEY / SAMSARA_API_TOKEN."""
 
-    motive: dict[str, Any] = Field(default_factory=dict)
-    samsara: dict[str, Any] = Field(default_factory=dict)
-    lookback_s: float = 900.0
-    interval_s: float = 60.0
-    max_window_s: float = 6 * 3600.0
+    # keys only: base_url may come from the provider's default, so a partial override is not a full HttpSettings
+    motive: Annotated[dict[str, Any], CheckedAs("producers.fleet.http:HttpSettings", values=False)] = Field(
+        default_factory=dict)
+    samsara: Annotated[dict[str, Any], CheckedAs("producers.fleet.http:HttpSettings", values=False)] = Field(
+        default_factory=dict)
+    lookback_s: float = Field(default=900.0, ge=0)
+    interval_s: float = Field(default=60.0, gt=0)
+    max_window_s: float = Field(default=6 * 3600.0, gt=0)
+
+
+ENV_PREFIX = "FLEETSTREAM_"
+OTHER_VARIABLES = frozenset({"FLEETSTREAM_CONFIG", "FLEETSTREAM_FAULT"})
+"""`FLEETSTREAM_*` variables that are not settings: the YAML file's path and the sink's test-only fault hook."""
 
 
 class Settings(BaseSettings):
     """The whole configuration; see the module docstring for where values come from."""
 
-    model_config = SettingsConfigDict(env_prefix="FLEETSTREAM_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     home: Path = Path(".fleetstream")
     """Working data of the local stack and sinks (broker logs and storage, chDB store, spools, pid files)."""
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", pattern="(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
@@ -270,21 +367,19 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls))
+        # load_settings reads and checks the environment itself; `Settings(...)` built directly still reads it
+        return (init_settings,) if _loading.get() else (init_settings, env_settings)
+
+    def effective_values(self) -> list[tuple[str, Any, str]]:
+        """(key, value, source) of every value, secrets masked; source is "default", the file's path, a
+        variable's name or "argument" (what `fleetstream config show` prints)."""
+        provenance = self._provenance or Provenance()
+        return [(dotted(path), value, provenance.source_of(path)) for path, value in masked_leaves(self)]
+
+    _provenance: Provenance | None = PrivateAttr(default=None)
 
 
-_file_data: ContextVar[dict[str, Any] | None] = ContextVar("_file_data", default=None)
-
-
-class _FileSource(PydanticBaseSettingsSource):
-    """The YAML file and the conventional short variables, below `FLEETSTREAM_*` in priority."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return (_file_data.get() or {}).get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return _file_data.get() or {}
-
+_loading: ContextVar[bool] = ContextVar("_loading", default=False)
 
 _SHORT_ENV = {
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
@@ -295,30 +390,33 @@ _SHORT_ENV = {
 }
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+def _nested(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {path[-1]: value}
+    for part in reversed(path[:-1]):
+        data = {part: data}
+    return data
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Defaults < YAML file (`path` or `$FLEETSTREAM_CONFIG`) < short variables < `FLEETSTREAM_*` < overrides."""
-    path = path or (Path(os.environ["FLEETSTREAM_CONFIG"]) if os.environ.get("FLEETSTREAM_CONFIG") else None)
-    data: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of settings at the top level")
-        data = loaded
-    for name, where in _SHORT_ENV.items():
-        if os.environ.get(name):
-            nested: dict[str, Any] = {where[-1]: os.environ[name]}
-            for part in reversed(where[:-1]):
-                nested = {part: nested}
-            data = _deep_merge(data, nested)
-    token = _file_data.set(data)
+    """Defaults < YAML file (`path` or `$FLEETSTREAM_CONFIG`) < short variables < `FLEETSTREAM_*` < overrides.
+
+    Raises ConfigError naming the key and its file or variable for anything it cannot use as given.
+    """
+    if path is None and os.environ.get("FLEETSTREAM_CONFIG"):
+        path = Path(os.environ["FLEETSTREAM_CONFIG"])
+    layers = [Layer(str(path), read_yaml_mapping(path))] if path is not None else []
+    layers += [Layer(name, _nested(where, os.environ[name])) for name, where in _SHORT_ENV.items()
+               if os.environ.get(name)]
+    layers += env_layers(Settings, os.environ, ENV_PREFIX, "__", OTHER_VARIABLES)
+    if overrides:
+        layers.append(Layer("argument", overrides, merge_lists=False))
+    data, provenance = build(Settings, layers)
+    token = _loading.set(True)
     try:
-        return Settings(**overrides)
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise invalid(exc, Settings, data, provenance) from None
     finally:
-        _file_data.reset(token)
+        _loading.reset(token)
+    settings._provenance = provenance
+    return settings

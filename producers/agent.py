@@ -9,6 +9,7 @@ Counters are exported as Prometheus metrics and in a status file that `fleetstre
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -18,11 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleetstream.config import KafkaSettings
+from fleetstream.config_sources import ConfigError, Layer, build, read_yaml_mapping, validate
 from producers.edge import EdgeProducer
 from producers.reliability import Backoff, CircuitBreaker, SourceHealth
 from producers.spool import PRIORITIES, Spool, SpoolEntry
@@ -42,36 +43,57 @@ Source = Callable[[Emit, threading.Event], None]
 class SourceSpec(BaseModel):
     """One source in agent.yaml: `type` picks the adapter, `options` are its settings."""
 
-    name: str
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
     type: str
     priority: str = Field(default="normal", pattern="^(" + "|".join(PRIORITIES) + ")$")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class AgentConfig(BaseModel):
-    station_id: str = "edge-1"
+    """agent.yaml: an unknown key is refused (a mistyped `spool_dir` must not spool into the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    station_id: str = Field(default="edge-1", min_length=1)
     spool_dir: Path = Path(".fleetstream/spool")
-    spool_budget_mb: int = 1024
-    metrics_port: int | None = 9464
-    drain_chunk: int = 5000
-    failure_threshold: int = 5
-    open_seconds: float = 30.0
-    success_threshold: int = 2
-    reconnect_base_s: float = 0.5
-    reconnect_cap_s: float = 30.0
+    spool_budget_mb: int = Field(default=1024, ge=0)
+    metrics_port: int | None = Field(default=9464, ge=0, le=65535)
+    """0 or null: no metrics endpoint."""
+    drain_chunk: int = Field(default=5000, ge=1)
+    failure_threshold: int = Field(default=5, ge=1)
+    open_seconds: float = Field(default=30.0, gt=0)
+    success_threshold: int = Field(default=2, ge=1)
+    reconnect_base_s: float = Field(default=0.5, gt=0)
+    reconnect_cap_s: float = Field(default=30.0, gt=0)
     """A failed source is restarted after a delay uniform in [0, min(cap, base * 2**attempt)]."""
     topic_overrides: dict[str, str] = Field(default_factory=dict)
     """Publish what sources send to a topic (key) on another topic (value) of the same record type instead:
     for a site that prefixes its topics, or a test that owns a fresh topic."""
     sources: list[SourceSpec] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> AgentConfig:
+        """Sources are told apart by name (health, breakers, metrics): two with one name would run as one."""
+        names = [spec.name for spec in self.sources]
+        if twice := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"source names must be unique: {', '.join(twice)} used more than once")
+        return self
+
 
 def load_agent_config(path: Path) -> AgentConfig:
-    """Read agent.yaml, with errors that name the file and the field."""
-    try:
-        return AgentConfig.model_validate(yaml.safe_load(path.read_text()) or {})
-    except Exception as exc:
-        raise ValueError(f"{path}: invalid agent configuration: {exc}") from exc
+    """Read agent.yaml; an unknown key, a bad value or an unknown source type is a ConfigError naming the file."""
+    from producers.sources import SOURCE_TYPES
+
+    data, provenance = build(AgentConfig, [Layer(str(path), read_yaml_mapping(path))])
+    config: AgentConfig = validate(AgentConfig, data, provenance)
+    for spec in config.sources:
+        if spec.type not in SOURCE_TYPES:
+            near = difflib.get_close_matches(spec.type, list(SOURCE_TYPES), n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"known types: {', '.join(SOURCE_TYPES)}"
+            raise ConfigError(f"source '{spec.name}' in {path} has unknown type '{spec.type}'", hint)
+    return config
 
 
 class _Metrics:

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["AlertRule", "DtcAlertSettings", "DtcAlerts", "ThresholdAlerts", "ThresholdOutput"]
 
@@ -70,6 +70,8 @@ def _clears(comparator: str, value: float, threshold: float, hysteresis: float) 
 
 class AlertRule(BaseModel):
     """A threshold rule from config: fire when ``channel comparator threshold`` holds for ``for_duration_ms``."""
+
+    model_config = ConfigDict(extra="forbid")
 
     rule_id: str = Field(min_length=1)
     channel: str = Field(min_length=1)
@@ -207,6 +209,8 @@ class ThresholdAlerts:
 
 class DtcAlertSettings(BaseModel):
     """How DTC reports become alert episodes."""
+
+    model_config = ConfigDict(extra="forbid")
 
     failing_mask: int = Field(default=0x01, ge=1, le=0xFF, description="Status bits meaning failing (bit 0 testFailed)")
     silence_ms: int = Field(default=3_600_000, gt=0, description="Resolve when no failing report for this long.")

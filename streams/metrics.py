@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streams.kpis import kpi_record
 
@@ -36,6 +36,8 @@ _NO_WATERMARK_MS = -(2**62)
 
 class MetricDefinition(BaseModel):
     """One custom metric from config."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
     kind: Literal["counter", "gauge", "histogram"]

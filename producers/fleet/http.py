@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from producers.fleet.errors import (
     AuthError,
@@ -45,6 +45,8 @@ QueryParams = Mapping[str, str | int | float]
 
 class HttpSettings(BaseModel):
     """Connection, retry, rate-limit and TLS settings of one provider's client."""
+
+    model_config = ConfigDict(extra="forbid")
 
     base_url: str
     connect_timeout_s: float = 10.0

@@ -83,8 +83,11 @@ def connect(dsn: str, lock_wait_s: float = 0.0) -> Client:
         log.info("opened embedded ClickHouse store %s", path)
         return client
     parsed = urlparse(dsn)
+    # the scheme picks the interface: clickhouse-connect itself ignores it and would send https://host over plain
+    # HTTP to port 8123 (password included)
+    interface = parsed.scheme if parsed.scheme in ("http", "https") else None
     try:
-        client = clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False,
+        client = clickhouse_connect.get_client(dsn=dsn, interface=interface, autogenerate_session_id=False,
                                                connect_timeout=CONNECT_TIMEOUT_S)
     except OperationalError as exc:
         # the address only: a DSN may carry a password
