@@ -137,7 +137,7 @@ def test_the_latest_sample_has_a_time_text_tail_written_fast_when_null():
 def test_a_set_tail_field_is_left_to_fastavro_both_ways():
     samples: list[dict[str, Any]] = [
         {"timestamp_ms": 1_700_000_000_000, "value": 1.0, "time_text": "2023-11-14T22:13:20.000000+00:00"},
-               {"timestamp_ms": 1_700_000_000_001, "value": 2.0}]
+        {"timestamp_ms": 1_700_000_000_001, "value": 2.0}]
     assert encode_samples(samples, TAIL) is None
     assert decode_samples(fastavro_bytes(samples), 0, TAIL) is None
 
