@@ -11,7 +11,7 @@ on the real broker and `fleetstream worker` is in `tests/test_pipeline_vehicle_c
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ def spooled_entries(client: IcsAnalytics) -> list[SpoolEntry]:
     spool = Spool(client.spool_dir)
     entries: list[SpoolEntry] = []
 
-    def take(chunk: list[SpoolEntry]) -> list[bool]:
+    def take(chunk: Sequence[SpoolEntry]) -> list[bool]:
         entries.extend(chunk)
         return [True] * len(chunk)
 
