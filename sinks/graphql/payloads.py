@@ -273,8 +273,8 @@ def message_descriptor(record: dict[str, Any]) -> MessageDescriptor:
         raise InvalidRecord("missing_field", "neither message_name nor name is set; createMessage needs a name")
     unset = _unset(record)
 
-    def field(name: str, key: str) -> str | None:
-        return _or_null(record.get(name, ""), key, unset)
+    def field(record_field: str, key: str) -> str | None:
+        return _or_null(record.get(record_field, ""), key, unset)
 
     return MessageDescriptor(name, field("network_name", "networkName"), field("ecu_name", "ecuName"),
                              field("ecu_id", "ecuId"), field("arb_id", "arbId"), field("file_id", "fileId"),
