@@ -348,7 +348,8 @@ class IcsAnalytics:
 
     def add_network_stats(self, variables: dict[str, Any] | None = None) -> None:
         """Spool one network's statistics: name, totalMessages, matchedMessages, unmatchedMessages,
-        errorMessages, longMessageParts, rate (required), uploadId, fileId, minTime, maxTime."""
+        errorMessages, longMessageParts, rate (required), uploadId, fileId, minTime, maxTime, and vehicleId,
+        which only backends keying network stats by vehicle id receive (as from the official client)."""
         if not variables:
             raise ValueError("Missing 'variables' dictionary")
         if not isinstance(variables, dict):
@@ -500,6 +501,7 @@ class IcsAnalytics:
         return {**self._header(), "timestamp_ms": max_ms if max_ms is not None else _ms_of(datetime.now(UTC)),
                 "name": _text(variables["name"], "network stats name"),
                 "upload_id": _integer(variables.get("uploadId"), "network stats uploadId", optional=True),
+                "input_vehicle_id": _integer(variables.get("vehicleId"), "network stats vehicleId", optional=True),
                 "file_id": file_id, **counts, "min_time_ms": min_ms, "max_time_ms": max_ms,
                 "rate": _number(variables["rate"], "network stats rate", optional=False),
                 "min_time_text": min_text, "max_time_text": max_text, "absent_fields": absent, "null_fields": nulls}

@@ -402,8 +402,17 @@ def network_id_field(data: dict[str, Any]) -> str:
 
 def network_stats_request(record: dict[str, Any], configuration_id: str, vehicle_id: int,
                           id_field: str) -> GraphQLRequest:
-    """createNetworkStats keyed by `id_field`, with the client's field order and its omission of nulls."""
-    ids = {"configurationId": int(configuration_id)} if id_field == "configurationId" else {"vehicleId": vehicle_id}
+    """createNetworkStats keyed by `id_field`, with the client's field order and its omission of nulls.
+
+    Keyed by vehicleId (older backends), the client sends its input's vehicleId; records without one use
+    `vehicle_id`, the record's vehicle.
+    """
+    ids: dict[str, int | None]
+    if id_field == "configurationId":
+        ids = {"configurationId": int(configuration_id)}
+    else:
+        given = record.get("input_vehicle_id")
+        ids = {"vehicleId": _int32(given if given is not None else vehicle_id, "vehicleId")}
     # fileId: omitted when not given; the default null_fields (["fileId"]) reads an empty one so.
     unset = _unset({"null_fields": ["fileId"], **record})
     values: dict[str, Any] = {

@@ -104,7 +104,7 @@ def test_readme_examples_are_spooled_with_what_the_input_left_out_and_its_time_t
     stats = records["telemetry.netstats"]
     assert stats["total_messages"] == 222 and stats["upload_id"] == 4255 and stats["max_time_ms"] == 1_754_046_413_947
     assert stats["max_time_text"] == stats["min_time_text"] == "2025-08-01T11:06:53.947Z"
-    assert stats["absent_fields"] == ["fileId"]
+    assert stats["absent_fields"] == ["fileId"] and stats["input_vehicle_id"] == 9539366
 
 
 def test_keys_given_as_none_are_told_from_keys_left_out(client):

@@ -243,6 +243,17 @@ def test_older_backend_gets_network_stats_keyed_by_vehicle_id_detected_once() ->
         backend.stop()
 
 
+def test_older_backend_gets_the_vehicle_id_the_input_named() -> None:
+    """The official client sends its input's vehicleId there (README: 9539366 from a client of vehicle 456)."""
+    _, backend = start_backend(schema_sdl=LEGACY_SDL)
+    try:
+        record = {**README_NETSTATS_JACOBS, "vehicle_id": "456", "input_vehicle_id": 9539366}
+        assert forwarder_for(backend).forward([("network_stats", avro("network_stats", record))]) == {}
+        assert backend.calls("createNetworkStats")[0]["input"]["vehicleId"] == 9539366
+    finally:
+        backend.stop()
+
+
 def test_unknown_id_field_falls_back_to_the_other_and_remembers_it() -> None:
     _, backend = start_backend(schema_sdl=LEGACY_SDL)
     try:
