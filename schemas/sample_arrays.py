@@ -17,6 +17,7 @@ same fixed-width row plus one zero byte (the null branch) per tail field.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,10 @@ def encode_samples(samples: Sequence[dict[str, Any]], tail: Sequence[str] = ()) 
     value, flags beyond 0..63, a missing field, a tail field that is set, or timestamps whose varints differ in
     length). `tail`: the layout's optional fields after `flags` (`sample_tail`)."""
     n = len(samples)
-    if any(s.get(name) is not None for name in tail for s in samples):
+    try:  # map/set run in C: a generator over the samples cost ~3 % of an encode (callgrind)
+        if any(set(map(dict.get, samples, repeat(name))) != {None} for name in tail):
+            return None
+    except TypeError:  # not dicts
         return None
     try:
         timestamps = [s["timestamp_ms"] for s in samples]
@@ -133,9 +137,11 @@ def decode_samples(data: bytes, start: int, tail: Sequence[str] = ()) -> list[di
     values = rows[:, width + 1:width + 9].copy().view("<f8").ravel()
     flag_bytes = rows[:, width + 10].astype(np.int64)
     flags = (flag_bytes >> 1) ^ -(flag_bytes & 1)
+    columns = zip(stamps.tolist(), values.tolist(), flags.tolist(), strict=True)
+    if tail == ("time_text",):  # v3 spelt out: merging a dict of nulls into each sample cost ~3.5 % of a decode
+        return [{"timestamp_ms": t, "value": v, "svalue": None, "flags": f, "time_text": None} for t, v, f in columns]
     nulls = dict.fromkeys(tail)
-    return [{"timestamp_ms": t, "value": v, "svalue": None, "flags": f, **nulls}
-            for t, v, f in zip(stamps.tolist(), values.tolist(), flags.tolist(), strict=True)]
+    return [{"timestamp_ms": t, "value": v, "svalue": None, "flags": f, **nulls} for t, v, f in columns]
 
 
 def _read_count(data: bytes, start: int) -> tuple[int | None, int]:
