@@ -29,7 +29,8 @@ class DecodeError(ValueError):
 
 def _write_body(version: registry.SchemaVersion, record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
-    samples = sample_arrays.encode_samples(record["samples"]) if version.head and record.get("samples") else None
+    samples = (sample_arrays.encode_samples(record["samples"], version.sample_tail)
+               if version.head and record.get("samples") else None)
     if samples is None:
         fastavro.schemaless_writer(buf, version.parsed, record)
         return buf.getvalue()
@@ -77,7 +78,7 @@ def _read_with_fast_samples(data: bytes, start: int, writer: registry.SchemaVers
     buf = io.BytesIO(data)
     buf.seek(start)
     head = fastavro.schemaless_reader(buf, writer.head, None)
-    samples = sample_arrays.decode_samples(data, buf.tell())
+    samples = sample_arrays.decode_samples(data, buf.tell(), writer.sample_tail)
     return None if samples is None or not isinstance(head, dict) else {**head, "samples": samples}
 
 

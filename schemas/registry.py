@@ -43,6 +43,8 @@ class SchemaVersion:
     head: Any = None
     """With a samples array `schemas.sample_arrays` can read and write (signal batches): the parsed schema of the
     fields before it, so fastavro reads those and stops where the samples begin."""
+    sample_tail: tuple[str, ...] = ()
+    """With `head`: the sample's optional fields after `flags` (`sample_arrays.sample_tail`)."""
 
     @property
     def full_name(self) -> str:
@@ -62,13 +64,15 @@ def _load(path: Path, record_type: str) -> SchemaVersion:
     parsed = fastavro.parse_schema(raw)
     # fastavro's hex string already lists the bytes little-endian, the order single-object encoding writes.
     rabin_le = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    tail = sample_arrays.sample_tail(raw)
     return SchemaVersion(
         record_type=record_type,
         version=int(path.stem.removeprefix("v")),
         raw=raw,
         parsed=parsed,
         fingerprint=rabin_le,
-        head=_head(raw) if sample_arrays.writes_samples_of(raw) else None,
+        head=_head(raw) if tail is not None else None,
+        sample_tail=tail or (),
     )
 
 

@@ -1,10 +1,14 @@
 """Issue 4's proof for the vehicle client: the public `IcsAnalytics` README examples, unchanged but for the
 import, go through the real broker, `fleetstream worker` and `fleetstream sink clickhouse`, and land in
 ClickHouse field by field; and a client killed right after `add_signal` still delivers the signal.
+
+Issue 11's: the same run's `.valid` records, forwarded to the contract-checking backend, are the official
+client's requests field by field, null for null (expected payloads in `tests/official_client.py`).
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import subprocess
 import sys
@@ -15,8 +19,19 @@ from typing import Any
 
 import pytest
 
-from fleetstream.config import KafkaSettings
+from fleetstream.config import GraphQLSinkSettings, KafkaSettings
 from producers.vehicle_client import IcsAnalytics
+from schemas.topics import record_type_of
+from sinks.backend import start_backend
+from sinks.graphql import Forwarder, GraphQLClient
+from tests import official_client as official
+from tests.official_client import (
+    README_DTC,
+    README_GPS,
+    README_NETSTATS_CAN1,
+    README_NETSTATS_JACOBS,
+    README_SIGNAL,
+)
 from tests.pipeline import Pipeline, TopicReader, pipeline  # noqa: F401  (pipeline is a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,83 +48,6 @@ def _ms(when: datetime) -> int:
 def _iso_ms(when: datetime) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
-
-# The seed README's examples, verbatim.
-README_SIGNAL: dict[str, Any] = {
-    'name': 'VehicleIdentificationNumber',
-    'unit': '',
-    'messageName': 'BusQuery_IDDecoding_F190_VSSAL',
-    'networkName': 'Cluster_6_TestTool',
-    'ecuName': '',
-    'arbId': '',
-    'fileId': '1234',
-    'paramType': 'TEXT',
-    'signalType': 'DID',
-    'messageDate': '2025-07-15T01:40:00.000000',
-    'paramId': 'F190',
-    'data': [{
-        'value': 0.04,
-        'time': '1970-01-07T18:28:54Z',
-        'svalue': ''
-    },
-    ]
-}
-README_DTC: dict[str, Any] = {
-    'messageName': 'DTC Message99B049',
-    'name': 'DTC Message99B049',
-    'networkName': 'Cluster_6_TestTool',
-    'ecuName': 'VCU_Android_GAS',
-    'ecuId': '14DA80F1',
-    'messageDate': '2025-07-15T01:42:20.385429',
-    'fileId': '1234',
-    'data': [{
-        'dtcId': 'B19B0-49',
-        'description': 'Head-Up Display - Internal Electronic Failure',
-        'status': '2F',
-        'time': '2025-07-15T01:42:15.979524'
-    },
-    ]
-}
-README_GPS: dict[str, Any] = {
-    "time": "2025-07-28T12:34:56.789Z",
-    "latitude": 37.7749,
-    "longitude": -122.4194,
-    "accuracy": 10.5,
-    "altitude": 120.3,
-    "speed": 45.2,
-    "bearing": 75.0,
-    "available": {
-        "accuracy": True,
-        "altitude": True,
-        "bearing": False,
-        "speed": True,
-        "time": True
-    }
-}
-README_NETSTATS_CAN1: dict[str, Any] = {
-    "name": "CAN1",
-    "vehicleId": 456,
-    "uploadId": 1,
-    "totalMessages": 1000,
-    "matchedMessages": 950,
-    "unmatchedMessages": 50,
-    "errorMessages": 0,
-    "longMessageParts": 0,
-    "rate": 500.0
-}
-README_NETSTATS_JACOBS: dict[str, Any] = {
-    'name': 'jacobs',
-    'vehicleId': 9539366,
-    'uploadId': 4255,
-    'totalMessages': 222,
-    'matchedMessages': 139,
-    'unmatchedMessages': 0,
-    'errorMessages': 27,
-    'longMessageParts': 21,
-    'maxTime': '2025-08-01T11:06:53.947Z',
-    'minTime': '2025-08-01T11:06:53.947Z',
-    'rate': 59.44
-}
 
 PID_VALUES_RPM = [812.5, 2500.0, 6000.25, 16000.0]
 """EngineSpeed points; 16000 rpm is inside the hard range (≤ 20000) but above the warning limit (15000)."""
@@ -136,29 +74,32 @@ def _unique_ids() -> tuple[int, int]:
 def readme_run(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
     """Drive one client with every README example plus a PID signal; what was sent and when."""
     device_id, vehicle_id = _unique_ids()
-    reader = TopicReader(pipeline.settings.kafka, ["telemetry.signals.valid"])
+    reader = TopicReader(pipeline.settings.kafka, list(GraphQLSinkSettings().topics))
     pid_start = datetime.now(UTC).replace(microsecond=123000) - timedelta(minutes=2)
     client = IcsAnalytics(
         device_id=device_id, vehicle_id=vehicle_id, fleet_id=FLEET_ID, org_id=ORG_ID,
         graphql_endpoint="https://your-backend/graphql", batch_size=100, batch_interval_seconds=10,
         max_signal_count=100, bootstrap_servers=pipeline.bootstrap,
         spool_dir=tmp_path_factory.mktemp("vehicle-client-spool"))
-    client.add_signal(README_SIGNAL)
+    client.add_signal(copy.deepcopy(README_SIGNAL))
     client.add_signal(_pid_signal(pid_start))
-    client.add_dtc(README_DTC)
-    client.add_gps(README_GPS)
+    client.add_dtc(copy.deepcopy(README_DTC))
+    client.add_gps(copy.deepcopy(README_GPS))
     added_from_ms = _ms(datetime.now(UTC))
-    client.add_network_stats(README_NETSTATS_CAN1)
+    client.add_network_stats(copy.deepcopy(README_NETSTATS_CAN1))
     added_to_ms = _ms(datetime.now(UTC))
-    client.add_network_stats(README_NETSTATS_JACOBS)
+    client.add_network_stats(copy.deepcopy(README_NETSTATS_JACOBS))
     client.flush()
     client.close()
+    # 2 signal batches, 1 DTC batch, 1 GPS batch, 2 network stats
     valid = reader.read_until(
-        lambda records: sum(r[3]["vehicle_id"] == str(vehicle_id) for r in records) >= 2)
+        lambda records: sum(r[3]["vehicle_id"] == str(vehicle_id) for r in records) >= 6)
     reader.close()
+    mine = [r for r in valid if r[3]["vehicle_id"] == str(vehicle_id)]
     return {"device_id": str(device_id), "vehicle_id": str(vehicle_id), "pid_start": pid_start,
             "netstats_added_ms": (added_from_ms, added_to_ms),
-            "valid_signals": [r[3] for r in valid if r[3]["vehicle_id"] == str(vehicle_id)]}
+            "valid": [(r[0], r[3]) for r in mine],
+            "valid_signals": [r[3] for r in mine if r[0] == "telemetry.signals.valid"]}
 
 
 def _ids(run: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +143,31 @@ def test_readme_signal_descriptors_survive_validation(readme_run: dict[str, Any]
         "message_name": "OBD2_Mode01_PID0C", "network_name": "HS_CAN", "ecu_name": "ECM", "ecu_id": "7E8",
         "arb_id": "7DF", "file_id": "5678", "message_date": _iso_ms(readme_run["pid_start"]), "param_type": "RAW",
         "signal_type": "PID", "param_id": "0C"}
+
+
+def test_readme_records_from_the_valid_topics_reach_the_backend_as_the_official_client_sends_them(
+        readme_run: dict[str, Any]) -> None:
+    """client -> Avro -> broker -> worker -> .valid -> GraphQL forwarder -> backend: the official client's
+    requests field by field, null for null (the PID signal, not a README example, is left out)."""
+    batch = [(record_type_of(topic), record) for topic, record in readme_run["valid"]
+             if record.get("name") != "EngineSpeed"]
+    assert sorted(record_type for record_type, _ in batch) == [
+        "dtc_batch", "gps_batch", "network_stats", "network_stats", "signal_batch"]
+    _, backend = start_backend()
+    try:
+        assert Forwarder(GraphQLClient(backend.url, None), GraphQLSinkSettings()).forward(batch) == {}
+        ids = {"device_id": int(readme_run["device_id"]), "vehicle_id": int(readme_run["vehicle_id"]),
+               "fleet_id": FLEET_ID, "org_id": ORG_ID}
+        config_id = backend.resolvers.configurations[(ids["device_id"], ids["vehicle_id"], FLEET_ID, ORG_ID)]
+        expected = official.expected_readme(
+            ids, config_id, lambda name: next(v for k, v in backend.resolvers.messages.items() if k[0] == name))
+        sent = official.sent_objects(backend.calls)
+    finally:
+        backend.stop()
+    for objects in (expected, sent):
+        objects["createMessage"].sort(key=lambda m: m["name"])
+        objects["createNetworkStats"].sort(key=lambda m: m["name"])
+    assert official.differences(expected, sent) == []
 
 
 SIGNAL_DESCRIPTOR_COLUMNS = {"signal_type", "param_type", "param_id", "message_name", "network_name", "ecu_name",

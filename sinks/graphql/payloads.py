@@ -16,10 +16,18 @@ Facts taken from the public client `ics-wivi-analytics-ingest` 26.3.x, which the
   any other label -> TEXT, empty -> omitted (null).
 - Network stats: `exclude_none` of name, configurationId | vehicleId, fileId, uploadId, the counts,
   maxTime, minTime, rate.
+- Keys its input leaves out or gives as None: createMessage sends null (`var.get(key)`); upsertSignalData
+  sends paramId "" when left out and null when None (`variables.get("paramId", "")`), upsertDtcData the same
+  for fileId and messageDate; a DTC's extended/snapshot and a GPS fix's availability flags are null; network
+  stats omit fileId.
+- Times: a signal point's `time` text as given (a number: `datetime.fromtimestamp(t, UTC).isoformat()`); a
+  DTC's and a GPS fix's time as pydantic parses and `isoformat()` prints it; minTime/maxTime as given.
 
-Where our records carry less than the client's input, the closest faithful value is sent: times are
-epoch milliseconds here, formatted as ISO-8601 UTC with "Z" (see `iso_time`); empty Avro string
-defaults are sent as they are, except optional network-stats fields, which the client omits.
+Records from the vehicle client (`producers.vehicle_client`) say which keys were left out or None
+(`absent_fields`, `null_fields`) and carry the client's time text where it differs from ISO-8601 UTC "Z"
+(`time_text`, `min_time_text`, `max_time_text`), so their requests are the client's, null for null. Other
+records carry only epoch milliseconds and stored strings: times are sent as ISO-8601 UTC with "Z" (see
+`iso_time`) and strings as stored.
 """
 
 from __future__ import annotations
@@ -219,37 +227,58 @@ def normalise_signal_type(label: str | None) -> str | None:
     return label.upper()
 
 
+def _unset(record: dict[str, Any]) -> frozenset[str]:
+    """Input keys the vehicle client's device left out or gave as None (none for other producers' records)."""
+    return frozenset((*(record.get("absent_fields") or ()), *(record.get("null_fields") or ())))
+
+
+def _or_null(value: Any, key: str, unset: frozenset[str]) -> Any:
+    """`value`, or None where the device gave nothing for `key` (the record then holds an empty value)."""
+    return None if key in unset and not value else value
+
+
 @dataclass(frozen=True)
 class MessageDescriptor:
     """A message the backend keeps an id for: what createMessage receives for a signal or DTC batch."""
 
     name: str
-    network_name: str
-    ecu_name: str
-    ecu_id: str
-    arb_id: str
-    file_id: str
-    message_date: str
+    network_name: str | None
+    ecu_name: str | None
+    ecu_id: str | None
+    arb_id: str | None
+    file_id: str | None
+    message_date: str | None
+    request_code: str | None = None
 
     @property
     def cache_key(self) -> tuple[str, str, str, str]:
-        """(arbId, networkName, ecuName, name), stripped: the client's cache and match key."""
-        return (self.arb_id.strip(), self.network_name.strip(), self.ecu_name.strip(), self.name.strip())
+        """(arbId, networkName, ecuName, name), stripped, null as "": the client's cache and match key."""
+        return ((self.arb_id or "").strip(), (self.network_name or "").strip(), (self.ecu_name or "").strip(),
+                self.name.strip())
 
     def message_input(self) -> dict[str, Any]:
+        """The MessageInput object, keys in the client's order."""
         return {"arbId": self.arb_id, "name": self.name, "networkName": self.network_name,
-                "ecuName": self.ecu_name, "ecuId": self.ecu_id, "requestCode": None, "fileId": self.file_id,
-                "messageDate": self.message_date}
+                "ecuName": self.ecu_name, "ecuId": self.ecu_id, "requestCode": self.request_code,
+                "fileId": self.file_id, "messageDate": self.message_date}
 
 
 def message_descriptor(record: dict[str, Any]) -> MessageDescriptor:
-    """The message a signal or DTC batch belongs to; its name is the message name, else the record's name."""
+    """The message a signal or DTC batch belongs to; its name is the message name, else the record's name.
+
+    A key the device left out or gave as None is null, as the client sends it.
+    """
     name = record.get("message_name") or record.get("name") or ""
     if not name.strip():
         raise InvalidRecord("missing_field", "neither message_name nor name is set; createMessage needs a name")
-    return MessageDescriptor(name, record.get("network_name", ""), record.get("ecu_name", ""),
-                             record.get("ecu_id", ""), record.get("arb_id", ""), record.get("file_id", ""),
-                             record.get("message_date", ""))
+    unset = _unset(record)
+
+    def field(record_field: str, key: str) -> str | None:
+        return _or_null(record.get(record_field, ""), key, unset)
+
+    return MessageDescriptor(name, field("network_name", "networkName"), field("ecu_name", "ecuName"),
+                             field("ecu_id", "ecuId"), field("arb_id", "arbId"), field("file_id", "fileId"),
+                             field("message_date", "messageDate"), record.get("request_code"))
 
 
 def message_request(descriptors: Sequence[MessageDescriptor]) -> GraphQLRequest:
@@ -276,12 +305,20 @@ def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 def signal_parts(index: int, record: dict[str, Any], configuration_id: str, message_id: str,
                  max_samples: int) -> list[Part]:
     """SignalInput objects for one signal batch, split so that none carries more than `max_samples` points."""
+    param_id = record.get("param_id", "")
     head = {"configurationId": int(configuration_id), "messageId": int(message_id), "name": record["name"],
             "unit": record["unit"], "paramType": normalise_param_type(record.get("param_type")),
-            "paramId": record.get("param_id", ""), "signalType": normalise_signal_type(record.get("signal_type"))}
-    data = [{"value": _finite(s.get("value"), "value"), "svalue": s.get("svalue"), "time": iso_time(s["timestamp_ms"])}
+            "paramId": None if "paramId" in (record.get("null_fields") or ()) and not param_id else param_id,
+            "signalType": normalise_signal_type(record.get("signal_type"))}
+    data = [{"value": _finite(s.get("value"), "value"), "svalue": s.get("svalue"), "time": _time_of(s)}
             for s in record["samples"]]
     return [Part(index, {**head, "data": list(chunk)}, len(chunk)) for chunk in chunked(data, max_samples)]
+
+
+def _time_of(item: dict[str, Any]) -> str:
+    """The client's time text when the record kept it, else ISO-8601 UTC "Z" of the event time."""
+    text = item.get("time_text")
+    return text if text is not None else iso_time(item["timestamp_ms"])
 
 
 def signal_request(parts: Sequence[Part]) -> GraphQLRequest:
@@ -289,18 +326,29 @@ def signal_request(parts: Sequence[Part]) -> GraphQLRequest:
                           {"input": {"signals": [p.payload for p in parts]}})
 
 
-def _bytes_list(items: Sequence[str]) -> list[dict[str, str]] | None:
-    return [{"bytes": b} for b in items] if items else None
+def _bytes_list(dtc: dict[str, Any], key: str) -> list[dict[str, str]] | None:
+    """BytesInput objects; null when the device gave none (an empty list given as [] stays [])."""
+    items = dtc.get(key) or []
+    unset = dtc.get("null_fields")
+    if not items and (unset is None or key in unset):
+        return None
+    return [{"bytes": b} for b in items]
 
 
 def dtc_parts(index: int, record: dict[str, Any], configuration_id: str, message_id: str,
               max_samples: int) -> list[Part]:
-    """UpsertDtcDataInput objects for one DTC batch, split by `max_samples` codes."""
+    """UpsertDtcDataInput objects for one DTC batch, split by `max_samples` codes.
+
+    fileId and messageDate are "" when the device left them out and null when it gave None, as the client's
+    `dtc.get(key, "")` sends them.
+    """
+    nulls = frozenset(record.get("null_fields") or ())
     data = [{"dtcId": d["dtc_id"], "status": d["status"], "description": d["description"],
-             "time": iso_time(d["timestamp_ms"]), "extended": _bytes_list(d.get("extended") or []),
-             "snapshot": _bytes_list(d.get("snapshot") or [])} for d in record["dtcs"]]
-    return [Part(index, {"fileId": record.get("file_id", ""), "configurationId": configuration_id,
-                         "messageId": int(message_id), "messageDate": record.get("message_date", ""),
+             "time": _time_of(d), "extended": _bytes_list(d, "extended"), "snapshot": _bytes_list(d, "snapshot")}
+            for d in record["dtcs"]]
+    return [Part(index, {"fileId": _or_null(record.get("file_id", ""), "fileId", nulls),
+                         "configurationId": configuration_id, "messageId": int(message_id),
+                         "messageDate": _or_null(record.get("message_date", ""), "messageDate", nulls),
                          "data": list(chunk)}, len(chunk))
             for chunk in chunked(data, max_samples)]
 
@@ -311,14 +359,23 @@ def dtc_request(parts: Sequence[Part]) -> GraphQLRequest:
 
 def gps_points(index: int, record: dict[str, Any]) -> list[Part]:
     """GpsPointInput objects of one GPS batch, one part per point (they are packed per configuration)."""
-    return [Part(index, {"time": iso_time(p["timestamp_ms"]), "latitude": _finite(p.get("latitude"), "latitude"),
+    return [Part(index, {"time": _time_of(p), "latitude": _finite(p.get("latitude"), "latitude"),
                          "longitude": _finite(p.get("longitude"), "longitude"),
                          "accuracy": _finite(p.get("accuracy_m"), "accuracy_m"),
                          "altitude": _finite(p.get("altitude_m"), "altitude_m"),
                          "speed": _finite(p.get("speed"), "speed"),
                          "bearing": _finite(p.get("bearing_deg"), "bearing_deg"),
-                         "available": dict(p["available"]) if p.get("available") else None}, 1)
+                         "available": _available(p)}, 1)
             for p in record["points"]]
+
+
+def _available(point: dict[str, Any]) -> dict[str, bool | None] | None:
+    """GpsAvailableInput: the flags, null for those the device left out (`available.<flag>` in null_fields)."""
+    flags = point.get("available")
+    if not flags:
+        return None
+    unset = frozenset(point.get("null_fields") or ())
+    return {key: None if f"available.{key}" in unset and not value else value for key, value in flags.items()}
 
 
 def gps_requests(configuration_id: str, points: Sequence[Part], per_request: int) -> list[tuple[GraphQLRequest,
@@ -345,22 +402,41 @@ def network_id_field(data: dict[str, Any]) -> str:
 
 def network_stats_request(record: dict[str, Any], configuration_id: str, vehicle_id: int,
                           id_field: str) -> GraphQLRequest:
-    """createNetworkStats keyed by `id_field`, with the client's field order and its omission of nulls."""
-    ids = {"configurationId": int(configuration_id)} if id_field == "configurationId" else {"vehicleId": vehicle_id}
+    """createNetworkStats keyed by `id_field`, with the client's field order and its omission of nulls.
+
+    Keyed by vehicleId (older backends), the client sends its input's vehicleId; records without one use
+    `vehicle_id`, the record's vehicle.
+    """
+    ids: dict[str, int | None]
+    if id_field == "configurationId":
+        ids = {"configurationId": int(configuration_id)}
+    else:
+        given = record.get("input_vehicle_id")
+        ids = {"vehicleId": _int32(given if given is not None else vehicle_id, "vehicleId")}
+    # fileId: omitted when not given; the default null_fields (["fileId"]) reads an empty one so.
+    unset = _unset({"null_fields": ["fileId"], **record})
     values: dict[str, Any] = {
-        "name": record["name"], **ids, "fileId": record.get("file_id") or None,
+        "name": record["name"], **ids, "fileId": _or_null(record.get("file_id", ""), "fileId", unset),
         "uploadId": _int32(record.get("upload_id"), "upload_id"),
         "totalMessages": _int32(record["total_messages"], "total_messages"),
         "matchedMessages": _int32(record["matched_messages"], "matched_messages"),
         "unmatchedMessages": _int32(record["unmatched_messages"], "unmatched_messages"),
         "errorMessages": _int32(record["error_messages"], "error_messages"),
         "longMessageParts": _int32(record["long_message_parts"], "long_message_parts"),
-        "maxTime": iso_time(record["max_time_ms"]) if record.get("max_time_ms") is not None else None,
-        "minTime": iso_time(record["min_time_ms"]) if record.get("min_time_ms") is not None else None,
+        "maxTime": _stats_time(record, "max_time"),
+        "minTime": _stats_time(record, "min_time"),
         "rate": _finite(record["rate"], "rate"),
     }
     return GraphQLRequest("createNetworkStats", CREATE_NETWORK_STATS,
                           {"input": {k: v for k, v in values.items() if v is not None}})
+
+
+def _stats_time(record: dict[str, Any], field: str) -> str | None:
+    """minTime/maxTime: the text the device gave, else ISO-8601 UTC "Z" of the stored time, else omitted."""
+    text = record.get(f"{field}_text")
+    if text is not None:
+        return str(text)
+    return iso_time(record[f"{field}_ms"]) if record.get(f"{field}_ms") is not None else None
 
 
 def pack(parts: Sequence[Part], max_items: int, max_samples: int) -> list[list[Part]]:

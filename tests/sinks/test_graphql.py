@@ -2,8 +2,9 @@
 retries and dead letters, all over real HTTP to the contract-checking backend on 127.0.0.1.
 
 Expected variables below are what `ics-wivi-analytics-ingest` 26.3.3 sent for the same README inputs
-(captured against `sinks.backend`), except where our records carry less than its input; those spots
-say so.
+(captured against `sinks.backend`; rebuilt from its code in `tests/official_client.py`). The README records
+here are written as the `IcsAnalytics` drop-in writes them (which keys were left out, the client's time text);
+records without that information (other producers) get the fallbacks tested at the end of the README tests.
 """
 
 from __future__ import annotations
@@ -67,20 +68,22 @@ def avro(record_type: str, record: dict[str, Any]) -> dict[str, Any]:
     return codec.decode(codec.encode(record_type, record), record_type)
 
 
-# The README's examples as records (times as epoch ms: 1970-01-07T18:28:54Z = 584 934 s).
+# The README's examples as the drop-in records them (times as epoch ms: 1970-01-07T18:28:54Z = 584 934 s; the
+# client's time text where it is not ISO UTC "Z" of those ms; the keys the README leaves out).
 README_SIGNAL: dict[str, Any] = {**ids(), "name": "VehicleIdentificationNumber", "unit": "",
                  "message_name": "BusQuery_IDDecoding_F190_VSSAL", "network_name": "Cluster_6_TestTool",
                  "ecu_name": "", "arb_id": "", "file_id": "1234", "param_type": "TEXT", "signal_type": "DID",
-                 "message_date": "2025-07-15T01:40:00.000000", "param_id": "F190",
+                 "message_date": "2025-07-15T01:40:00.000000", "param_id": "F190", "absent_fields": ["ecuId"],
                  "samples": [{"timestamp_ms": 584_934_000, "value": 0.04, "svalue": ""}]}
 README_DTC: dict[str, Any] = {**ids(), "message_name": "DTC Message99B049", "name": "DTC Message99B049",
               "network_name": "Cluster_6_TestTool", "ecu_name": "VCU_Android_GAS", "ecu_id": "14DA80F1",
-              "message_date": "2025-07-15T01:42:20.385429", "file_id": "1234",
+              "message_date": "2025-07-15T01:42:20.385429", "file_id": "1234", "absent_fields": ["arbId"],
               "dtcs": [{"dtc_id": "B19B0-49", "description": "Head-Up Display - Internal Electronic Failure",
-                        "status": "2F", "timestamp_ms": 1_752_543_735_979}]}  # 2025-07-15T01:42:15.979524
+                        "status": "2F", "timestamp_ms": 1_752_543_735_980,
+                        "time_text": "2025-07-15T01:42:15.979524", "null_fields": ["extended", "snapshot"]}]}
 README_GPS: dict[str, Any] = {**ids(), "points": [{
     "timestamp_ms": 1_753_706_096_789, "latitude": 37.7749, "longitude": -122.4194, "accuracy_m": 10.5,
-    "altitude_m": 120.3, "speed": 45.2, "bearing_deg": 75.0,
+    "altitude_m": 120.3, "speed": 45.2, "bearing_deg": 75.0, "time_text": "2025-07-28T12:34:56.789000+00:00",
     "available": {"accuracy": True, "altitude": True, "bearing": False, "speed": True, "time": True}}]}
 README_NETSTATS_CAN1: dict[str, Any] = {**ids(), "timestamp_ms": 0, "name": "CAN1", "upload_id": 1,
                         "total_messages": 1000, "matched_messages": 950, "unmatched_messages": 50, "error_messages": 0,
@@ -135,10 +138,10 @@ def test_readme_did_signal_is_sent_as_the_public_client_sends_it(backend: Contra
     assert failures == {}
     assert backend.calls("createConfiguration") == [
         {"input": {"deviceId": 123, "fleetId": 789, "organizationId": 1011, "vehicleId": 456}}]
-    # The client sends ecuId null here (absent from its input); our record's ecu_id defaults to "".
+    # ecuId is absent from the README input: null, as the client sends it; arbId was given as "": "".
     assert backend.calls("createMessage") == [{"input": {"messages": [
         {"arbId": "", "name": "BusQuery_IDDecoding_F190_VSSAL", "networkName": "Cluster_6_TestTool", "ecuName": "",
-         "ecuId": "", "requestCode": None, "fileId": "1234", "messageDate": "2025-07-15T01:40:00.000000"}]}}]
+         "ecuId": None, "requestCode": None, "fileId": "1234", "messageDate": "2025-07-15T01:40:00.000000"}]}}]
     assert backend.calls("upsertSignalData") == [{"input": {"signals": [
         {"configurationId": int(config_id(backend)),
          "messageId": int(message_id(backend, "BusQuery_IDDecoding_F190_VSSAL")),
@@ -151,17 +154,18 @@ def test_readme_did_signal_is_sent_as_the_public_client_sends_it(backend: Contra
 def test_readme_dtc_is_sent_as_the_public_client_sends_it(backend: ContractBackend) -> None:
     assert forwarder_for(backend).forward([("dtc_batch", avro("dtc_batch", README_DTC))]) == {}
 
-    # The client sends arbId null (absent from its input); ours defaults to "".
+    # arbId is absent from the README DTC: null, as the client sends it.
     assert backend.calls("createMessage")[0]["input"]["messages"] == [
-        {"arbId": "", "name": "DTC Message99B049", "networkName": "Cluster_6_TestTool", "ecuName": "VCU_Android_GAS",
-         "ecuId": "14DA80F1", "requestCode": None, "fileId": "1234", "messageDate": "2025-07-15T01:42:20.385429"}]
+        {"arbId": None, "name": "DTC Message99B049", "networkName": "Cluster_6_TestTool",
+         "ecuName": "VCU_Android_GAS", "ecuId": "14DA80F1", "requestCode": None, "fileId": "1234",
+         "messageDate": "2025-07-15T01:42:20.385429"}]
     # Configuration id as the returned string, message id as a number: the client's mix.
-    # The client passes its naive microsecond input time through; records keep ms, sent as ISO UTC "Z".
+    # The client passes its naive microsecond input time through pydantic unchanged; so does the record's text.
     assert backend.calls("upsertDtcData") == [{"input": [
         {"fileId": "1234", "configurationId": config_id(backend),
          "messageId": int(message_id(backend, "DTC Message99B049")), "messageDate": "2025-07-15T01:42:20.385429",
          "data": [{"dtcId": "B19B0-49", "status": "2F", "description": "Head-Up Display - Internal Electronic Failure",
-                   "time": "2025-07-15T01:42:15.979Z", "extended": None, "snapshot": None}]}]}]
+                   "time": "2025-07-15T01:42:15.979524", "extended": None, "snapshot": None}]}]}]
 
 
 def test_dtc_extended_and_snapshot_bytes_are_bytes_inputs(backend: ContractBackend) -> None:
@@ -175,9 +179,9 @@ def test_readme_gps_is_sent_as_the_public_client_sends_it(backend: ContractBacke
     assert forwarder_for(backend).forward([("gps_batch", avro("gps_batch", README_GPS))]) == {}
 
     assert backend.counts["createMessage"] == 0  # GPS needs no message, as in the client
-    # The client re-prints this time through pydantic ("...56.789000+00:00"); the contract asks for "Z".
+    # The client re-prints this time through pydantic ("...56.789000+00:00"); the record kept that text.
     assert backend.calls("upsertGpsData") == [{"input": {"configurationId": config_id(backend), "data": [
-        {"time": "2025-07-28T12:34:56.789Z", "latitude": 37.7749, "longitude": -122.4194, "accuracy": 10.5,
+        {"time": "2025-07-28T12:34:56.789000+00:00", "latitude": 37.7749, "longitude": -122.4194, "accuracy": 10.5,
          "altitude": 120.3, "speed": 45.2, "bearing": 75.0,
          "available": {"accuracy": True, "altitude": True, "bearing": False, "speed": True, "time": True}}]}}]
 
@@ -200,6 +204,29 @@ def test_readme_network_stats_are_sent_as_the_public_client_sends_them(backend: 
     ]
 
 
+def test_records_without_the_clients_input_details_send_stored_strings_and_iso_z_times(
+        backend: ContractBackend) -> None:
+    """Other producers' records (and ones written before the client kept them) say nothing about keys left out
+    or the client's time text: stored strings are sent as they are, times as ISO-8601 UTC "Z", an empty
+    extended/snapshot and an empty network-stats fileId as not given."""
+    bare_dtc = {**README_DTC, "dtcs": [{k: v for k, v in README_DTC["dtcs"][0].items()
+                                        if k not in ("time_text", "null_fields")}]}
+    del bare_dtc["absent_fields"]
+    bare_gps = {**README_GPS, "points": [{k: v for k, v in README_GPS["points"][0].items() if k != "time_text"}]}
+    batch = [("dtc_batch", avro("dtc_batch", bare_dtc)), ("gps_batch", avro("gps_batch", bare_gps)),
+             ("network_stats", avro("network_stats", {**README_NETSTATS_JACOBS, "vehicle_id": "456"}))]
+
+    assert forwarder_for(backend).forward(batch) == {}
+
+    assert backend.calls("createMessage")[0]["input"]["messages"][0]["arbId"] == ""
+    assert backend.calls("upsertDtcData")[0]["input"][0]["data"][0] | {"description": "-"} == {
+        "dtcId": "B19B0-49", "status": "2F", "description": "-", "time": "2025-07-15T01:42:15.980Z",
+        "extended": None, "snapshot": None}
+    assert backend.calls("upsertGpsData")[0]["input"]["data"][0]["time"] == "2025-07-28T12:34:56.789Z"
+    stats = backend.calls("createNetworkStats")[0]["input"]
+    assert "fileId" not in stats and stats["maxTime"] == stats["minTime"] == "2025-08-01T11:06:53.947Z"
+
+
 LEGACY_SDL = graphql_backend_sdl().replace("  configurationId: ID\n  fileId: String\n  uploadId: Int",
                                            "  vehicleId: Int\n  fileId: String\n  uploadId: Int")
 
@@ -214,6 +241,17 @@ def test_older_backend_gets_network_stats_keyed_by_vehicle_id_detected_once() ->
         assert backend.counts["__type"] == 1
         assert [c["input"]["vehicleId"] for c in backend.calls("createNetworkStats")] == [456, 9539366]
         assert all("configurationId" not in c["input"] for c in backend.calls("createNetworkStats"))
+    finally:
+        backend.stop()
+
+
+def test_older_backend_gets_the_vehicle_id_the_input_named() -> None:
+    """The official client sends its input's vehicleId there (README: 9539366 from a client of vehicle 456)."""
+    _, backend = start_backend(schema_sdl=LEGACY_SDL)
+    try:
+        record = {**README_NETSTATS_JACOBS, "vehicle_id": "456", "input_vehicle_id": 9539366}
+        assert forwarder_for(backend).forward([("network_stats", avro("network_stats", record))]) == {}
+        assert backend.calls("createNetworkStats")[0]["input"]["vehicleId"] == 9539366
     finally:
         backend.stop()
 
