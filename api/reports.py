@@ -165,7 +165,8 @@ def _pdf(report: Report, rows: list[dict[str, Any]], label: str, value: str) -> 
     _pdf_chart(pdf, rows, label, value)
     columns = _columns(rows)
     if columns:
-        with pdf.table(font_size=7) as table:
+        pdf.set_font("Helvetica", size=7)
+        with pdf.table() as table:
             table.row([str(c) for c in columns])
             for r in rows:
                 table.row(["" if v is None else _short(v) for v in r.values()])
