@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -305,7 +304,3 @@ def download_report(report_id: str, request: Request,
     report, path = found
     return FileResponse(path, media_type=MEDIA_TYPES[report.format],
                         filename=f"{report.kind}-{report.report_id[:8]}.{report.format}")
-
-
-def request_id() -> str:
-    return uuid.uuid4().hex

@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -109,7 +108,6 @@ class UserStore:
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.on_change: Callable[[User], None] | None = None
 
     # --- the topic ------------------------------------------------------------------------------------------
 
@@ -205,8 +203,6 @@ class UserStore:
             current = self._users.get(user.username)
             if current is None or user.updated_ms >= current.updated_ms:
                 self._users[user.username] = user
-        if self.on_change is not None:
-            self.on_change(user)
 
     # --- reads ----------------------------------------------------------------------------------------------
 
