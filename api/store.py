@@ -4,9 +4,10 @@
 - Embedded store (`chdb://`), sink running: the sink owns the data directory (chDB allows one process), so
   reads go to its read-only loopback endpoint (`sinks.query_server`). The endpoint's address is looked up
   from the discovery file and kept until a request to it fails.
-- Embedded store, no sink: the store is opened for one query at a time and closed again, so a sink
-  starting meanwhile can take it over (it waits for the lock); in-process queries are serialised because
-  one process holds one chDB session.
+- Embedded store, no sink: this process opens the store and keeps it while queries come, closing it after
+  `idle_close_s` without one, so a sink that starts meanwhile gets it (the sink waits up to 30 s for the
+  lock). Opening costs about 2 s (chDB loads the tables), a query on an open store tens of milliseconds,
+  hence not one open per query. In-process queries are serialised: one process holds one chDB session.
 
 Every statement runs with ClickHouse's `readonly=1` whichever way it goes. Only `api.scoped.ScopedReader`
 calls this; endpoints never do.
@@ -34,10 +35,13 @@ log = logging.getLogger(__name__)
 class StoreReader:
     """Runs read statements on the configured ClickHouse, whichever process owns it."""
 
-    def __init__(self, settings: Settings, timeout_s: float = 60.0):
+    def __init__(self, settings: Settings, timeout_s: float = 60.0, idle_close_s: float = 2.0):
         self._dsn = settings.clickhouse_dsn
         self._timeout_s = timeout_s
+        self._idle_close_s = idle_close_s
         self._client: Client | None = None
+        self._embedded: Client | None = None
+        self._last_used = 0.0
         self._endpoint: str | None = None
         self._lock = threading.Lock()
 
@@ -66,6 +70,8 @@ class StoreReader:
         if self._client is not None:
             self._client.close()
             self._client = None
+        with self._lock:
+            self._close_embedded()
 
     def _server(self) -> Client:
         if self._client is None:
@@ -93,10 +99,27 @@ class StoreReader:
     def _in_process(self, sql: str, parameters: dict[str, Any]) -> QueryResult:
         check_read_only(sql)
         with self._lock:
-            started = time.perf_counter()
-            client = connect(self._dsn, lock_wait_s=5.0)
+            if self._embedded is None:
+                started = time.perf_counter()
+                self._embedded = connect(self._dsn, lock_wait_s=5.0)
+                log.info("opened the embedded store in this process (%.1f s); closed after %.0f s idle",
+                         time.perf_counter() - started, self._idle_close_s)
             try:
-                return execute_read_only(client, sql, parameters)
+                return execute_read_only(self._embedded, sql, parameters)
             finally:
-                client.close()
-                log.debug("in-process query took %.3f s", time.perf_counter() - started)
+                self._last_used = time.monotonic()
+                timer = threading.Timer(self._idle_close_s, self._close_if_idle)
+                timer.daemon = True
+                timer.start()
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._last_used >= self._idle_close_s:
+                self._close_embedded()
+
+    def _close_embedded(self) -> None:
+        if self._embedded is not None:
+            self._embedded.close()
+            self._embedded = None
+            self._endpoint = None  # a sink may take the store now: look for its endpoint again
+            log.info("closed the embedded store (idle)")
