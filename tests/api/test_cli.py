@@ -16,8 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 def _run(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Exit code and standard output (logs and errors go to standard error)."""
     result = CliRunner().invoke(app, list(args), env=env)
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout
 
 
 def test_users_commands_store_users_that_survive_a_restart(kafka_bootstrap: str) -> None:
@@ -50,6 +51,6 @@ def test_users_commands_store_users_that_survive_a_restart(kafka_bootstrap: str)
 
 
 def test_serve_refuses_to_start_without_a_strong_jwt_secret(kafka_bootstrap: str) -> None:
-    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "JWT_SECRET_KEY": "short"}
-    code, out = _run(env, "serve", "--port", "0")
-    assert code == 2 and "JWT_SECRET_KEY" in out and "short" not in out.replace("JWT_SECRET_KEY", "")
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "JWT_SECRET_KEY": "tooshort"}
+    result = CliRunner().invoke(app, ["serve", "--port", "0"], env=env)
+    assert result.exit_code == 2 and "JWT_SECRET_KEY" in result.stderr and "tooshort" not in result.output
