@@ -681,12 +681,19 @@ def serve_cmd(
 
 
 def _users(ctx: typer.Context) -> Any:
-    from api.users import UserStore
+    from confluent_kafka import KafkaException
+
+    from api.users import UserError, UserStore
 
     settings = settings_of(ctx)
     store = UserStore(settings.kafka, settings.api.users_topic)
-    store.ensure_topic(replication_factor=settings.topics.replication_factor)
-    store.load()
+    try:
+        store.ensure_topic(replication_factor=settings.topics.replication_factor)
+        store.load()
+    except (KafkaException, TimeoutError, UserError) as exc:
+        typer.echo(f"error: users topic {settings.api.users_topic} on {settings.kafka.bootstrap_servers}: {exc}",
+                   err=True)
+        raise typer.Exit(2) from exc
     return store
 
 
