@@ -767,6 +767,116 @@ def bench_sink_cmd(
     typer.echo(json.dumps(report) if as_json else to_table(report))
 
 
+# --- read side ---------------------------------------------------------------------------------------------
+
+users_app = typer.Typer(help="Users and API keys of `fleetstream serve` (kept on a compacted Kafka topic).",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@app.command("serve")
+def serve_cmd(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default api.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default api.port, 8080).")] = None,
+) -> None:
+    """The read-side HTTP API: dashboards, metrics, alerts, drill-down, dyno runs, audit, reports (/docs)."""
+    from api import ConfigError, serve
+
+    try:
+        serve(settings_of(ctx), host, port)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _users(ctx: typer.Context) -> Any:
+    from confluent_kafka import KafkaException
+
+    from api.users import UserError, UserStore
+
+    settings = settings_of(ctx)
+    store = UserStore(settings.kafka, settings.api.users_topic)
+    try:
+        store.ensure_topic(replication_factor=settings.topics.replication_factor)
+        store.load()
+    except (KafkaException, TimeoutError, UserError) as exc:
+        typer.echo(f"error: users topic {settings.api.users_topic} on {settings.kafka.bootstrap_servers}: {exc}",
+                   err=True)
+        raise typer.Exit(2) from exc
+    return store
+
+
+def _user_command(action: Any) -> Any:
+    from api.users import UserError
+
+    try:
+        return action()
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _password(password: str | None) -> str:
+    return password or os.environ.get("FLEETSTREAM_USER_PASSWORD") or typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+
+
+@users_app.command("add")
+def users_add(
+    ctx: typer.Context,
+    username: str,
+    org: Annotated[str, typer.Option(help="The user's tenant (org_id of the data they see).")],
+    role: Annotated[str, typer.Option(help="owner, fleet_manager, technician, admin, executive or support.")],
+    vehicle: Annotated[list[str] | None, typer.Option(help="A vehicle the user sees (repeat); default all for "
+                                                            "roles other than owner and technician.")] = None,
+    password: Annotated[str | None, typer.Option(help="Else $FLEETSTREAM_USER_PASSWORD, else prompted.")] = None,
+    machine: Annotated[bool, typer.Option(help="No password: a machine user that only uses API keys.")] = False,
+) -> None:
+    """Add a user (stored when the broker acknowledged it)."""
+    from api.rbac import Role
+
+    if role not in Role.__members__.values():
+        typer.echo(f"error: unknown role {role}; one of {', '.join(r.value for r in Role)}", err=True)
+        raise typer.Exit(2)
+    secret = None if machine else _password(password)
+    store = _users(ctx)
+    user = _user_command(lambda: store.add(username, secret, org, Role(role), tuple(vehicle or ())))
+    echo_json(user.public())
+
+
+@users_app.command("list")
+def users_list(ctx: typer.Context) -> None:
+    """Every user (never their hashes)."""
+    echo_json([u.public() for u in _users(ctx).all()])
+
+
+@users_app.command("disable")
+def users_disable(ctx: typer.Context, username: str,
+                  enable: Annotated[bool, typer.Option(help="Enable again instead.")] = False) -> None:
+    """Disable a user: their tokens and API keys stop working at once in every serve process."""
+    store = _users(ctx)
+    echo_json(_user_command(lambda: store.set_disabled(username, not enable)).public())
+
+
+@users_app.command("passwd")
+def users_passwd(ctx: typer.Context, username: str,
+                 password: Annotated[str | None, typer.Option(help="Else $FLEETSTREAM_USER_PASSWORD or prompted.")]
+                 = None) -> None:
+    """Set a user's password."""
+    secret = _password(password)
+    store = _users(ctx)
+    echo_json(_user_command(lambda: store.set_password(username, secret)).public())
+
+
+@users_app.command("apikey")
+def users_apikey(ctx: typer.Context, username: str) -> None:
+    """Create an API key for a user; it is printed once (only its hash is stored)."""
+    store = _users(ctx)
+    key, _user = _user_command(lambda: store.add_api_key(username))
+    typer.echo(key)
+
+
 # --- demo --------------------------------------------------------------------------------------------------
 
 

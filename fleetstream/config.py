@@ -50,6 +50,7 @@ from fleetstream.logs import librdkafka_log
 
 __all__ = [
     "CLICKHOUSE_SCHEMES",
+    "ApiSettings",
     "ChannelRange",
     "ClickHouseSettings",
     "ConfigError",
@@ -113,7 +114,8 @@ def _topics() -> list[TopicSpec]:
         "fleet.locations",
         "fleet.faults",
     ]
-    derived = ["telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded", "alert.created"]
+    derived = ["telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded", "alert.created",
+               "alert.acknowledged", "audit.log"]
     valid = [f"{t}.valid" for t in raw]
     names = raw + valid + derived + [f"dlq.{t}" for t in raw + valid + derived]
     return [TopicSpec(name=n, retention_ms=30 * 24 * 3600 * 1000 if n.startswith("dlq.") else 7 * 24 * 3600 * 1000)
@@ -334,6 +336,29 @@ OTHER_VARIABLES = frozenset({"FLEETSTREAM_CONFIG", "FLEETSTREAM_FAULT"})
 """`FLEETSTREAM_*` variables that are not settings: the YAML file's path and the sink's test-only fault hook."""
 
 
+class ApiSettings(_Section):
+    """`fleetstream serve`: the read-side HTTP API. The JWT secret only from the environment (JWT_SECRET_KEY)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    jwt_secret: SecretStr | None = None
+    jwt_previous_secrets: list[SecretStr] = Field(default_factory=list)
+    """Secrets of earlier keys: their tokens verify until they expire (key rotation)."""
+    token_ttl_s: int = Field(default=3600, ge=60)
+    users_topic: str = "fleetstream.users"
+    acks_topic: str = "alert.acknowledged"
+    audit_topic: str = "audit.log"
+    default_org: str | None = None
+    """The org that owns records carrying no org id (dyno stations); None = nobody sees them."""
+    cache_ttl_s: float = Field(default=300.0, ge=0)
+    report_dir: Path | None = None
+    """Where generated reports are written; None = `<home>/reports`."""
+    max_report_rows: int = Field(default=10_000, ge=1)
+    login_free_failures: int = Field(default=5, ge=1)
+    """Failed logins per username and per client allowed before each further attempt must wait."""
+    login_max_delay_s: float = Field(default=300.0, gt=0)
+
+
 class Settings(BaseSettings):
     """The whole configuration; see the module docstring for where values come from."""
 
@@ -350,6 +375,7 @@ class Settings(BaseSettings):
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     graphql: GraphQLSinkSettings = Field(default_factory=GraphQLSinkSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     graphql_endpoint: str | None = None
     sec_auth_token: SecretStr | None = None
 
@@ -387,6 +413,7 @@ _SHORT_ENV = {
     "CLICKHOUSE_DSN": ("clickhouse", "dsn"),
     "GRAPHQL_ENDPOINT": ("graphql_endpoint",),
     "SEC_AUTH_TOKEN": ("sec_auth_token",),
+    "JWT_SECRET_KEY": ("api", "jwt_secret"),
 }
 
 

@@ -396,7 +396,9 @@ def run_demo(
             stored, dead_stored = _settle(settings, services, tally, produced, start, settle_timeout_s)
             _wait_for_derived(tally, settings.streams.idle_flush_s)
             _drain_forwarder(forwarder, forwarder_stop, forwarder_thread)
+            api = _api_tour(settings)
             return {
+                **api,
                 "produced_samples": produced,
                 "valid_samples": tally.valid_samples,
                 "dead_letter_samples": tally.dead_letter_samples,
@@ -421,6 +423,15 @@ def run_demo(
                 tally.close()
             services.stop()
             backend.stop()
+
+
+def _api_tour(settings: Settings) -> dict[str, Any]:
+    """The read side's part: serve, two roles of the simulated org 7 and an empty tenant, refusals, a report."""
+    try:
+        from api.tour import api_tour
+    except ImportError:  # the api extra is not installed
+        return {}
+    return api_tour(settings, org="7", vehicles=["1001", "9101"])
 
 
 def _start_forwarder(settings: Settings, stop: threading.Event) -> tuple[Any, threading.Thread]:
@@ -548,6 +559,8 @@ def summary_text(summary: dict[str, Any]) -> str:
         f"  alerts                {summary['alerts']['fired']:>10,} fired, {summary['alerts']['resolved']} resolved",
         f"  GraphQL requests      {summary['graphql_requests']:>10,}  ({summary['graphql_failures']} failed, "
         f"{summary['graphql_dead_letters']} dead letters)",
+        *([f"  read API              {summary['api_requests']:>10,} requests, {summary['api_denied']} refused "
+             f"across tenants/owners, {summary['reports']} report written"] if "api_requests" in summary else []),
         "  sources: " + ", ".join(f"{name} {count:,}" for name, count in sorted(summary["sources"].items())),
     ]
     return "\n".join(lines)

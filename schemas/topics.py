@@ -36,6 +36,8 @@ RECORD_TYPE_BY_TOPIC: dict[str, str] = {
     "analytics.kpi": "kpi",
     "analytics.threshold.exceeded": "alert",
     "alert.created": "alert",
+    "alert.acknowledged": "alert_ack",
+    "audit.log": "audit_entry",
 }
 
 SAMPLES_FIELD: dict[str, str | None] = {
@@ -49,6 +51,9 @@ SAMPLES_FIELD: dict[str, str | None] = {
     "window_aggregate": None,
     "kpi": None,
     "alert": None,
+    "alert_ack": None,
+    "audit_entry": None,
+    "user_account": None,
 }
 """The array field holding a batch's samples; None for record types that are one sample each."""
 

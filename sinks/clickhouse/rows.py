@@ -68,6 +68,8 @@ ROUTES: dict[str, Route] = {
     "telemetry.windows": Route("window_aggregates", "window_aggregate"),
     "analytics.kpi": Route("kpis", "kpi"),
     "analytics.threshold.exceeded": Route("alerts", "alert"),
+    "alert.acknowledged": Route("alert_acks", "alert_ack"),
+    "audit.log": Route("audit_log", "audit_entry"),
 }
 """Topics the sink stores; every `dlq.*` topic additionally goes to dead_letters."""
 
@@ -266,6 +268,11 @@ _alerts = _flat(
      "message"),
     {"started": "started_ms", "ended": "ended_ms"},
 )
+_alert_acks = _flat(("org_id", "key", "alert_id", "user_id", "note"), {"acked_at": "acked_ms"})
+_audit_entries = _flat(
+    ("org_id", "request_id", "user_id", "role", "auth", "method", "path", "query", "status", "duration_ms", "client"),
+    {"ts": "ts_ms"},
+)
 
 _DEAD_LETTER_FIELDS = ("source_topic", "stage", "error_code", "reason", "sample_count", "attempt", "original")
 
@@ -315,6 +322,8 @@ _MAPPERS: dict[str, Callable[[Sequence[SourcedRecord]], Columns]] = {
     "window_aggregate": _window_aggregates,
     "kpi": _kpis,
     "alert": _alerts,
+    "alert_ack": _alert_acks,
+    "audit_entry": _audit_entries,
     "dead_letter": _dead_letters,
 }
 

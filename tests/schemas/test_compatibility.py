@@ -55,4 +55,6 @@ def test_every_design_record_type_has_a_schema():
     assert set(registry.record_types()) == {
         "signal_batch", "dtc_batch", "gps_batch", "network_stats", "dyno_sample_batch", "fleet_location_batch",
         "fleet_fault_batch", "window_aggregate", "kpi", "alert", "dead_letter",
+        # the read side (fleetstream serve): acknowledgements, audit entries, users
+        "alert_ack", "audit_entry", "user_account",
     }

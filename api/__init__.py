@@ -1,0 +1,13 @@
+"""The read side: `fleetstream serve`, an HTTP API over the pipeline's ClickHouse store, per tenant and role.
+
+`create_app(Services.start(settings))` builds the app; `serve(settings)` runs it with uvicorn. The modules:
+`rbac` (roles, permissions), `tokens` (JWT, API keys), `users` (users on a compacted Kafka topic), `store`
+(where ClickHouse is read), `scoped` (the one tenancy layer), `analytics` (dashboards and metrics SQL),
+`reports`, `publish` (audit and acks to Kafka), `routes` and `app` (HTTP).
+"""
+
+from api.app import create_app
+from api.server import serve
+from api.services import ConfigError, Services
+
+__all__ = ["ConfigError", "Services", "create_app", "serve"]

@@ -1,0 +1,93 @@
+"""Everything a running API needs, built once at start (`Services.start`) and handed to the app."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from api.cache import TtlCache
+from api.publish import Publisher
+from api.reports import ReportStore
+from api.scoped import ScopedReader
+from api.store import StoreReader
+from api.throttle import LoginThrottle
+from api.tokens import TokenIssuer
+from api.users import UserStore
+from fleetstream.config import Settings
+
+__all__ = ["ApiMetrics", "ConfigError", "Services"]
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(RuntimeError):
+    """The API cannot start as configured (no JWT secret, ...)."""
+
+
+@dataclass
+class ApiMetrics:
+    """Prometheus metrics of one app (own registry, so tests can run several apps in one process)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter("fleetstream_api_requests", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("fleetstream_api_request_seconds", "Request latency", ["route"],
+                                 registry=self.registry)
+        self.denied = Counter("fleetstream_api_denied", "Requests refused: unauthenticated, forbidden, out of scope",
+                              ["reason"], registry=self.registry)
+        self.publish_failures = Counter("fleetstream_api_publish_failures", "Audit or ack records not delivered",
+                                        ["topic"], registry=self.registry)
+        self.cache = Counter("fleetstream_api_cache", "Cache lookups", ["result"], registry=self.registry)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    users: UserStore
+    reader: ScopedReader
+    issuer: TokenIssuer
+    publisher: Publisher | None
+    throttle: LoginThrottle
+    cache: TtlCache
+    reports: ReportStore
+    metrics: ApiMetrics
+
+    @classmethod
+    def start(cls, settings: Settings, publisher: bool = True) -> Services:
+        """Load the users (and follow them), open the reader and the producer."""
+        api = settings.api
+        if api.jwt_secret is None or len(api.jwt_secret.get_secret_value()) < 32:
+            raise ConfigError("set JWT_SECRET_KEY (or FLEETSTREAM_API__JWT_SECRET) to a random secret of at least "
+                              "32 characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`")
+        metrics = ApiMetrics()
+        users = UserStore(settings.kafka, api.users_topic)
+        users.ensure_topic(replication_factor=settings.topics.replication_factor)
+        log.info("loaded %d users from %s", users.load(), api.users_topic)
+        users.follow()
+        issuer = TokenIssuer(api.jwt_secret.get_secret_value(),
+                             tuple(s.get_secret_value() for s in api.jwt_previous_secrets), api.token_ttl_s)
+        return cls(
+            settings=settings, users=users,
+            reader=ScopedReader(StoreReader(settings), api.default_org), issuer=issuer,
+            publisher=Publisher(settings.kafka, on_failure=lambda t: metrics.publish_failures.labels(t).inc())
+            if publisher else None,
+            throttle=LoginThrottle(api.login_free_failures, api.login_max_delay_s),
+            cache=TtlCache(api.cache_ttl_s),
+            reports=ReportStore(report_dir(settings), api.max_report_rows),
+            metrics=metrics,
+        )
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+        self.users.close()
+        self.reader.close()
+
+
+def report_dir(settings: Settings) -> Path:
+    return settings.api.report_dir or settings.home / "reports"
