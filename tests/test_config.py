@@ -81,7 +81,7 @@ YAML_TYPOS = [
     ("topics:\n  topics:\n    - {name: dyno.samples, partition: 6}\n",
      "unknown key 'topics.topics[dyno.samples].partition' in {file}",
      "did you mean 'topics.topics[dyno.samples].partitions'?"),
-    ("zzz: 1\n", "unknown key 'zzz' in {file}", "valid keys: clickhouse, fleet, graphql"),
+    ("zzz: 1\n", "unknown key 'zzz' in {file}", "valid keys: api, clickhouse, fleet, graphql"),
 ]
 
 
