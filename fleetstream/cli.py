@@ -698,5 +698,12 @@ def demo(
         sys.exit(1)
 
 
+def run() -> None:
+    """The `fleetstream` console script: the app, with every failure reported as one `error:` line (cli_errors)."""
+    from fleetstream.cli_errors import run_app
+
+    sys.exit(run_app(app))
+
+
 if __name__ == "__main__":
-    app()
+    run()
