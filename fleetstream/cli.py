@@ -12,11 +12,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from fleetstream.config import Settings, load_settings
+from fleetstream.errors import FleetstreamError
 from fleetstream.logs import setup_logging
 
 app = typer.Typer(
@@ -62,6 +63,17 @@ def main(
     except Exception as exc:
         typer.echo(f"error: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _positive(value: float) -> float:
+    """Option callback for rates and periods: zero or less would divide by zero or never tick."""
+    if value <= 0:
+        raise typer.BadParameter(f"{value:g} is not > 0")
+    return value
+
+
+InspectFormat = Literal["auto", "wp8", "pvlog", "csv", "jetdrive", "mts"]  # producers.inspect.inspectors()
+ImportFormat = Literal["auto", "wp8", "pvlog", "csv"]  # the file-import parsers (producers.files)
 
 
 def echo_json(data: Any) -> None:
@@ -142,10 +154,12 @@ def worker(ctx: typer.Context) -> None:
 @simulate_app.command("vehicles")
 def simulate_vehicles(
     ctx: typer.Context,
-    seconds: Annotated[float, typer.Option(help="How long to run; 0 runs until interrupted.")] = 30.0,
-    vehicles: Annotated[int, typer.Option(help="Number of simulated vehicles.")] = 5,
-    sample_hz: Annotated[float, typer.Option(help="Samples per second per channel.")] = 10.0,
-    bad_sample_rate: Annotated[float, typer.Option(help="Fraction of samples made NaN or out of range.")] = 0.01,
+    seconds: Annotated[float, typer.Option(help="How long to run; 0 runs until interrupted.", min=0)] = 30.0,
+    vehicles: Annotated[int, typer.Option(help="Number of simulated vehicles.", min=1)] = 5,
+    sample_hz: Annotated[float, typer.Option(help="Samples per second per channel (> 0).", callback=_positive)]
+    = 10.0,
+    bad_sample_rate: Annotated[float, typer.Option(help="Fraction of samples made NaN or out of range.", min=0,
+                                                   max=1)] = 0.01,
     first_vehicle_id: Annotated[int, typer.Option(help="Vehicle ids count up from this one (the Kafka key).")] = 1001,
 ) -> None:
     """Publish simulated vehicle signals, GPS, DTCs and network statistics through the edge producer."""
@@ -162,13 +176,14 @@ def simulate_vehicles(
 
 @simulate_app.command("jetdrive")
 def simulate_jetdrive(
-    seconds: Annotated[float, typer.Option(help="How long to stream; 0 runs until interrupted.")] = 0.0,
+    seconds: Annotated[float, typer.Option(help="How long to stream; 0 runs until interrupted.", min=0)] = 0.0,
     group: Annotated[str, typer.Option(help="Multicast group.")] = "224.0.2.10",
-    port: Annotated[int, typer.Option(help="UDP port.")] = 22344,
+    port: Annotated[int, typer.Option(help="UDP port.", min=1, max=65535)] = 22344,
     interface: Annotated[str, typer.Option(help="Interface address to send and join on (127.0.0.1 for one host).")]
     = "0.0.0.0",
     seed: Annotated[int, typer.Option(help="Seed: the same seed streams byte-identical pulls.")] = 0,
-    rate_hz: Annotated[float, typer.Option(help="ChannelValues messages per second.")] = 50.0,
+    rate_hz: Annotated[float, typer.Option(help="ChannelValues messages per second (> 0).", callback=_positive)]
+    = 50.0,
 ) -> None:
     """Stream realistic dyno pulls (RPM sweep, drum-consistent power and torque, AFR, MAP, IAT, TPS) as JetDrive."""
     import threading
@@ -193,7 +208,7 @@ def simulate_jetdrive(
 def inspect_cmd(
     path: Annotated[Path, typer.Argument(help="A capture or file: .pcap/.pcapng (JetDrive), MTS serial capture, "
                                               ".pvlog, .wp8 or .csv.", exists=True, dir_okay=False)],
-    fmt: Annotated[str, typer.Option("--format", help="auto, mts, jetdrive, pvlog, wp8 or csv.")] = "auto",
+    fmt: Annotated[InspectFormat, typer.Option("--format", help="The file's format; auto detects it.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """What a capture or file decodes to, without publishing anything: format, counts, channels with units,
@@ -211,12 +226,12 @@ def import_cmd(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files to import.", exists=True, dir_okay=False)],
     station: Annotated[str, typer.Option(help="Dyno cell or gateway id (the Kafka key).")],
-    fmt: Annotated[str, typer.Option("--format", help="auto, pvlog, wp8 or csv.")] = "auto",
-    mapping: Annotated[Path | None, typer.Option(help="YAML column mapping: columns: {header: {channel, unit}}.")]
-    = None,
+    fmt: Annotated[ImportFormat, typer.Option("--format", help="The files' format; auto detects it.")] = "auto",
+    mapping: Annotated[Path | None, typer.Option(help="YAML column mapping: columns: {header: {channel, unit}}.",
+                                                 exists=True, dir_okay=False)] = None,
     start_time: Annotated[str | None, typer.Option(help="Absolute start time (ISO-8601 or epoch ms); default: "
                                                         "the file's own, else its modification time.")] = None,
-    batch_samples: Annotated[int, typer.Option(help="Samples per Kafka message.")] = 500,
+    batch_samples: Annotated[int, typer.Option(help="Samples per Kafka message.", min=1)] = 500,
     strict: Annotated[bool, typer.Option(help="Fail on the first bad row instead of counting it.")] = False,
     force: Annotated[bool, typer.Option(help="Send again a file the ledger says was imported.")] = False,
 ) -> None:
@@ -422,16 +437,23 @@ def sink_clickhouse(
     echo_json(stats.as_dict())
 
 
+QueryFormat = Literal["table", "csv", "json", "parquet"]  # sinks.clickhouse.queries.FORMATS (a test keeps them equal)
+
+
 @app.command("query")
 def query_cmd(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="A query of the pack; omit to list them.")] = None,
     vehicle: Annotated[str | None, typer.Option(help="Vehicle or station id.")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="Start of the range (ISO-8601, UTC).")] = None,
-    to: Annotated[str | None, typer.Option(help="End of the range (ISO-8601, UTC).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or parquet.")] = "table",
+    from_: Annotated[str | None, typer.Option("--from", help="Start of the range: ISO-8601 date or time, UTC unless "
+                                                             "it has an offset (2026-11-30T10:00:00+02:00).")] = None,
+    to: Annotated[str | None, typer.Option(help="End of the range (excluded), written like --from.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Another parameter the query lists, as "
+                                                                    "NAME=VALUE (repeatable).")] = None,
+    fmt: Annotated[QueryFormat, typer.Option("--format", help="Output format.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
-    sql: Annotated[str | None, typer.Option(help="Run this read-only SQL instead of a named query.")] = None,
+    sql: Annotated[str | None, typer.Option(help="Run this read-only SQL (in the fleetstream database) instead "
+                                                 "of a named query.")] = None,
 ) -> None:
     """Ask ClickHouse the questions users ask: `fleetstream query` lists the pack, `fleetstream query NAME` runs one.
 
@@ -441,28 +463,43 @@ def query_cmd(
 
     if name is None and sql is None:
         for named in list_queries():
-            params = ", ".join(f"--{p}" for p in named.parameters)
+            params = ", ".join(f"--{p}" if p in _QUERY_OPTIONS else f"--param {p}=<{t}>"
+                               for p, t in named.parameters.items())
             typer.echo(f"{named.name:30s} {named.description}" + (f"  [{params}]" if params else ""))
         return
+    if name is not None and sql is not None:
+        raise typer.BadParameter("give a query name or --sql, not both", param_hint="NAME / --sql")
     settings = settings_of(ctx)
-    try:
-        if sql is not None:
-            columns, rows = run_sql(settings, sql)
-        else:
-            assert name is not None
-            columns, rows = run_query(settings, name, {"vehicle": vehicle, "from": from_, "to": to})
-    except (KeyError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    if sql is not None:
+        columns, rows = run_sql(settings, sql)
+    else:
+        assert name is not None
+        values = {"vehicle": vehicle, "from": from_, "to": to, **_named_values(param or [])}
+        columns, rows = run_query(settings, name, values)
     rendered = render(columns, rows, fmt)
     if output is not None:
         output.write_bytes(rendered if isinstance(rendered, bytes) else rendered.encode())
         typer.echo(f"{len(rows)} rows written to {output}")
     elif isinstance(rendered, bytes):
-        typer.echo("error: parquet output needs --output FILE", err=True)
-        raise typer.Exit(2)
+        raise typer.BadParameter("parquet output needs --output FILE", param_hint="--format")
     else:
         typer.echo(rendered)
+
+
+_QUERY_OPTIONS = ("vehicle", "from", "to")
+
+
+def _named_values(pairs: list[str]) -> dict[str, str]:
+    """`--param NAME=VALUE` pairs; the query checks the names and the types of the values."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
+        if key.strip() in _QUERY_OPTIONS:
+            raise typer.BadParameter(f"use --{key.strip()} for {key.strip()}", param_hint="--param")
+        values[key.strip()] = value
+    return values
 
 
 @app.command("export")
@@ -472,18 +509,26 @@ def export_cmd(
                                             "window_aggregates, kpis, alerts, dead_letters, ...")],
     from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD, included) or an ISO instant.")],
     to: Annotated[str, typer.Option(help="Last day (included) or an ISO instant (excluded).")],
-    out: Annotated[Path, typer.Option(help="Output folder; files go to <out>/<table>/date=YYYY-MM-DD/.")],
+    out: Annotated[Path, typer.Option(help="Output folder; files go to <out>/<table>/date=YYYY-MM-DD/.",
+                                      file_okay=False)],
 ) -> None:
     """Export a time range as Parquet with Hive-style date partitions (the layout BigQuery, Spark, DuckDB read)."""
-    import datetime as dt
-
     from sinks.export import export_parquet
 
-    def when(text: str) -> dt.date | dt.datetime:
-        return dt.date.fromisoformat(text) if len(text) == 10 else dt.datetime.fromisoformat(text)
-
-    result = export_parquet(settings_of(ctx), table, when(from_), when(to), out)
+    result = export_parquet(settings_of(ctx), table, _day_or_instant(from_, "--from"), _day_or_instant(to, "--to"),
+                            out)
     echo_json(result.as_dict())
+
+
+def _day_or_instant(text: str, option: str) -> Any:
+    """A day (YYYY-MM-DD) or an ISO-8601 instant, checked before the store is asked anything."""
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text) if len(text) == 10 else dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a day (YYYY-MM-DD) or an ISO-8601 time", param_hint=option) \
+            from None
 
 
 @sink_app.command("graphql")
@@ -510,7 +555,7 @@ def sink_graphql(
 
 @app.command("fake-backend")
 def fake_backend(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8088,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 8088,
     token: Annotated[str | None, typer.Option(help="Require this bearer token.", envvar="SEC_AUTH_TOKEN")] = None,
 ) -> None:
     """A local GraphQL backend that type-checks every request against the backend's contract and records it.
@@ -519,7 +564,11 @@ def fake_backend(
     """
     from sinks.backend import ContractBackend
 
-    backend = ContractBackend(token=token, port=port)
+    try:
+        backend = ContractBackend(token=token, port=port)
+    except OSError as exc:
+        raise FleetstreamError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}",
+                               "pick another --port, or 0 for a free one") from exc
     typer.echo(f"contract backend listening on {backend.url}")
     backend.serve(_until_signalled())
     typer.echo(json.dumps(dict(backend.counts)))

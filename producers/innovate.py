@@ -52,6 +52,7 @@ from typing import Any, Literal, Protocol
 
 import serial
 
+from fleetstream.errors import FleetstreamError
 from producers.reliability import Backoff
 from schemas.units import canonical_unit, to_canonical
 
@@ -134,7 +135,7 @@ class Command(StrEnum):
     DEVICE_INFO = "S"
 
 
-class InnovateFormatError(ValueError):
+class InnovateFormatError(FleetstreamError, ValueError):
     """Bytes that are not valid ISP2; `word_index` locates the problem inside a payload (-1: not in one)."""
 
     def __init__(self, reason: str, detail: str, word_index: int = -1):

@@ -21,7 +21,7 @@ from sinks import query_server
 from sinks.clickhouse import rows
 from sinks.clickhouse.client import DATABASE, Client, connect
 from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.queries import list_queries, load_query, render, run_query
+from sinks.clickhouse.queries import UnknownQuery, list_queries, load_query, render, run_query
 from sinks.clickhouse.rows import SourcedRecord
 from sinks.query_server import QueryError, QueryServer, check_read_only, discover, execute_read_only
 
@@ -124,8 +124,10 @@ def test_missing_and_unknown_parameters_are_errors() -> None:
         load_query("vehicle_timeline").bind({})
     with pytest.raises(ValueError, match="no parameter colour"):
         load_query("alerts").bind({"colour": "red"})
-    with pytest.raises(KeyError, match="known: alerts"):
+    with pytest.raises(UnknownQuery, match="no query named 'nope'") as unknown:
         load_query("nope")
+    assert isinstance(unknown.value, KeyError)
+    assert "known: alerts" in unknown.value.hint
 
 
 def test_samples_per_vehicle_channel(settings: Settings) -> None:
