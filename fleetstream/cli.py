@@ -218,7 +218,8 @@ def inspect_cmd(
     report = inspect(path, fmt)
     typer.echo(report.to_json() if as_json else report.to_text())
     if not report.ok:
-        raise typer.Exit(1)
+        raise FleetstreamError(f"{path}: {report.fatal or f'{report.error_count} errors'}",
+                               "the report above says where" if not as_json else "")
 
 
 @app.command("import")
