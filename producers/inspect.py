@@ -442,51 +442,33 @@ def _chained_packets(head: bytes, start: int, limit: int) -> int:
 
 TEXT_TAIL_BYTES = 4096
 """A capture may end with a line its logger wrote (`--- Logging Stopped ---`); longer tails are not such a line."""
-
-
-class _MtsIssues:
-    """Sorts the decoder's issues as they come: before the first packet, after the last one, or in between.
-
-    Junk before the first packet is where the capture started mid-stream, and a text line after the last one
-    is the logger's own note: both are shown as notes, not errors. Everything else stays an error.
-    """
-
-    def __init__(self) -> None:
-        self.counters: Any = None
-        """The decoder's counters (set once the decoder exists): how many packets it has emitted so far."""
-        self._packets_seen = 0
-        self.leading: list[Any] = []
-        self.trailing: list[Any] = []
-        self.trailing_overflow = False
-
-    def __call__(self, issue: Any) -> None:
-        if self.counters.packets == 0:
-            self.leading.append(issue)
-            return
-        if self.counters.packets != self._packets_seen:  # a packet since: the earlier ones were not trailing
-            self._packets_seen, self.trailing, self.trailing_overflow = self.counters.packets, [], False
-        if len(self.trailing) < ISSUES_SHOWN * 10:
-            self.trailing.append(issue)
-        else:
-            self.trailing_overflow = True
+MTS_RUN_PACKETS = 3
+"""Packets back to back that mark where the capture really begins (junk can hold a packet look-alike or two)."""
+MTS_ISSUES_SORTED = 10_000
+"""Issues kept by position for sorting into notes; past that, the rest stay errors (a capture that broken is)."""
 
 
 def inspect_mts_capture(path: Path) -> InspectReport:
     """A raw ISP2 byte capture: packets, function codes per sensor, lambda/AFR ranges, aux ranges, resyncs, errors.
 
     Captures carry no timestamps: times are packet index x 81.92 ms (the chain head's period). Aux values are
-    the raw 13-bit words (their scaling is a per-installation setting). Junk before the first packet and a text
-    line after the last are notes (see `_MtsIssues`).
+    the raw 13-bit words (their scaling is a per-installation setting). Junk before the capture's first run of
+    packets is where logging started mid-stream, and a text line after the last packet is the logger's own note:
+    both are reported as notes, not errors. Everything else the decoder finds stays an error.
     """
-    from producers.innovate import InnovateDecoder
+    from producers.innovate import DecodeIssue, InnovateDecoder
 
     report = InspectReport(path=str(path), format="mts", size_bytes=path.stat().st_size,
                            file_id=file_identity(path), record_kind="packets",
                            time_base="packet index x 81.92 ms (captures carry no time)")
-    sorter = _MtsIssues()
-    decoder = InnovateDecoder(on_issue=sorter)
-    sorter.counters = decoder.counters
-    first_offset, last_end = _account_mts_packets(path, decoder, report)
+    issues: list[DecodeIssue] = []
+
+    def keep(issue: DecodeIssue) -> None:
+        if len(issues) < MTS_ISSUES_SORTED:
+            issues.append(issue)
+
+    decoder = InnovateDecoder(on_issue=keep)
+    start, last_end = _account_mts_packets(path, decoder, report)
     counters = decoder.counters
     report.records = counters.packets
     report.counters = {**report.counters, "data_packets": counters.data_packets,
@@ -494,7 +476,7 @@ def inspect_mts_capture(path: Path) -> InspectReport:
                        "resyncs": counters.resyncs, "skipped_bytes": counters.skipped_bytes,
                        "dropped_bytes": counters.dropped_bytes,
                        **{f"error.{reason}": count for reason, count in counters.errors.items()}}
-    notes, covered = _mts_notes(path, sorter, first_offset, last_end)
+    notes, covered = _mts_notes(path, issues, start, last_end, overflow=len(issues) >= MTS_ISSUES_SORTED)
     report.error_count = sum(counters.errors.values()) - len(covered)
     report.warning_count = len(notes)
     report.issues = [*notes, *(Issue(f"byte {issue.offset}", f"{issue.reason}: {issue.detail}")
@@ -508,13 +490,14 @@ def inspect_mts_capture(path: Path) -> InspectReport:
 
 
 def _account_mts_packets(path: Path, decoder: Any, report: InspectReport) -> tuple[int | None, int]:
-    """Decode the capture into `report`'s channels and function counters; where the first packet starts (None:
-    there was none) and where the last one ends."""
+    """Decode the capture into `report`'s channels and function counters. Returns where the first run of
+    MTS_RUN_PACKETS packets back to back starts (None: there is none) and where the last packet ends."""
     from producers.innovate import PACKET_INTERVAL_MS
 
     summaries: dict[str, ChannelSummary] = {}
     functions: Counter[str] = Counter()
-    data_packets, first_offset, last_end = 0, None, 0
+    data_packets, last_end = 0, 0
+    run_start, run_length, start = 0, 0, None
 
     def summary(channel: str, unit: str, source: str) -> ChannelSummary:
         return summaries.setdefault(channel, ChannelSummary(channel, unit, source))
@@ -522,7 +505,10 @@ def _account_mts_packets(path: Path, decoder: Any, report: InspectReport) -> tup
     with open(path, "rb") as handle:
         while chunk := handle.read(MTS_READ_BYTES):
             for packet in decoder.feed(chunk):
-                first_offset = packet.offset if first_offset is None else first_offset
+                if start is None:
+                    contiguous = run_length > 0 and packet.offset == last_end
+                    run_start, run_length = (run_start, run_length + 1) if contiguous else (packet.offset, 1)
+                    start = run_start if run_length >= MTS_RUN_PACKETS else None
                 last_end = packet.offset + packet.size_bytes
                 if packet.kind != "data":
                     continue
@@ -541,26 +527,26 @@ def _account_mts_packets(path: Path, decoder: Any, report: InspectReport) -> tup
         decoder.finish()
     report.channels = list(summaries.values())
     report.counters = dict(functions)
-    return first_offset, last_end
+    return start, last_end
 
 
-def _mts_notes(path: Path, sorter: _MtsIssues, first_offset: int | None, last_end: int) -> tuple[list[Issue], set[int]]:
-    """Notes for the junk before the first packet and a text line after the last, and the ids of the decoder
-    issues they stand for (which then are not errors)."""
-    if first_offset is None:
-        return [], set()  # no packet at all: the junk is all there is
+def _mts_notes(path: Path, issues: list[Any], start: int | None, last_end: int,
+               overflow: bool) -> tuple[list[Issue], set[int]]:
+    """Notes for the junk before the capture's first run of packets and for a text line after the last packet,
+    and the ids of the decoder issues they stand for (which then are not errors)."""
+    if start is None:
+        return [], set()  # never a run of packets: the junk is all there is
     notes: list[Issue] = []
-    covered: set[int] = set()
-    if sorter.leading:
-        notes.append(Issue("byte 0", f"junk: {first_offset} bytes before the first packet skipped (the capture "
-                                     "started mid-stream)", error=False))
-        covered.update(id(issue) for issue in sorter.leading)
-    tail = _text_tail(path, last_end) if sorter.trailing and not sorter.trailing_overflow else None
+    leading = [issue for issue in issues if issue.offset < start]
+    if leading:
+        notes.append(Issue("byte 0", f"junk: {start} bytes before the first packet skipped (the capture started "
+                                     "mid-stream)", error=False))
+    trailing = [issue for issue in issues if issue.offset >= last_end]
+    tail = _text_tail(path, last_end) if trailing and not overflow else None
     if tail is not None:
         notes.append(Issue(f"byte {last_end}", f"junk: a text line after the last packet, not ISP2: {tail!r}",
                            error=False))
-        covered.update(id(issue) for issue in sorter.trailing)
-    return notes, covered
+    return notes, {id(issue) for issue in leading} | ({id(issue) for issue in trailing} if tail else set())
 
 
 def _text_tail(path: Path, last_end: int) -> str | None:
