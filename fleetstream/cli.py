@@ -44,6 +44,9 @@ app.add_typer(simulate_app, name="simulate")
 app.add_typer(agent_app, name="agent")
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
 def settings_of(ctx: typer.Context) -> Settings:
     settings: Settings = ctx.obj
     return settings
@@ -54,7 +57,8 @@ def main(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file.",
                                                 envvar="FLEETSTREAM_CONFIG", exists=True, dir_okay=False)] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="DEBUG shows tracebacks of errors too.",
+                                                case_sensitive=False)] = "INFO",
 ) -> None:
     """Load the configuration once; every command receives it."""
     setup_logging(log_level)
