@@ -222,8 +222,9 @@ def inspect_cmd(
     report = inspect(path, fmt)
     typer.echo(report.to_json() if as_json else report.to_text())
     if not report.ok:
-        raise FleetstreamError(f"{path}: {report.fatal or f'{report.error_count} errors'}",
-                               "the report above says where" if not as_json else "")
+        what = report.fatal or f"{report.error_count} errors"
+        raise FleetstreamError(what if what.startswith(f"{path}:") else f"{path}: {what}",
+                               "" if as_json else "the report above says where")
 
 
 @app.command("import")
@@ -254,7 +255,10 @@ def import_cmd(
     settings = settings_of(ctx)
     start_ms = None
     if start_time:
-        start_ms = int(start_time) if start_time.isdigit() else parse_time_ms(start_time, "--start-time")
+        try:
+            start_ms = int(start_time) if start_time.isdigit() else parse_time_ms(start_time, "--start-time")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc).removeprefix("--start-time: "), param_hint="--start-time") from None
     ledger = ImportLedger(settings.home / "imports.json")
     failed = False
     with EdgeProducer(settings.kafka) as producer:
@@ -326,8 +330,12 @@ def poll(
             raise RuntimeError(f"the broker did not acknowledge every record: {producer.last_error}")
 
     overrides = {"base_url": base_url} if base_url else {}
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise typer.BadParameter(f"{since!r} is not an ISO-8601 date or time", param_hint="--since") from None
     poller = build_poller(provider, settings.fleet, token, settings.home / "fleet-checkpoints", publish,
-                          since=datetime.fromisoformat(since) if since else None, **overrides)
+                          since=start, **overrides)
     if once:
         typer.echo(f"{provider}: published {poller.poll_once()} new items")
     else:

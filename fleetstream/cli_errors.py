@@ -73,7 +73,7 @@ def describe(exc: BaseException) -> Failure:
         return Failure(exc.format_message(), "", exc.exit_code)
     if isinstance(exc, typer.Abort):
         return Failure("aborted", "", RUNTIME)
-    for family in (_kafka_failure, _clickhouse_failure, _os_failure):
+    for family in (_kafka_failure, _clickhouse_failure, _yaml_failure, _os_failure):
         failure = family(exc)
         if failure is not None:
             return failure
@@ -111,6 +111,16 @@ def _clickhouse_failure(exc: BaseException) -> Failure | None:
         return None
     first = next((line for line in str(exc).splitlines() if line.strip()), repr(exc))
     return Failure(f"ClickHouse: {first}", "CLICKHOUSE_DSN says which store; the sink's log may say more", RUNTIME)
+
+
+def _yaml_failure(exc: BaseException) -> Failure | None:
+    yaml = _loaded("yaml")
+    if yaml is None or not isinstance(exc, yaml.YAMLError):
+        return None
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return Failure(f"invalid YAML: {where}{problem}", "", USAGE)  # a file the user wrote and named
 
 
 def _os_failure(exc: BaseException) -> Failure | None:

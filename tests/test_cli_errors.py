@@ -60,6 +60,8 @@ ROWS = [
     row("import", "{csv}", "--station", "s", "--format", "xml", says="'xml' is not one of"),
     row("import", "{csv}", "--station", "s", "--batch-samples", "0", says="--batch-samples"),
     row("import", "{csv}", "--station", "s", "--batch-samples", "many", says="--batch-samples"),
+    row("import", "{csv}", "--station", "s", "--mapping", "{bad_yaml}", says="invalid YAML: "),
+    row("import", "{csv}", "--station", "s", "--start-time", "teatime", says="'teatime' is not ISO-8601"),
     row("query", "--format", "xml", "alerts", says="'xml' is not one of"),
     row("query", "nope", says="no query named 'nope' (known: alerts"),
     row("query", "alerts", "--from", "2026-11-31", says="'2026-11-31' is not an ISO-8601 date or time"),
@@ -141,12 +143,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     (root / "swapped.bin").write_bytes(b"".join(capture[i + 1:i + 2] + capture[i:i + 1]
                                                 for i in range(0, len(capture), 2)))
     (root / "a-directory").mkdir()
+    (root / "bad.yaml").write_text("columns: [RPM\n", encoding="utf-8")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         yield {"csv": str(root / "run.csv"), "junk": str(root / "junk.bin"), "empty": str(root / "empty.bin"),
                "swapped": str(root / "swapped.bin"), "dir": str(root / "a-directory"),
-               "missing": str(root / "missing.yaml"), "out": str(root / "export"),
+               "missing": str(root / "missing.yaml"), "out": str(root / "export"), "bad_yaml": str(root / "bad.yaml"),
                "busy_port": str(busy.getsockname()[1])}
 
 
@@ -274,6 +277,13 @@ def test_foreign_errors_become_one_line() -> None:
     bug = cli_errors.describe(ZeroDivisionError("float division by zero"))
     assert bug.line().startswith("error: unexpected ZeroDivisionError: float division by zero (a bug")
     assert cli_errors.describe(KeyError("no such key")).line() == "error: no such key"
+    import yaml
+
+    with pytest.raises(yaml.YAMLError) as bad_yaml:
+        yaml.safe_load("a: [1\n")
+    described = cli_errors.describe(bad_yaml.value)
+    assert (described.exit_code, described.line()) == (USAGE, "error: invalid YAML: <unicode string>, line 2, "
+                                                               "column 1: expected ',' or ']', but got '<stream end>'")
 
 
 def test_run_app_returns_the_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
