@@ -16,6 +16,7 @@ from api.store import StoreReader
 from api.throttle import LoginThrottle
 from api.tokens import TokenIssuer
 from api.users import UserStore
+from fleetstream import errors
 from fleetstream.config import Settings
 
 __all__ = ["ApiMetrics", "ConfigError", "Services"]
@@ -23,7 +24,7 @@ __all__ = ["ApiMetrics", "ConfigError", "Services"]
 log = logging.getLogger(__name__)
 
 
-class ConfigError(RuntimeError):
+class ConfigError(errors.ConfigError):
     """The API cannot start as configured (no JWT secret, ...)."""
 
 

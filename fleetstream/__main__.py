@@ -1,5 +1,5 @@
 """`python -m fleetstream` is the `fleetstream` command (how the demo starts its child processes)."""
 
-from fleetstream.cli import app
+from fleetstream.cli import run
 
-app(prog_name="fleetstream")
+run()

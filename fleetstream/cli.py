@@ -7,18 +7,16 @@ and a device that installs only the producers extra can still run its commands.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal
 
 import typer
 
-from fleetstream.config import ConfigError, Settings, load_settings
+from fleetstream.config import Settings, load_settings
 from fleetstream.errors import FleetstreamError
 from fleetstream.logs import setup_logging
 
@@ -48,26 +46,12 @@ config_app = typer.Typer(help="The effective configuration and where each value 
 app.add_typer(config_app, name="config")
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
 def settings_of(ctx: typer.Context) -> Settings:
     settings: Settings = ctx.obj
     return settings
-
-
-_Command = TypeVar("_Command", bound=Callable[..., Any])
-
-
-def reports_errors(command: _Command) -> _Command:
-    """A FleetstreamError ends the command with one line `error: <message> (<hint>)` and exit status 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except FleetstreamError as exc:
-            typer.echo(f"error: {exc}" + (f" ({exc.hint})" if exc.hint else ""), err=True)
-            raise typer.Exit(1) from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _print_version(value: bool) -> None:
@@ -81,30 +65,30 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-def config_error(exc: ConfigError) -> typer.Exit:
-    """Print `error: <message> (<hint>)` for a configuration mistake; the caller raises the returned exit (2)."""
-    typer.echo(f"error: {exc}" + (f" ({exc.hint})" if exc.hint else ""), err=True)
-    return typer.Exit(2)
-
-
 @app.callback()
 def main(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file.",
                                                 envvar="FLEETSTREAM_CONFIG", exists=True, dir_okay=False)] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="DEBUG shows tracebacks of errors too.",
+                                                case_sensitive=False)] = "INFO",
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
                                           callback=_print_version)] = False,
 ) -> None:
     """Load the configuration once; every command receives it."""
     setup_logging(log_level)
-    try:
-        ctx.obj = load_settings(config)
-    except ConfigError as exc:
-        raise config_error(exc) from exc
-    except Exception as exc:
-        typer.echo(f"error: invalid configuration: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    ctx.obj = load_settings(config)  # a ConfigError is reported by the CLI's one error handler (exit 2)
+
+
+def _positive(value: float) -> float:
+    """Option callback for rates and periods: zero or less would divide by zero or never tick."""
+    if value <= 0:
+        raise typer.BadParameter(f"{value:g} is not > 0")
+    return value
+
+
+InspectFormat = Literal["auto", "wp8", "pvlog", "csv", "jetdrive", "mts"]  # producers.inspect.inspectors()
+ImportFormat = Literal["auto", "wp8", "pvlog", "csv"]  # the file-import parsers (producers.files)
 
 
 def echo_json(data: Any) -> None:
@@ -202,13 +186,14 @@ def worker(ctx: typer.Context) -> None:
 
 
 @simulate_app.command("vehicles")
-@reports_errors
 def simulate_vehicles(
     ctx: typer.Context,
-    seconds: Annotated[float, typer.Option(help="How long to run; 0 runs until interrupted.")] = 30.0,
-    vehicles: Annotated[int, typer.Option(help="Number of simulated vehicles.")] = 5,
-    sample_hz: Annotated[float, typer.Option(help="Samples per second per channel.")] = 10.0,
-    bad_sample_rate: Annotated[float, typer.Option(help="Fraction of samples made NaN or out of range.")] = 0.01,
+    seconds: Annotated[float, typer.Option(help="How long to run; 0 runs until interrupted.", min=0)] = 30.0,
+    vehicles: Annotated[int, typer.Option(help="Number of simulated vehicles.", min=1)] = 5,
+    sample_hz: Annotated[float, typer.Option(help="Samples per second per channel (> 0).", callback=_positive)]
+    = 10.0,
+    bad_sample_rate: Annotated[float, typer.Option(help="Fraction of samples made NaN or out of range.", min=0,
+                                                   max=1)] = 0.01,
     first_vehicle_id: Annotated[int, typer.Option(help="Vehicle ids count up from this one (the Kafka key).")] = 1001,
 ) -> None:
     """Publish simulated vehicle signals, GPS, DTCs and network statistics through the edge producer.
@@ -229,13 +214,14 @@ def simulate_vehicles(
 
 @simulate_app.command("jetdrive")
 def simulate_jetdrive(
-    seconds: Annotated[float, typer.Option(help="How long to stream; 0 runs until interrupted.")] = 0.0,
+    seconds: Annotated[float, typer.Option(help="How long to stream; 0 runs until interrupted.", min=0)] = 0.0,
     group: Annotated[str, typer.Option(help="Multicast group.")] = "224.0.2.10",
-    port: Annotated[int, typer.Option(help="UDP port.")] = 22344,
+    port: Annotated[int, typer.Option(help="UDP port.", min=1, max=65535)] = 22344,
     interface: Annotated[str, typer.Option(help="Interface address to send and join on (127.0.0.1 for one host).")]
     = "0.0.0.0",
     seed: Annotated[int, typer.Option(help="Seed: the same seed streams byte-identical pulls.")] = 0,
-    rate_hz: Annotated[float, typer.Option(help="ChannelValues messages per second.")] = 50.0,
+    rate_hz: Annotated[float, typer.Option(help="ChannelValues messages per second (> 0).", callback=_positive)]
+    = 50.0,
 ) -> None:
     """Stream realistic dyno pulls (RPM sweep, drum-consistent power and torque, AFR, MAP, IAT, TPS) as JetDrive."""
     import threading
@@ -260,7 +246,7 @@ def simulate_jetdrive(
 def inspect_cmd(
     path: Annotated[Path, typer.Argument(help="A capture or file: .pcap/.pcapng (JetDrive), MTS serial capture, "
                                               ".pvlog, .wp8 or .csv.", exists=True, dir_okay=False)],
-    fmt: Annotated[str, typer.Option("--format", help="auto, mts, jetdrive, pvlog, wp8 or csv.")] = "auto",
+    fmt: Annotated[InspectFormat, typer.Option("--format", help="The file's format; auto detects it.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """What a capture or file decodes to, without publishing anything: format, counts, channels with units,
@@ -270,21 +256,22 @@ def inspect_cmd(
     report = inspect(path, fmt)
     typer.echo(report.to_json() if as_json else report.to_text())
     if not report.ok:
-        raise typer.Exit(1)
+        what = report.fatal or f"{report.error_count} errors"
+        raise FleetstreamError(what if what.startswith(f"{path}:") else f"{path}: {what}",
+                               "" if as_json else "the report above says where")
 
 
 @app.command("import")
-@reports_errors
 def import_cmd(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files to import.", exists=True, dir_okay=False)],
     station: Annotated[str, typer.Option(help="Dyno cell or gateway id (the Kafka key).")],
-    fmt: Annotated[str, typer.Option("--format", help="auto, pvlog, wp8 or csv.")] = "auto",
-    mapping: Annotated[Path | None, typer.Option(help="YAML column mapping: columns: {header: {channel, unit}}.")]
-    = None,
+    fmt: Annotated[ImportFormat, typer.Option("--format", help="The files' format; auto detects it.")] = "auto",
+    mapping: Annotated[Path | None, typer.Option(help="YAML column mapping: columns: {header: {channel, unit}}.",
+                                                 exists=True, dir_okay=False)] = None,
     start_time: Annotated[str | None, typer.Option(help="Absolute start time (ISO-8601 or epoch ms); default: "
                                                         "the file's own, else its modification time.")] = None,
-    batch_samples: Annotated[int, typer.Option(help="Samples per Kafka message.")] = 500,
+    batch_samples: Annotated[int, typer.Option(help="Samples per Kafka message.", min=1)] = 500,
     strict: Annotated[bool, typer.Option(help="Fail on the first bad row instead of counting it.")] = False,
     force: Annotated[bool, typer.Option(help="Send again a file the ledger says was imported.")] = False,
 ) -> None:
@@ -304,7 +291,10 @@ def import_cmd(
     settings = settings_of(ctx)
     start_ms = None
     if start_time:
-        start_ms = int(start_time) if start_time.isdigit() else parse_time_ms(start_time, "--start-time")
+        try:
+            start_ms = int(start_time) if start_time.isdigit() else parse_time_ms(start_time, "--start-time")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc).removeprefix("--start-time: "), param_hint="--start-time") from None
     ledger = ImportLedger(settings.home / "imports.json")
     failed = False
     require_kafka(settings.kafka, ["dyno.samples"])
@@ -342,7 +332,6 @@ def import_cmd(
 
 
 @app.command("poll")
-@reports_errors
 def poll(
     ctx: typer.Context,
     provider: Annotated[str, typer.Argument(help="motive or samsara.")],
@@ -378,8 +367,12 @@ def poll(
         producer.confirm()  # the checkpoint moves only after this returns
 
     overrides = {"base_url": base_url} if base_url else {}
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise typer.BadParameter(f"{since!r} is not an ISO-8601 date or time", param_hint="--since") from None
     poller = build_poller(provider, settings.fleet, token, settings.home / "fleet-checkpoints", publish,
-                          since=datetime.fromisoformat(since) if since else None, **overrides)
+                          since=start, **overrides)
     require_kafka(settings.kafka, poller.topics.values())
     if once:
         typer.echo(f"{provider}: published {poller.poll_once()} new items")
@@ -408,10 +401,7 @@ def agent_run(
 
     from producers.agent import Agent, load_agent_config
 
-    try:
-        config = load_agent_config(agent_config)
-    except ConfigError as exc:
-        raise config_error(exc) from exc
+    config = load_agent_config(agent_config)
     agent = Agent(config, settings_of(ctx).kafka)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -455,7 +445,6 @@ def _until_signalled(seconds: float = 0.0) -> Any:
 
 
 @db_app.command("migrate")
-@reports_errors
 def db_migrate(ctx: typer.Context) -> None:
     """Apply pending migrations (sinks/migrations/*.sql) in order; safe to run again."""
     from sinks.clickhouse import connect, migrate
@@ -470,7 +459,6 @@ def db_migrate(ctx: typer.Context) -> None:
 
 
 @db_app.command("status")
-@reports_errors
 def db_status(ctx: typer.Context) -> None:
     """Which migrations are applied and which are pending."""
     from sinks.clickhouse import connect, status
@@ -485,7 +473,6 @@ def db_status(ctx: typer.Context) -> None:
 
 
 @sink_app.command("clickhouse")
-@reports_errors
 def sink_clickhouse(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until interrupted).")] = 0.0,
@@ -502,17 +489,23 @@ def sink_clickhouse(
     echo_json(stats.as_dict())
 
 
+QueryFormat = Literal["table", "csv", "json", "parquet"]  # sinks.clickhouse.queries.FORMATS (a test keeps them equal)
+
+
 @app.command("query")
-@reports_errors
 def query_cmd(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="A query of the pack; omit to list them.")] = None,
     vehicle: Annotated[str | None, typer.Option(help="Vehicle or station id.")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="Start of the range (ISO-8601, UTC).")] = None,
-    to: Annotated[str | None, typer.Option(help="End of the range (ISO-8601, UTC).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or parquet.")] = "table",
+    from_: Annotated[str | None, typer.Option("--from", help="Start of the range: ISO-8601 date or time, UTC unless "
+                                                             "it has an offset (2026-11-30T10:00:00+02:00).")] = None,
+    to: Annotated[str | None, typer.Option(help="End of the range (excluded), written like --from.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Another parameter the query lists, as "
+                                                                    "NAME=VALUE (repeatable).")] = None,
+    fmt: Annotated[QueryFormat, typer.Option("--format", help="Output format.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
-    sql: Annotated[str | None, typer.Option(help="Run this read-only SQL instead of a named query.")] = None,
+    sql: Annotated[str | None, typer.Option(help="Run this read-only SQL (in the fleetstream database) instead "
+                                                 "of a named query.")] = None,
 ) -> None:
     """Ask ClickHouse the questions users ask: `fleetstream query` lists the pack, `fleetstream query NAME` runs one.
 
@@ -522,54 +515,75 @@ def query_cmd(
 
     if name is None and sql is None:
         for named in list_queries():
-            params = ", ".join(f"--{p}" for p in named.parameters)
+            params = ", ".join(f"--{p}" if p in _QUERY_OPTIONS else f"--param {p}=<{t}>"
+                               for p, t in named.parameters.items())
             typer.echo(f"{named.name:30s} {named.description}" + (f"  [{params}]" if params else ""))
         return
+    if name is not None and sql is not None:
+        raise typer.BadParameter("give a query name or --sql, not both", param_hint="NAME / --sql")
     settings = settings_of(ctx)
-    try:
-        if sql is not None:
-            columns, rows = run_sql(settings, sql)
-        else:
-            assert name is not None
-            columns, rows = run_query(settings, name, {"vehicle": vehicle, "from": from_, "to": to})
-    except (KeyError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    if sql is not None:
+        columns, rows = run_sql(settings, sql)
+    else:
+        assert name is not None
+        values = {"vehicle": vehicle, "from": from_, "to": to, **_named_values(param or [])}
+        columns, rows = run_query(settings, name, values)
     rendered = render(columns, rows, fmt)
     if output is not None:
         output.write_bytes(rendered if isinstance(rendered, bytes) else rendered.encode())
         typer.echo(f"{len(rows)} rows written to {output}")
     elif isinstance(rendered, bytes):
-        typer.echo("error: parquet output needs --output FILE", err=True)
-        raise typer.Exit(2)
+        raise typer.BadParameter("parquet output needs --output FILE", param_hint="--format")
     else:
         typer.echo(rendered)
 
 
+_QUERY_OPTIONS = ("vehicle", "from", "to")
+
+
+def _named_values(pairs: list[str]) -> dict[str, str]:
+    """`--param NAME=VALUE` pairs; the query checks the names and the types of the values."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
+        if key.strip() in _QUERY_OPTIONS:
+            raise typer.BadParameter(f"use --{key.strip()} for {key.strip()}", param_hint="--param")
+        values[key.strip()] = value
+    return values
+
+
 @app.command("export")
-@reports_errors
 def export_cmd(
     ctx: typer.Context,
     table: Annotated[str, typer.Option(help="samples, gps_points, dtcs, network_stats, fleet_locations, "
                                             "window_aggregates, kpis, alerts, dead_letters, ...")],
     from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD, included) or an ISO instant.")],
     to: Annotated[str, typer.Option(help="Last day (included) or an ISO instant (excluded).")],
-    out: Annotated[Path, typer.Option(help="Output folder; files go to <out>/<table>/date=YYYY-MM-DD/.")],
+    out: Annotated[Path, typer.Option(help="Output folder; files go to <out>/<table>/date=YYYY-MM-DD/.",
+                                      file_okay=False)],
 ) -> None:
     """Export a time range as Parquet with Hive-style date partitions (the layout BigQuery, Spark, DuckDB read)."""
-    import datetime as dt
-
     from sinks.export import export_parquet
 
-    def when(text: str) -> dt.date | dt.datetime:
-        return dt.date.fromisoformat(text) if len(text) == 10 else dt.datetime.fromisoformat(text)
-
-    result = export_parquet(settings_of(ctx), table, when(from_), when(to), out)
+    result = export_parquet(settings_of(ctx), table, _day_or_instant(from_, "--from"), _day_or_instant(to, "--to"),
+                            out)
     echo_json(result.as_dict())
 
 
+def _day_or_instant(text: str, option: str) -> Any:
+    """A day (YYYY-MM-DD) or an ISO-8601 instant, checked before the store is asked anything."""
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text) if len(text) == 10 else dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a day (YYYY-MM-DD) or an ISO-8601 time", param_hint=option) \
+            from None
+
+
 @sink_app.command("graphql")
-@reports_errors
 def sink_graphql(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(help="Stop after this long (0 = until interrupted).")] = 0.0,
@@ -600,7 +614,7 @@ def sink_graphql(
 
 @app.command("fake-backend")
 def fake_backend(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8088,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 8088,
     token: Annotated[str | None, typer.Option(help="Require this bearer token.", envvar="SEC_AUTH_TOKEN")] = None,
 ) -> None:
     """A local GraphQL backend that type-checks every request against the backend's contract and records it.
@@ -609,7 +623,11 @@ def fake_backend(
     """
     from sinks.backend import ContractBackend
 
-    backend = ContractBackend(token=token, port=port)
+    try:
+        backend = ContractBackend(token=token, port=port)
+    except OSError as exc:
+        raise FleetstreamError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}",
+                               "pick another --port, or 0 for a free one") from exc
     typer.echo(f"contract backend listening on {backend.url}")
     backend.serve(_until_signalled())
     typer.echo(json.dumps(dict(backend.counts)))
@@ -781,13 +799,9 @@ def serve_cmd(
     port: Annotated[int | None, typer.Option(help="Port (default api.port, 8080).")] = None,
 ) -> None:
     """The read-side HTTP API: dashboards, metrics, alerts, drill-down, dyno runs, audit, reports (/docs)."""
-    from api import ConfigError, serve
+    from api import serve
 
-    try:
-        serve(settings_of(ctx), host, port)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    serve(settings_of(ctx), host, port)
 
 
 def _users(ctx: typer.Context) -> Any:
@@ -881,7 +895,6 @@ def users_apikey(ctx: typer.Context, username: str) -> None:
 
 
 @app.command("demo")
-@reports_errors
 def demo(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(help="How long the simulators publish.")] = 20.0,
@@ -919,5 +932,12 @@ def demo(
         sys.exit(1)
 
 
+def run() -> None:
+    """The `fleetstream` console script: the app, with every failure reported as one `error:` line (cli_errors)."""
+    from fleetstream.cli_errors import run_app
+
+    sys.exit(run_app(app))
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
-from fleetstream.errors import FleetstreamError
+from fleetstream.errors import ConfigError
 
 __all__ = [
     "DEFAULT",
@@ -56,10 +56,6 @@ ENABLED = "enabled"
 
 Path = tuple[str, ...]
 """A location in the tree; a keyed list item is one element `[label]`, so paths survive merges."""
-
-
-class ConfigError(FleetstreamError):
-    """A configuration key, value or file fleetstream refuses; the message names it and where it came from."""
 
 
 @dataclass(frozen=True, init=False)

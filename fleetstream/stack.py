@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetstream.config import Settings, StackSettings
+from fleetstream.errors import FleetstreamError
 from fleetstream.kafka_runtime import LOG4J_CONFIG, POM
 
 __all__ = [
@@ -69,7 +70,7 @@ JVM_OPTIONS = (
 _LOG_TAIL_LINES = 40
 
 
-class StackError(RuntimeError):
+class StackError(FleetstreamError, RuntimeError):
     """The local stack cannot be set up, started or stopped; the message says why and what to do."""
 
 

@@ -45,6 +45,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple, Protocol
 import yaml
 from tqdm import tqdm
 
+from fleetstream.errors import FleetstreamError
 from schemas.units import UNKNOWN_UNIT, UnknownUnitError, canonical_unit, is_unknown_unit, to_canonical
 
 __all__ = [
@@ -77,20 +78,20 @@ ISSUES_KEPT = 200
 Where = Literal["byte", "line"]
 
 
-class FileFormatError(ValueError):
+class FileFormatError(FleetstreamError, ValueError):
     """A file is not what its format says: names the file, the byte offset or line, what was expected and found.
 
     Example: `run.wp8: byte 9: expected TLV tag 0x1000 or 0xFFFF, found 0x2a01`.
     """
 
     def __init__(self, path: str | os.PathLike[str], position: int, expected: str, found: str,
-                 where: Where = "byte"):
+                 where: Where = "byte", hint: str = ""):
         self.path = str(path)
         self.position = position
         self.where = where
         self.expected = expected
         self.found = found
-        super().__init__(f"{self.path}: {where} {position}: expected {expected}, found {found}")
+        super().__init__(f"{self.path}: {where} {position}: expected {expected}, found {found}", hint)
 
 
 class FileSample(NamedTuple):
@@ -513,7 +514,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
             return fmt
     raise FileFormatError(path, 0, "a WinPEP 8 run (FE CE FA CE), a Power Vision log "
                           "('Dynojet Power Vision Log File') or a comma/tab separated CSV export",
-                          _describe_head(head))
+                          _describe_head(head), hint="--format names the format when the content does not say it")
 
 
 def _describe_head(head: bytes) -> str:

@@ -52,6 +52,7 @@ from typing import Any, Literal, Protocol
 
 import serial
 
+from fleetstream.errors import FleetstreamError
 from producers.reliability import Backoff
 from schemas.units import UNKNOWN_UNIT, canonical_unit, to_canonical
 
@@ -135,7 +136,7 @@ class Command(StrEnum):
     DEVICE_INFO = "S"
 
 
-class InnovateFormatError(ValueError):
+class InnovateFormatError(FleetstreamError, ValueError):
     """Bytes that are not valid ISP2; `word_index` locates the problem inside a payload (-1: not in one)."""
 
     def __init__(self, reason: str, detail: str, word_index: int = -1):
@@ -427,8 +428,10 @@ def _is_header(high: int, low: int) -> bool:
 class InnovateDecoder:
     """ISP2 bytes in, packets out; no I/O. Keeps partial packets between `feed` calls and resyncs on junk."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_issue: Callable[[DecodeIssue], None] | None = None) -> None:
+        """`on_issue` sees every issue as it is counted (`counters.recent_issues` keeps only the last 50)."""
         self.counters = DecoderCounters()
+        self._on_issue = on_issue
         self._buf = bytearray()
         self._base = 0  # stream offset of _buf[0]
         self._junk_start: int | None = None
@@ -560,9 +563,12 @@ class InnovateDecoder:
         self._junk_start, self._junk_len = None, 0
 
     def _issue(self, offset: int, reason: str, detail: str) -> None:
+        issue = DecodeIssue(offset, reason, detail)
         self.counters.errors[reason] += 1
-        self.counters.recent_issues.append(DecodeIssue(offset, reason, detail))
+        self.counters.recent_issues.append(issue)
         log.debug("innovate @%d %s: %s", offset, reason, detail)
+        if self._on_issue is not None:
+            self._on_issue(issue)
 
 
 def stamp_burst(packets: Sequence[Packet], received_ms: int, previous_ms: int | None) -> list[int]:

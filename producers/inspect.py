@@ -202,7 +202,18 @@ def _detect(path: Path) -> str:
             continue  # the file-import formats: producers.files decides, content first
         if suffix in registration.extensions:
             return fmt
-    return parser_for(path).FORMAT
+    try:
+        return parser_for(path).FORMAT
+    except FileFormatError as exc:
+        raise FileFormatError(path, 0, f"one of the formats inspect knows ({', '.join(_REGISTRY)})", exc.found,
+                              hint=_unrecognised_hint(head)) from None
+
+
+def _unrecognised_hint(head: bytes) -> str:
+    if looks_byte_swapped_mts(head):
+        return ("it looks like an Innovate MTS capture with the two bytes of every 16-bit word swapped; ISP2 words "
+                "are big-endian as read from the serial line: swap them back (e.g. `dd conv=swab`)")
+    return "--format names the format when the content does not say it"
 
 
 # --- the file-import formats ----------------------------------------------------------------------------------
@@ -374,39 +385,119 @@ _MTS_HEADER_MASK = 0xA280
 MTS_READ_BYTES = 1 << 16
 
 
-def looks_like_mts(head: bytes) -> bool:
-    """Three ISP2 headers in a row, each where the previous one's length says (junk before them allowed).
+MTS_SNIFF_NEAR = 64
+"""Junk allowed before three chained packets; further in, a longer chain is needed to call it a capture."""
+MTS_SNIFF_PACKETS, MTS_SNIFF_PACKETS_FAR = 3, 8
 
-    Raw serial captures have no magic number; the header marker bits and the length chain are the signature.
+
+def looks_like_mts(head: bytes) -> bool:
+    """Well-formed ISP2 packets in a row, each where the previous one's length says (junk before them allowed).
+
+    Raw serial captures have no magic number; the header marker bits, the length chain and payload words that
+    decode are the signature. Three packets suffice within the first 64 bytes; a capture that starts after more
+    junk (a logger that ran before the chain did) needs eight, which random bytes do not produce by chance.
     """
-    for start in range(min(len(head) - 1, 64)):
-        position, packets = start, 0
-        while packets < 3 and position + 1 < len(head):
-            word = head[position] << 8 | head[position + 1]
-            if word & _MTS_HEADER_MASK != _MTS_HEADER_MASK:
-                break
-            position += 2 + 2 * (((word >> 1) & 0x80) | (word & 0x7F))
-            packets += 1
-        if packets == 3:
+    for start in range(max(len(head) - 1, 0)):
+        need = MTS_SNIFF_PACKETS if start < MTS_SNIFF_NEAR else MTS_SNIFF_PACKETS_FAR
+        if _chained_packets(head, start, need) >= need:
             return True
     return False
+
+
+def looks_byte_swapped_mts(head: bytes) -> bool:
+    """True when `head` is not ISP2 but becomes ISP2 with the bytes of each 16-bit word swapped (either alignment)."""
+    return not looks_like_mts(head) and any(looks_like_mts(_swab(head[shift:])) for shift in (0, 1))
+
+
+def _swab(data: bytes) -> bytes:
+    swapped = bytearray(data[: len(data) // 2 * 2])
+    swapped[0::2], swapped[1::2] = data[1: len(swapped): 2], data[0: len(swapped): 2]
+    return bytes(swapped)
+
+
+def _chained_packets(head: bytes, start: int, limit: int) -> int:
+    """How many complete packets (up to `limit`) follow each other from `start`, each payload decodable."""
+    from producers.innovate import InnovateFormatError, decode_payload
+
+    position, packets = start, 0
+    while packets < limit and position + 1 < len(head):
+        word = head[position] << 8 | head[position + 1]
+        if word & _MTS_HEADER_MASK != _MTS_HEADER_MASK:
+            break
+        n_words = ((word >> 1) & 0x80) | (word & 0x7F)
+        end = position + 2 + 2 * n_words
+        if end > len(head):
+            break
+        payload = [head[i] << 8 | head[i + 1] for i in range(position + 2, end, 2)]
+        if any(w & 0x0080 for w in payload):  # only a header word has bit 7 set
+            break
+        if word & 0x1000:  # a data packet: its sub-packets must decode
+            try:
+                decode_payload(payload)
+            except InnovateFormatError:
+                break
+        position, packets = end, packets + 1
+    return packets
+
+
+TEXT_TAIL_BYTES = 4096
+"""A capture may end with a line its logger wrote (`--- Logging Stopped ---`); longer tails are not such a line."""
+MTS_RUN_PACKETS = 3
+"""Packets back to back that mark where the capture really begins (junk can hold a packet look-alike or two)."""
+MTS_ISSUES_SORTED = 10_000
+"""Issues kept by position for sorting into notes; past that, the rest stay errors (a capture that broken is)."""
 
 
 def inspect_mts_capture(path: Path) -> InspectReport:
     """A raw ISP2 byte capture: packets, function codes per sensor, lambda/AFR ranges, aux ranges, resyncs, errors.
 
     Captures carry no timestamps: times are packet index x 81.92 ms (the chain head's period). Aux values are
-    the raw 13-bit words (their scaling is a per-installation setting).
+    the raw 13-bit words (their scaling is a per-installation setting). Junk before the capture's first run of
+    packets is where logging started mid-stream, and a text line after the last packet is the logger's own note:
+    both are reported as notes, not errors. Everything else the decoder finds stays an error.
     """
-    from producers.innovate import PACKET_INTERVAL_MS, InnovateDecoder
+    from producers.innovate import DecodeIssue, InnovateDecoder
 
     report = InspectReport(path=str(path), format="mts", size_bytes=path.stat().st_size,
                            file_id=file_identity(path), record_kind="packets",
                            time_base="packet index x 81.92 ms (captures carry no time)")
-    decoder = InnovateDecoder()
+    issues: list[DecodeIssue] = []
+
+    def keep(issue: DecodeIssue) -> None:
+        if len(issues) < MTS_ISSUES_SORTED:
+            issues.append(issue)
+
+    decoder = InnovateDecoder(on_issue=keep)
+    start, last_end = _account_mts_packets(path, decoder, report)
+    counters = decoder.counters
+    report.records = counters.packets
+    report.counters = {**report.counters, "data_packets": counters.data_packets,
+                       "reply_packets": counters.reply_packets, "device_infos": counters.device_infos,
+                       "resyncs": counters.resyncs, "skipped_bytes": counters.skipped_bytes,
+                       "dropped_bytes": counters.dropped_bytes,
+                       **{f"error.{reason}": count for reason, count in counters.errors.items()}}
+    notes, covered = _mts_notes(path, issues, start, last_end, overflow=len(issues) >= MTS_ISSUES_SORTED)
+    report.error_count = sum(counters.errors.values()) - len(covered)
+    report.warning_count = len(notes)
+    report.issues = [*notes, *(Issue(f"byte {issue.offset}", f"{issue.reason}: {issue.detail}")
+                               for issue in counters.recent_issues if id(issue) not in covered)]
+    if counters.data_packets == 0:
+        with open(path, "rb") as handle:
+            if looks_byte_swapped_mts(handle.read(SNIFF_BYTES)):
+                report.fatal = ("no ISP2 packets, but the bytes read as ISP2 with the two bytes of every 16-bit word "
+                                "swapped: swap them back (e.g. `dd conv=swab`)")
+    return report
+
+
+def _account_mts_packets(path: Path, decoder: Any, report: InspectReport) -> tuple[int | None, int]:
+    """Decode the capture into `report`'s channels and function counters. Returns where the first run of
+    MTS_RUN_PACKETS packets back to back starts (None: there is none) and where the last packet ends."""
+    from producers.innovate import PACKET_INTERVAL_MS
+
     summaries: dict[str, ChannelSummary] = {}
     functions: Counter[str] = Counter()
-    data_packets = 0
+    data_packets, last_end = 0, 0
+    run_start, run_length, start = 0, 0, None
 
     def summary(channel: str, unit: str, source: str) -> ChannelSummary:
         return summaries.setdefault(channel, ChannelSummary(channel, unit, source))
@@ -414,6 +505,11 @@ def inspect_mts_capture(path: Path) -> InspectReport:
     with open(path, "rb") as handle:
         while chunk := handle.read(MTS_READ_BYTES):
             for packet in decoder.feed(chunk):
+                if start is None:
+                    contiguous = run_length > 0 and packet.offset == last_end
+                    run_start, run_length = (run_start, run_length + 1) if contiguous else (packet.offset, 1)
+                    start = run_start if run_length >= MTS_RUN_PACKETS else None
+                last_end = packet.offset + packet.size_bytes
                 if packet.kind != "data":
                     continue
                 time_ms = round(data_packets * PACKET_INTERVAL_MS)
@@ -429,17 +525,43 @@ def inspect_mts_capture(path: Path) -> InspectReport:
                 for index, value in enumerate(packet.aux):
                     summary(f"aux_{index + 1}", "", f"aux word {index + 1} (raw)").add(time_ms, float(value))
         decoder.finish()
-    counters = decoder.counters
-    report.records = counters.packets
     report.channels = list(summaries.values())
-    report.counters = {**functions, "data_packets": counters.data_packets, "reply_packets": counters.reply_packets,
-                       "device_infos": counters.device_infos, "resyncs": counters.resyncs,
-                       "skipped_bytes": counters.skipped_bytes, "dropped_bytes": counters.dropped_bytes,
-                       **{f"error.{reason}": count for reason, count in counters.errors.items()}}
-    report.error_count = sum(counters.errors.values())
-    report.issues = [Issue(f"byte {issue.offset}", f"{issue.reason}: {issue.detail}")
-                     for issue in counters.recent_issues]
-    return report
+    report.counters = dict(functions)
+    return start, last_end
+
+
+def _mts_notes(path: Path, issues: list[Any], start: int | None, last_end: int,
+               overflow: bool) -> tuple[list[Issue], set[int]]:
+    """Notes for the junk before the capture's first run of packets and for a text line after the last packet,
+    and the ids of the decoder issues they stand for (which then are not errors)."""
+    if start is None:
+        return [], set()  # never a run of packets: the junk is all there is
+    notes: list[Issue] = []
+    leading = [issue for issue in issues if issue.offset < start]
+    if leading:
+        notes.append(Issue("byte 0", f"junk: {start} bytes before the first packet skipped (the capture started "
+                                     "mid-stream)", error=False))
+    trailing = [issue for issue in issues if issue.offset >= last_end]
+    tail = _text_tail(path, last_end) if trailing and not overflow else None
+    if tail is not None:
+        notes.append(Issue(f"byte {last_end}", f"junk: a text line after the last packet, not ISP2: {tail!r}",
+                           error=False))
+    return notes, {id(issue) for issue in leading} | ({id(issue) for issue in trailing} if tail else set())
+
+
+def _text_tail(path: Path, last_end: int) -> str | None:
+    """The bytes after the last packet as one line of text, if that is what they are (and short)."""
+    size = path.stat().st_size - last_end
+    if not 0 < size <= TEXT_TAIL_BYTES:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(last_end)
+        tail = handle.read()
+    return " ".join(tail.decode("ascii").split())[:120] if _is_text(tail) else None
+
+
+def _is_text(data: bytes) -> bool:
+    return bool(data.strip()) and all(0x20 <= b < 0x7F or b in b"\r\n\t" for b in data)
 
 
 register_inspector("mts", inspect_mts_capture, sniff=looks_like_mts, extensions=(".isp2", ".mts"))

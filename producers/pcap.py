@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import dpkt
 
+from fleetstream.errors import FleetstreamError
 from producers.jetdrive.protocol import DEFAULT_PORT
 
 __all__ = ["CaptureStats", "PcapFormatError", "UdpPayload", "read_udp_payloads", "write_udp_pcap"]
@@ -41,7 +42,7 @@ _LINK_PARSERS: dict[int, Any] = {
 }
 
 
-class PcapFormatError(ValueError):
+class PcapFormatError(FleetstreamError, ValueError):
     """The file is not a capture this reader understands; the message names the file and what was found."""
 
 

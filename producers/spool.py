@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetstream.errors import FleetstreamError
+
 __all__ = ["PRIORITIES", "Spool", "SpoolEntry", "SpoolFullError", "SpoolStats"]
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ _HEADER = struct.Struct("<IIdHHI")  # body length, crc32 of body, appended_at (s
 _SEGMENT_BYTES = 8 * 1024 * 1024
 
 
-class SpoolFullError(RuntimeError):
+class SpoolFullError(FleetstreamError, RuntimeError):
     """A critical batch does not fit in the disk budget even after evicting everything of lower priority."""
 
 

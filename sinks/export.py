@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetstream.config import Settings
+from fleetstream.errors import InvalidInput
 from sinks.clickhouse.client import DATABASE
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["ExportResult", "arrow_type", "day_range", "export_parquet"]
+__all__ = ["ExportError", "ExportResult", "arrow_type", "day_range", "export_parquet"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ _EPOCH_FUNCS = {0: "toUnixTimestamp", 3: "toUnixTimestamp64Milli", 6: "toUnixTim
                 9: "toUnixTimestamp64Nano"}
 _UNITS = {0: "s", 3: "ms", 6: "us", 9: "ns"}
 _INTS = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"}
+
+
+class ExportError(InvalidInput, ValueError):
+    """The export was asked for something the store cannot give: an unknown table, one without time, no range."""
 
 
 @dataclass
@@ -137,15 +142,27 @@ def _columns(settings: Settings, table: str) -> tuple[list[tuple[str, str]], str
     cols = query(settings, "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
                            "ORDER BY position", params).rows
     if not cols:
-        raise ValueError(f"no table {DATABASE}.{table}")
+        raise ExportError(f"no table {DATABASE}.{table}", _exportable(settings))
     key_rows = query(settings, "SELECT partition_key FROM system.tables WHERE database = {db:String} "
                                "AND name = {t:String}", params).rows
     partition_key = str(key_rows[0][0]) if key_rows else ""
     timed = {str(n) for n, t in cols if _precision(str(t)) is not None or str(t) in ("Date", "Date32")}
     time_column = next((w for w in re.findall(r"\w+", partition_key) if w in timed), None)
     if time_column is None:
-        raise ValueError(f"{DATABASE}.{table} is not partitioned by a time column (partition key {partition_key!r})")
+        raise ExportError(f"{DATABASE}.{table} is not partitioned by a time column (partition key {partition_key!r})",
+                          _exportable(settings))
     return [(str(n), str(t)) for n, t in cols], time_column
+
+
+def _exportable(settings: Settings) -> str:
+    """The hint for a table that cannot be exported: the ones that can (partitioned by time), or how to get them."""
+    from sinks.query_server import query
+
+    names = query(settings, "SELECT name FROM system.tables WHERE database = {db:String} AND partition_key != '' "
+                            "AND NOT startsWith(name, '.') ORDER BY name", {"db": DATABASE}).rows
+    if not names:
+        return "the store has no tables yet: `fleetstream db migrate` creates them, the sink fills them"
+    return "tables with a time partition: " + ", ".join(str(row[0]) for row in names)
 
 
 def day_range(from_: dt.date | dt.datetime, to: dt.date | dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -158,7 +175,7 @@ def day_range(from_: dt.date | dt.datetime, to: dt.date | dt.datetime) -> tuple[
 
     lo, hi = instant(from_, end=False), instant(to, end=True)
     if hi <= lo:
-        raise ValueError(f"empty range: {from_} to {to}")
+        raise ExportError(f"empty range: {from_} to {to}", "--to must come after --from; a date as --to is included")
     return lo, hi
 
 
@@ -189,7 +206,7 @@ def export_parquet(settings: Settings, table: str, from_: dt.date | dt.datetime,
     from sinks.query_server import query
 
     if not _IDENT.match(table):
-        raise ValueError(f"not a table name: {table!r}")
+        raise ExportError(f"not a table name: {table!r}", "letters, digits and _ only")
     columns, time_column = _columns(settings, table)
     schema = pa.schema([pa.field(name, arrow_type(ch_type)) for name, ch_type in columns])
     select = ", ".join(f"{_select_expr(name, ch_type)} AS `{name}`" for name, ch_type in columns)

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from fleetstream.config import Settings
-from sinks.clickhouse.client import Client, connect, embedded_path, is_embedded
+from fleetstream.errors import FleetstreamError
+from sinks.clickhouse.client import DATABASE, Client, connect, embedded_path, is_embedded
 
 __all__ = [
     "DISCOVERY_FILE",
@@ -46,18 +47,22 @@ __all__ = [
     "discover",
     "execute_read_only",
     "query",
+    "store_owner",
+    "use_store_database",
 ]
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_FILE = "query_server.json"
 _READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+_QUOTES = "'\"`"
 _MAX_BODY_BYTES = 1 << 20
 
 
-class QueryError(ValueError):
+class QueryError(FleetstreamError, ValueError):
     """The statement was refused or failed; the message is meant for the person who wrote it."""
+
+    exit_code = 2  # the statement is the user's input
 
 
 @dataclass(frozen=True)
@@ -72,17 +77,63 @@ class QueryResult:
         return {"columns": self.columns, "types": self.types, "rows": self.rows}
 
 
+def _without_comments(sql: str) -> tuple[str, str]:
+    """`sql` with its comments blanked, and the same with the inside of quoted strings and names masked too.
+
+    A scan, not a regular expression: `--` and `/*` inside a literal (`SELECT 'a--b'`) are text, and a quote
+    inside a comment opens nothing. The masked copy (same length) is what the statement checks look at, so a
+    `;` or `INTO OUTFILE` inside a string is not mistaken for SQL.
+    """
+    kept, masked = [], []
+    i = 0
+    while i < len(sql):
+        if sql[i] in _QUOTES:
+            end = _quoted_end(sql, i)
+            kept.append(sql[i:end])
+            masked.append("".join(c if c == sql[i] else "_" for c in sql[i:end]))
+        elif sql.startswith(("--", "/*"), i):
+            end = _comment_end(sql, i)
+            kept.append(" " * (end - i))
+            masked.append(" " * (end - i))
+        else:
+            end = i + 1
+            kept.append(sql[i])
+            masked.append(sql[i])
+        i = end
+    return "".join(kept), "".join(masked)
+
+
+def _quoted_end(sql: str, start: int) -> int:
+    """Just past the quote closing the string or name opened at `start` (backslash escapes; `''` reopens)."""
+    quote, i = sql[start], start + 1
+    while i < len(sql) and sql[i] != quote:
+        i += 2 if sql[i] == "\\" else 1
+    return min(i + 1, len(sql))
+
+
+def _comment_end(sql: str, start: int) -> int:
+    """The end of the `--` (to the line's end) or `/* */` comment starting at `start`."""
+    if sql.startswith("/*", start):
+        close = sql.find("*/", start + 2)
+        return len(sql) if close < 0 else close + 2
+    newline = sql.find("\n", start)
+    return len(sql) if newline < 0 else newline
+
+
 def check_read_only(sql: str) -> str:
     """The statement without comments, or QueryError when it is not a single read statement."""
-    statement = _COMMENTS.sub(" ", sql).strip().rstrip(";").strip()
+    kept, masked = _without_comments(sql)
+    start = len(masked) - len(masked.lstrip())
+    end = len(masked.rstrip().rstrip(";").rstrip())
+    statement, code = kept[start:end], masked[start:end]
     if not statement:
         raise QueryError("empty statement")
-    first = statement.split(None, 1)[0].upper()
+    first = code.split(None, 1)[0].upper()
     if first not in _READ_STATEMENTS:
         raise QueryError(f"only {', '.join(_READ_STATEMENTS)} statements are allowed, not {first}")
-    if ";" in statement:
+    if ";" in code:
         raise QueryError("one statement per query")
-    if re.search(r"\bINTO\s+OUTFILE\b", statement, re.I):
+    if re.search(r"\bINTO\s+OUTFILE\b", code, re.I):
         raise QueryError("INTO OUTFILE is not allowed")
     return statement
 
@@ -115,12 +166,36 @@ def execute_read_only(client: Client, sql: str, parameters: dict[str, Any] | Non
     try:
         result = client.query(statement, parameters=parameters or {}, settings={"readonly": 1})
     except Exception as exc:
-        raise QueryError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from exc
-    return QueryResult(
-        columns=list(result.column_names),
-        types=[t.name for t in result.column_types],
-        rows=[[_jsonable(v) for v in row] for row in result.result_rows],
-    )
+        raise QueryError(_first_line(exc)) from exc
+    columns, types = list(result.column_names), [t.name for t in result.column_types]
+    if not columns and not result.result_rows:
+        columns, types = _described(client, statement, parameters or {})
+    return QueryResult(columns, types, [[_jsonable(v) for v in row] for row in result.result_rows])
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+
+
+def _described(client: Client, statement: str, parameters: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Column names and types of a query that returned nothing: the embedded engine sends no header for an
+    empty result, and an empty table with its header is still an answer (`DESCRIBE (query)` has it)."""
+    if statement.split(None, 1)[0].upper() not in ("SELECT", "WITH"):
+        return [], []
+    try:
+        described = client.query(f"DESCRIBE ({statement})", parameters=parameters, settings={"readonly": 1})
+    except Exception as exc:
+        log.debug("no header for an empty result: %s", _first_line(exc))
+        return [], []
+    return [str(row[0]) for row in described.result_rows], [str(row[1]) for row in described.result_rows]
+
+
+def use_store_database(client: Client) -> None:
+    """Resolve unqualified names in the fleetstream database (`SELECT count() FROM samples`), once migrations
+    created it; before that they resolve where ClickHouse's default puts them."""
+    found = client.query("SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": DATABASE})
+    if found.result_rows and found.result_rows[0][0]:
+        client.database = DATABASE
 
 
 class QueryServer:
@@ -143,6 +218,7 @@ class QueryServer:
 
     def start(self) -> None:
         """Bind (the configured port, else any free one: the discovery file says which), serve, announce."""
+        use_store_database(self._client)
         handler = _handler(self._client)
         try:
             self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
@@ -230,6 +306,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def store_owner(store: Path) -> int | None:
+    """The pid of the live process (not this one) whose discovery file says it serves `store`: the sink owning it."""
+    try:
+        pid = int(json.loads((store / DISCOVERY_FILE).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if pid != os.getpid() and _alive(pid) else None
+
+
 def discover(store: Path, timeout_s: float = 2.0) -> str | None:
     """The base URL of the endpoint serving `store`, if its discovery file names a live, answering process."""
     path = store / DISCOVERY_FILE
@@ -273,6 +358,7 @@ def query(settings: Settings, sql: str, parameters: dict[str, Any] | None = None
     started = time.perf_counter()
     client = connect(dsn)
     try:
+        use_store_database(client)
         return execute_read_only(client, sql, params)
     finally:
         client.close()

@@ -6,6 +6,8 @@ Messages never carry credentials: they are built from the URL path and query, ne
 
 from __future__ import annotations
 
+from fleetstream.errors import FleetstreamError
+
 __all__ = [
     "AuthError",
     "FleetApiError",
@@ -15,7 +17,7 @@ __all__ = [
 ]
 
 
-class FleetApiError(Exception):
+class FleetApiError(FleetstreamError):
     """A call to a fleet API failed; `provider` and `endpoint` say which one."""
 
     def __init__(self, provider: str, endpoint: str, message: str):

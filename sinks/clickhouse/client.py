@@ -16,7 +16,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from fleetstream.errors import FleetstreamError
+from fleetstream.errors import FleetstreamError, StoreError
 
 __all__ = [
     "DATABASE",
@@ -36,7 +36,7 @@ DATABASE = "fleetstream"
 CONNECT_TIMEOUT_S = 5.0
 
 
-class StoreLockedError(RuntimeError):
+class StoreLockedError(StoreError, RuntimeError):
     """The embedded store is open in another process (normally a running sink)."""
 
 
@@ -57,6 +57,21 @@ def embedded_path(dsn: str) -> Path:
     return Path(rest).expanduser().resolve()
 
 
+def _is_lock_failure(exc: Exception) -> bool:
+    """chDB refusing a store another process has open (it says so on stderr; the exception only says init failed)."""
+    return any(marker in str(exc) for marker in ("Cannot lock file", "Error initializing EmbeddedServer"))
+
+
+def _raise_if_owned(path: Path, cause: Exception) -> None:
+    """A store the sink announces it owns stays locked while it runs: say so at once, naming its pid."""
+    from sinks.query_server import store_owner  # it imports this module
+
+    pid = store_owner(path)
+    if pid is not None:
+        raise StoreLockedError(f"the ClickHouse store {path} is held by the running sink (pid {pid})",
+                               "stop the sink first; `fleetstream query` reads through it while it runs") from cause
+
+
 def connect(dsn: str, lock_wait_s: float = 0.0) -> Client:
     """A clickhouse-connect client for `dsn`; the embedded store's directory is created if missing.
 
@@ -75,10 +90,13 @@ def connect(dsn: str, lock_wait_s: float = 0.0) -> Client:
                 client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
                 break
             except Exception as exc:
-                if "Cannot lock file" not in str(exc):
+                if not _is_lock_failure(exc):
                     raise
+                _raise_if_owned(path, exc)
                 if time.monotonic() >= deadline:
-                    raise StoreLockedError(f"{path} is open in another process (is the sink running?)") from exc
+                    raise StoreLockedError(f"the ClickHouse store {path} is open in another process",
+                                           "chDB lets one process open a store: is a sink or another command "
+                                           "using it?") from exc
                 time.sleep(0.25)
         log.info("opened embedded ClickHouse store %s", path)
         return client

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from fleetstream.errors import StoreError
 from sinks.clickhouse.client import DATABASE, Client
 
 __all__ = [
@@ -48,7 +49,7 @@ _ENGINE_FALLBACKS: dict[str, tuple[re.Pattern[str], str]] = {
 """Engine → (its clause, the replacement) for stores that lack the engine; the table must have `updated_at`."""
 
 
-class MigrationError(RuntimeError):
+class MigrationError(StoreError, RuntimeError):
     """The migration history and the files disagree (edited, missing or misnamed migration)."""
 
 

@@ -11,6 +11,7 @@ sink, on an idle embedded store or on a server.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -19,14 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from fleetstream.config import Settings
+from fleetstream.errors import InvalidInput
 
 __all__ = [
     "DEFAULTS",
     "FORMATS",
     "QUERIES_DIR",
     "NamedQuery",
+    "QueryParameterError",
+    "UnknownQuery",
     "list_queries",
     "load_query",
+    "parse_instant",
     "render",
     "run_query",
     "run_sql",
@@ -42,6 +47,60 @@ DEFAULTS: dict[str, str] = {
 }
 _PARAM = re.compile(r"\{(\w+):([^{}]+)\}")
 _REQUIRES = re.compile(r"^--\s*requires:\s*(.+)$", re.M)
+_INTEGER = re.compile(r"^U?Int(8|16|32|64|128|256)$")
+
+
+class UnknownQuery(InvalidInput, KeyError):
+    """No query of the pack has that name; the message lists the known ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # KeyError would quote it
+
+
+class QueryParameterError(InvalidInput, ValueError):
+    """A parameter the query does not take, one it needs, or a value its declared type cannot hold."""
+
+
+def parse_instant(text: str) -> dt.datetime:
+    """An ISO-8601 date or date-time as an aware UTC datetime: an offset (`+02:00`, `Z`) is honoured, none means UTC.
+
+    Checked here, before any query runs, so a typo (`2026-11-31`, `yesterday`) is reported as the user's value
+    and not as a ClickHouse parse error.
+    """
+    try:
+        parsed = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO-8601 date or time (e.g. 2026-11-30, 2026-11-30T10:00:00+02:00)") \
+            from None
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+
+def _typed_value(name: str, ch_type: str, value: Any) -> Any:
+    """`value` checked against the parameter's ClickHouse type; times become UTC `YYYY-MM-DD hh:mm:ss.fff`."""
+    text = str(value).strip()
+    try:
+        if ch_type.startswith("DateTime"):
+            return parse_instant(text).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        if _INTEGER.match(ch_type):
+            return _integer(text, unsigned=ch_type.startswith("U"))
+        if ch_type.startswith("Float"):
+            return _number(text)
+    except ValueError as exc:
+        raise QueryParameterError(f"parameter {name}: {exc}", f"the query declares it as {ch_type}") from None
+    return value
+
+
+def _integer(text: str, unsigned: bool) -> int:
+    if not re.fullmatch(r"-?\d+", text) or (unsigned and int(text) < 0):
+        raise ValueError(f"{text!r} is not {'a whole number >= 0' if unsigned else 'an integer'}")
+    return int(text)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
 
 
 @dataclass(frozen=True)
@@ -60,16 +119,16 @@ class NamedQuery:
         """The values to send: given ones (None = not given), else defaults; unknown names are errors."""
         unknown = sorted(set(k for k, v in params.items() if v is not None) - set(self.parameters))
         if unknown:
-            raise ValueError(f"query {self.name} has no parameter {', '.join(unknown)} "
-                             f"(it takes {', '.join(self.parameters) or 'none'})")
+            raise QueryParameterError(f"query {self.name} has no parameter {', '.join(unknown)}",
+                                      f"it takes {', '.join(self.parameters) or 'none'}")
         bound = {}
-        for name in self.parameters:
+        for name, ch_type in self.parameters.items():
             value = params.get(name)
             if value is None and name not in self.required:
                 value = DEFAULTS.get(name)
             if value is None:
-                raise ValueError(f"query {self.name} needs --{name} ({self.parameters[name]})")
-            bound[name] = value
+                raise QueryParameterError(f"query {self.name} needs --{name} ({ch_type})")
+            bound[name] = _typed_value(name, ch_type, value)
         return bound
 
 
@@ -78,7 +137,7 @@ def load_query(name: str, directory: Path = QUERIES_DIR) -> NamedQuery:
     path = directory / f"{name}.sql"
     if not re.fullmatch(r"\w+", name) or not path.is_file():
         known = ", ".join(q.name for q in list_queries(directory))
-        raise KeyError(f"no query named {name!r}; known: {known}")
+        raise UnknownQuery(f"no query named {name!r}", f"known: {known}")
     sql = path.read_text()
     first = sql.lstrip().splitlines()[0] if sql.strip() else ""
     description = first.removeprefix("--").strip() if first.startswith("--") else ""

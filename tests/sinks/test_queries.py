@@ -21,7 +21,15 @@ from sinks import query_server
 from sinks.clickhouse import rows
 from sinks.clickhouse.client import DATABASE, Client, connect
 from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.queries import list_queries, load_query, render, run_query
+from sinks.clickhouse.queries import (
+    QueryParameterError,
+    UnknownQuery,
+    list_queries,
+    load_query,
+    render,
+    run_query,
+    run_sql,
+)
 from sinks.clickhouse.rows import SourcedRecord
 from sinks.query_server import QueryError, QueryServer, check_read_only, discover, execute_read_only
 
@@ -124,8 +132,10 @@ def test_missing_and_unknown_parameters_are_errors() -> None:
         load_query("vehicle_timeline").bind({})
     with pytest.raises(ValueError, match="no parameter colour"):
         load_query("alerts").bind({"colour": "red"})
-    with pytest.raises(KeyError, match="known: alerts"):
+    with pytest.raises(UnknownQuery, match="no query named 'nope'") as unknown:
         load_query("nope")
+    assert isinstance(unknown.value, KeyError)
+    assert "known: alerts" in unknown.value.hint
 
 
 def test_samples_per_vehicle_channel(settings: Settings) -> None:
@@ -306,3 +316,80 @@ def test_stale_discovery_file_is_ignored(settings: Settings) -> None:
     (store / "query_server.json").write_text(json.dumps({"host": "127.0.0.1", "port": 1, "pid": int(gone.stdout)}))
     assert discover(store) is None
     assert run_query(settings, "samples_per_vehicle_channel", {"vehicle": "veh-1"})[1][0][3] == 3
+
+
+# what a user types: ad-hoc SQL, times with offsets, every parameter, empty answers
+
+
+def test_sql_runs_in_the_fleetstream_database(settings: Settings) -> None:
+    assert run_sql(settings, "SELECT count() AS n FROM samples WHERE vehicle_id = 'veh-2'") == (["n"], [[4]])
+
+
+def test_sql_through_the_endpoint_runs_in_the_fleetstream_database(
+        served: tuple[Settings, Client, QueryServer]) -> None:
+    settings, _, _ = served
+    assert run_sql(settings, "SELECT count() AS n FROM samples WHERE vehicle_id = 'veh-2'") == (["n"], [[4]])
+
+
+@pytest.mark.parametrize("sql", ["SELECT 'a--b' AS x", "SELECT 'a--b' AS x -- a comment", "SELECT /* c */ 'a--b' AS x",
+                                 "SELECT 'a/*b*/--b' AS x;", "SELECT 'it''s' AS x"])
+def test_comment_markers_inside_literals_are_text(settings: Settings, sql: str) -> None:
+    expected = "it's" if "it''s" in sql else sql.split("'")[1]
+    assert run_sql(settings, sql) == (["x"], [[expected]])
+
+
+def test_semicolon_and_outfile_inside_literals_are_text() -> None:
+    assert check_read_only("SELECT ';' AS x, 'INTO OUTFILE' AS y") == "SELECT ';' AS x, 'INTO OUTFILE' AS y"
+    with pytest.raises(QueryError, match="one statement"):
+        check_read_only("SELECT ';'; DROP TABLE t")
+
+
+def test_empty_result_keeps_its_header(settings: Settings) -> None:
+    columns, result = run_query(settings, "alerts", {"from": "2001-01-01", "to": "2001-01-02"})
+    assert result == [] and columns[:3] == ["alert_id", "vehicle", "channel"]
+    assert str(render(columns, result, "csv")).startswith("alert_id,vehicle,channel,")
+    assert run_sql(settings, "SELECT 1 AS a, 'x' AS b WHERE 0") == (["a", "b"], [])
+
+
+def test_empty_result_through_the_endpoint_keeps_its_header(served: tuple[Settings, Client, QueryServer]) -> None:
+    settings, _, _ = served
+    assert run_sql(settings, "SELECT 1 AS a, 'x' AS b WHERE 0") == (["a", "b"], [])
+
+
+@pytest.mark.parametrize(("given", "bound"), [
+    ("2026-11-30T10:00:00+02:00", "2026-11-30 08:00:00.000"),
+    ("2026-11-30T10:00:00Z", "2026-11-30 10:00:00.000"),
+    ("2026-11-30 10:00:00.250", "2026-11-30 10:00:00.250"),
+    ("2026-11-30", "2026-11-30 00:00:00.000"),
+    ("2026-11-30T01:00-05:00", "2026-11-30 06:00:00.000"),
+])
+def test_times_are_checked_locally_and_bound_as_utc(given: str, bound: str) -> None:
+    assert load_query("alerts").bind({"from": given})["from"] == bound
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"from": "2026-11-31"}, "'2026-11-31' is not an ISO-8601"),
+    ({"to": "yesterday"}, "'yesterday' is not an ISO-8601"),
+])
+def test_bad_times_never_reach_clickhouse(params: dict[str, str], message: str) -> None:
+    with pytest.raises(QueryParameterError, match=message) as bad:
+        load_query("alerts").bind(params)
+    assert "DateTime64(3)" in bad.value.hint
+
+
+def test_an_offset_selects_the_same_rows_as_its_utc_time(settings: Settings) -> None:
+    utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(H / 1000 + 1))
+    shifted = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(H / 1000 + 1 + 2 * 3600)) + "+02:00"
+    by_utc = run_query(settings, "alerts", {"from": utc})[1]
+    assert [r[0] for r in by_utc] == ["a2"]  # a1 started at H, a2 one second later
+    assert run_query(settings, "alerts", {"from": shifted})[1] == by_utc
+
+
+def test_every_listed_parameter_is_accepted_and_typed(settings: Settings) -> None:
+    query = load_query("data_quality")
+    assert query.bind({"late_seconds": "5"})["late_seconds"] == 5
+    with pytest.raises(QueryParameterError, match="'five' is not a whole number"):
+        query.bind({"late_seconds": "five"})
+    late = [r for r in run_query(settings, "data_quality", {"late_seconds": "0"})[1] if r[0] == "late"]
+    assert late[0][3] == "stored more than 0 s after event time"
+    assert late[0][5] > 1  # every sample arrived at least 1 s after its time; with the default 300 s only one
