@@ -79,8 +79,8 @@ def encode_samples(samples: Sequence[dict[str, Any]], tail: Sequence[str] = ()) 
     value, flags beyond 0..63, a missing field, a tail field that is set, or timestamps whose varints differ in
     length). `tail`: the layout's optional fields after `flags` (`sample_tail`)."""
     n = len(samples)
-    try:  # map/set run in C: a generator over the samples cost ~3 % of an encode (callgrind)
-        if any(set(map(dict.get, samples, repeat(name))) != {None} for name in tail):
+    try:  # map and count run in C, about twice as fast as a generator over the samples
+        if any(list(map(dict.get, samples, repeat(name))).count(None) != n for name in ("svalue", *tail)):
             return None
     except TypeError:  # not dicts
         return None
@@ -91,8 +91,7 @@ def encode_samples(samples: Sequence[dict[str, Any]], tail: Sequence[str] = ()) 
         return None
     flags = [s.get("flags", 0) for s in samples]
     if (n == 0 or not set(map(type, timestamps)) <= _INT or not set(map(type, values)) <= _NUMBER
-            or not set(map(type, flags)) <= _INT or min(flags) < 0 or max(flags) > _MAX_FLAGS
-            or any(s.get("svalue") is not None for s in samples)):
+            or not set(map(type, flags)) <= _INT or min(flags) < 0 or max(flags) > _MAX_FLAGS):
         return None
     try:
         stamps = np.array(timestamps, np.int64)
