@@ -115,6 +115,10 @@ def topics_create(ctx: typer.Context) -> None:
     typer.echo(f"created {len(report.created)} topics, {len(report.existing)} already existed")
     for name in report.created:
         typer.echo(f"  + {name}")
+    for name, (actual, configured) in report.mismatched.items():
+        typer.echo(f"error: {name} has {actual} partitions, configured {configured}", err=True)
+    if report.mismatched:
+        raise typer.Exit(1)
 
 
 @topics_app.command("list")

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
+    "KEY_PARTITIONER",
     "ChannelRange",
     "ClickHouseSettings",
     "FleetSettings",
@@ -35,6 +36,13 @@ __all__ = [
 ]
 
 
+KEY_PARTITIONER = "murmur2_random"
+"""librdkafka's name for the Java clients' partitioner, which faust/aiokafka use too (murmur2 of the key; a
+random partition for a record without key). With one partitioner everywhere a key has the same partition
+number in every topic of the same partition count, so one worker owns a vehicle's raw, valid and derived
+records (librdkafka's own default, CRC32, put vehicle 1001 on raw partition 2 and `.valid` partition 0)."""
+
+
 class KafkaSettings(BaseModel):
     """How every client reaches the cluster; `client_config` passes librdkafka options through (SASL, SSL)."""
 
@@ -45,9 +53,21 @@ class KafkaSettings(BaseModel):
     linger_ms: int = 20
     batch_size_bytes: int = 1_000_000
 
+    @field_validator("client_config")
+    @classmethod
+    def _one_partitioner(cls, value: dict[str, str]) -> dict[str, str]:
+        if value.get("partitioner", KEY_PARTITIONER) != KEY_PARTITIONER:
+            raise ValueError(f"partitioner {value['partitioner']!r}: the stream worker partitions by murmur2, so "
+                             f"every producer must use {KEY_PARTITIONER!r} or a key lands on different partitions")
+        return value
+
     def client(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka configuration for a confluent-kafka client."""
+        """librdkafka configuration for a confluent-kafka consumer or admin client."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.client_config, **overrides}
+
+    def producer(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration for a confluent-kafka Producer: `client()` with the murmur2 partitioner."""
+        return self.client(**{"partitioner": KEY_PARTITIONER, **overrides})
 
 
 class TopicSpec(BaseModel):
@@ -78,6 +98,19 @@ class TopicSettings(BaseModel):
 
     replication_factor: int = 1
     topics: list[TopicSpec] = Field(default_factory=_topics)
+
+    @model_validator(mode="after")
+    def _co_partitioned(self) -> TopicSettings:
+        """Keyed topics the worker reads and writes together need one partition count (see KEY_PARTITIONER)."""
+        by_count: dict[int, list[str]] = {}
+        for topic in self.topics:
+            if not topic.name.startswith("dlq."):
+                by_count.setdefault(topic.partitions, []).append(topic.name)
+        if len(by_count) > 1:
+            listing = "; ".join(f"{n}: {', '.join(names)}" for n, names in sorted(by_count.items()))
+            raise ValueError(f"raw, .valid and derived topics must have the same number of partitions, or a "
+                             f"vehicle's records land on partitions different workers own: {listing}")
+        return self
 
     @property
     def raw(self) -> list[str]:

@@ -1,8 +1,9 @@
 """The edge producer: Avro-encoded batches onto Kafka through one idempotent, compressing confluent-kafka producer.
 
 Every source on a device publishes through this one class, so durability settings live in one place:
-`enable.idempotence` (no duplicates from librdkafka's own retries), `acks=all`, compression, and linger for
-batching. The librdkafka client is created on first use, so constructing an EdgeProducer touches no network.
+`enable.idempotence` (no duplicates from librdkafka's own retries), `acks=all`, compression, linger for
+batching, and the murmur2 partitioner the stream worker uses too (`KafkaSettings.producer`). The librdkafka
+client is created on first use, so constructing an EdgeProducer touches no network.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class EdgeProducer:
             "queue.buffering.max.messages": 500_000,
             "message.timeout.ms": 30_000,
         }
-        # Precedence: our durable defaults < the configured client_config (SASL, tuning) < explicit overrides.
-        self._config = {"bootstrap.servers": kafka.bootstrap_servers, **defaults, **kafka.client_config, **overrides}
+        # Precedence: our durable defaults < the configured client_config (SASL, tuning) < explicit overrides;
+        # the partitioner is murmur2 whatever the client_config, so keys land where the worker's outputs do.
+        self._config = {**defaults, **kafka.producer(**overrides)}
         self._codec = codec or Codec(kafka.schema_registry_url)
         self._producer: Producer | None = None
         self.delivered_messages = 0

@@ -400,7 +400,7 @@ class ClickHouseSink:
 
     def _send_dead_letters(self, topic: str, partition: int, dead: list[Buffered]) -> None:
         if self._producer is None:
-            self._producer = Producer(self.settings.kafka.client(**{
+            self._producer = Producer(self.settings.kafka.producer(**{
                 "enable.idempotence": True, "acks": "all", "compression.type": self.settings.kafka.compression_type,
                 "linger.ms": 5}))
         failures: list[str] = []

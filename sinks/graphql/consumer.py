@@ -170,7 +170,7 @@ class GraphQLForwarder:
     def _dlq_producer(self) -> Any:
         if self._producer is None:
             kafka = self.settings.kafka
-            self._producer = Producer(kafka.client(**{"enable.idempotence": True, "acks": "all",
+            self._producer = Producer(kafka.producer(**{"enable.idempotence": True, "acks": "all",
                                                       "compression.type": kafka.compression_type,
                                                       "linger.ms": kafka.linger_ms}))
         return self._producer
