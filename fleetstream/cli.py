@@ -419,10 +419,14 @@ def sink_clickhouse(
     With the embedded store it also serves read-only queries on 127.0.0.1 (clickhouse.query_port), which
     is how `fleetstream query` reaches the store while the sink owns it.
     """
-    from sinks.clickhouse import ClickHouseSink
+    from sinks.clickhouse import ClickHouseSink, StoreLockedError
     from sinks.clickhouse.faults import Fault
 
-    stats = ClickHouseSink(settings_of(ctx), fault=Fault.from_env()).run(_until_signalled(seconds))
+    try:
+        stats = ClickHouseSink(settings_of(ctx), fault=Fault.from_env()).run(_until_signalled(seconds))
+    except StoreLockedError as exc:  # a second sink on the same embedded store
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     echo_json(stats.as_dict())
 
 

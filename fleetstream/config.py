@@ -10,7 +10,9 @@ plus the conventional short names `KAFKA_BOOTSTRAP_SERVERS`, `CLICKHOUSE_DSN`, `
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import ssl
 from contextvars import ContextVar
 from pathlib import Path
@@ -32,6 +34,7 @@ __all__ = [
     "StreamsSettings",
     "TopicSettings",
     "ValidationSettings",
+    "group_instance_id",
     "load_settings",
 ]
 
@@ -138,6 +141,8 @@ class ClickHouseSettings(BaseModel):
     query_port: int = 8124
     retention_days: int = Field(default=365, ge=1, le=25_000)
     """TTL of stored rows; at most 25,000 days, since ClickHouse DateTime ends in 2106."""
+    instance_id: str | None = None
+    """The sink's `group.instance.id` (see `group_instance_id`): default host and home, "" = dynamic membership."""
 
 
 class ChannelRange(BaseModel):
@@ -206,6 +211,8 @@ class GraphQLSinkSettings(BaseModel):
     topics: tuple[str, ...] = FORWARDED_TOPICS
     poll_max_messages: int = Field(default=500, ge=1)
     poll_timeout_seconds: float = Field(default=0.2, ge=0)
+    instance_id: str | None = None
+    """The forwarder's `group.instance.id` (see `group_instance_id`): default host and home, "" = dynamic."""
 
     def tls_verify(self) -> bool | ssl.SSLContext:
         """httpx's `verify`: off, the system trust store, or a context trusting the CA bundle."""
@@ -296,6 +303,20 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+def group_instance_id(home: Path, configured: str | None) -> str | None:
+    """A sink consumer's `group.instance.id` (static membership, KIP-345), None for dynamic membership.
+
+    A restarted static member takes its partitions back at once; a dynamic one waits until the group gives up
+    on its dead predecessor (the session timeout, 45 s) and rebalances. `configured` wins ("" turns static
+    membership off); the default names this host and working directory, so the same sink restarted is the same
+    member while a second sink beside it (another home) is another one.
+    """
+    if configured is not None:
+        return configured or None
+    home_digest = hashlib.blake2b(str(home.resolve()).encode(), digest_size=4).hexdigest()
+    return f"{socket.gethostname()}-{home_digest}"
 
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("_file_data", default=None)

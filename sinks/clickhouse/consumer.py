@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from fleetstream.config import Settings
+from fleetstream.config import Settings, group_instance_id
 from schemas.codec import Codec, DecodeError
 from sinks.clickhouse import rows
 from sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
@@ -186,8 +186,10 @@ class ClickHouseSink:
             return
         migrate(self.client, self.settings.clickhouse.retention_days)
         self._offsets = OffsetStore(self.client, self.group_id)
+        instance_id = group_instance_id(self.settings.home, self.settings.clickhouse.instance_id)
         config = self.settings.kafka.client(**{
             "group.id": self.group_id,
+            **({"group.instance.id": instance_id} if instance_id else {}),
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "topic.metadata.refresh.interval.ms": 10_000,
@@ -196,8 +198,9 @@ class ClickHouseSink:
         self._consumer = Consumer(config)
         topics = [*self.routes, *([DLQ_PATTERN] if self.subscribe_dlq else [])]
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
-        log.info("ClickHouse sink subscribed to %d topics%s as group %s", len(self.routes),
-                 " and dlq.*" if self.subscribe_dlq else "", self.group_id)
+        log.info("ClickHouse sink subscribed to %d topics%s as group %s, member %s", len(self.routes),
+                 " and dlq.*" if self.subscribe_dlq else "", self.group_id,
+                 config.get("group.instance.id") or "(dynamic)")
         if self._serve_queries and is_embedded(self.settings.clickhouse_dsn):
             from sinks.clickhouse.endpoint import SinkEndpoint
 
@@ -277,6 +280,9 @@ class ClickHouseSink:
             if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                 log.debug("consumer: %s", error)
                 return
+            if error.code() == KafkaError.FENCED_INSTANCE_ID or "fenced" in str(error).lower():
+                raise RuntimeError(f"another sink joined group {self.group_id} with this sink's group.instance.id; "
+                                   f"give each sink its own clickhouse.instance_id ({error})")
             if error.fatal():
                 raise RuntimeError(f"fatal Kafka consumer error: {error}")
             log.warning("consumer error: %s", error)

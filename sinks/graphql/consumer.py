@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from fleetstream.config import GraphQLSinkSettings, Settings
+from fleetstream.config import GraphQLSinkSettings, Settings, group_instance_id
 from schemas import codec
 from schemas.deadletter import dead_letter
 from schemas.topics import record_type_of, sample_count
@@ -159,9 +159,11 @@ class GraphQLForwarder:
 
     def _consumer_subscribed(self) -> Any:
         if self._consumer is None:
+            # static membership: a restarted forwarder takes its partitions back without waiting for a rebalance
+            instance_id = group_instance_id(self.settings.home, self.options.instance_id)
             self._consumer = Consumer(self.settings.kafka.client(**{
                 "group.id": self.options.group_id, "enable.auto.commit": False,
-                "auto.offset.reset": "earliest"}))
+                "auto.offset.reset": "earliest", **({"group.instance.id": instance_id} if instance_id else {})}))
         if not self._subscribed:
             self._consumer.subscribe(list(self.options.topics), on_revoke=self._on_revoke)
             self._subscribed = True
@@ -171,8 +173,8 @@ class GraphQLForwarder:
         if self._producer is None:
             kafka = self.settings.kafka
             self._producer = Producer(kafka.producer(**{"enable.idempotence": True, "acks": "all",
-                                                      "compression.type": kafka.compression_type,
-                                                      "linger.ms": kafka.linger_ms}))
+                                                        "compression.type": kafka.compression_type,
+                                                        "linger.ms": kafka.linger_ms}))
         return self._producer
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -185,6 +187,9 @@ class GraphQLForwarder:
     def _accept(self, message: Any) -> None:
         error = message.error()
         if error is not None:
+            if error.fatal():  # e.g. fenced: another forwarder joined with this one's group.instance.id
+                raise RuntimeError(f"fatal Kafka consumer error (graphql.instance_id must differ per forwarder): "
+                                   f"{error}")
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error)
             return
