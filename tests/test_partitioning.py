@@ -80,6 +80,26 @@ def test_keyed_topics_with_different_partition_counts_are_refused() -> None:
 # --- on the real broker, through the real worker -------------------------------------------------------------
 
 
+@pytest.mark.integration
+def test_topics_create_reports_an_existing_topic_with_another_partition_count(kafka_bootstrap: str,
+                                                                              topic_factory: Any) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    name = topic_factory(partitions=1)  # made earlier, by hand or by an older configuration
+    topics = TopicSettings(topics=[TopicSpec(name=name, partitions=3), TopicSpec(name=f"{name}.valid", partitions=3),
+                                   TopicSpec(name=f"dlq.{name}", partitions=1)])
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    try:
+        report = create_topics(kafka, topics)
+        assert report.mismatched == {name: (1, 3)}
+        assert set(report.created) == {f"{name}.valid", f"dlq.{name}"}
+        assert create_topics(kafka, topics).mismatched == {name: (1, 3)}  # reported every time, not only once
+    finally:
+        admin = AdminClient(kafka.client())  # held until the futures resolve
+        for future in admin.delete_topics([f"{name}.valid", f"dlq.{name}"], operation_timeout=30).values():
+            future.result()
+
+
 def _ids(key: str) -> dict[str, Any]:
     return {"batch_id": f"{key}-{uuid.uuid4().hex}", "source": "partition-test", "org_id": "7", "fleet_id": "42",
             "vehicle_id": key, "device_id": f"dev-{key}"}
