@@ -305,18 +305,19 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _FileSource(settings_cls))
 
 
-def group_instance_id(home: Path, configured: str | None) -> str | None:
+def group_instance_id(home: Path, configured: str | None, subscription: str = "") -> str | None:
     """A sink consumer's `group.instance.id` (static membership, KIP-345), None for dynamic membership.
 
     A restarted static member takes its partitions back at once; a dynamic one waits until the group gives up
     on its dead predecessor (the session timeout, 45 s) and rebalances. `configured` wins ("" turns static
-    membership off); the default names this host and working directory, so the same sink restarted is the same
-    member while a second sink beside it (another home) is another one.
+    membership off); the default names this host, working directory and `subscription` (group and topics), so
+    the same sink restarted is the same member, while a second sink beside it (another home), or one restarted
+    with other topics, is another member and gets a rebalance that accounts for its topics.
     """
     if configured is not None:
         return configured or None
-    home_digest = hashlib.blake2b(str(home.resolve()).encode(), digest_size=4).hexdigest()
-    return f"{socket.gethostname()}-{home_digest}"
+    digest = hashlib.blake2b(f"{home.resolve()}\0{subscription}".encode(), digest_size=4).hexdigest()
+    return f"{socket.gethostname()}-{digest}"
 
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("_file_data", default=None)

@@ -186,7 +186,9 @@ class ClickHouseSink:
             return
         migrate(self.client, self.settings.clickhouse.retention_days)
         self._offsets = OffsetStore(self.client, self.group_id)
-        instance_id = group_instance_id(self.settings.home, self.settings.clickhouse.instance_id)
+        topics = [*self.routes, *([DLQ_PATTERN] if self.subscribe_dlq else [])]
+        instance_id = group_instance_id(self.settings.home, self.settings.clickhouse.instance_id,
+                                        f"{self.group_id} {' '.join(sorted(topics))}")
         config = self.settings.kafka.client(**{
             "group.id": self.group_id,
             **({"group.instance.id": instance_id} if instance_id else {}),
@@ -196,7 +198,6 @@ class ClickHouseSink:
             **self._consumer_overrides,
         })
         self._consumer = Consumer(config)
-        topics = [*self.routes, *([DLQ_PATTERN] if self.subscribe_dlq else [])]
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("ClickHouse sink subscribed to %d topics%s as group %s, member %s", len(self.routes),
                  " and dlq.*" if self.subscribe_dlq else "", self.group_id,

@@ -160,7 +160,8 @@ class GraphQLForwarder:
     def _consumer_subscribed(self) -> Any:
         if self._consumer is None:
             # static membership: a restarted forwarder takes its partitions back without waiting for a rebalance
-            instance_id = group_instance_id(self.settings.home, self.options.instance_id)
+            instance_id = group_instance_id(self.settings.home, self.options.instance_id,
+                                            f"{self.options.group_id} {' '.join(sorted(self.options.topics))}")
             self._consumer = Consumer(self.settings.kafka.client(**{
                 "group.id": self.options.group_id, "enable.auto.commit": False,
                 "auto.offset.reset": "earliest", **({"group.instance.id": instance_id} if instance_id else {})}))

@@ -324,8 +324,11 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> 
 
 
 def sink_settings(bootstrap: str, store: Path, **clickhouse: Any) -> Settings:
+    # dynamic membership: these tests run sinks one after another in one group with other topics, and a closed
+    # static member would keep its partitions until its session times out (tests/sinks/test_sink_restart.py)
     return load_settings(home=store.parent, kafka={"bootstrap_servers": bootstrap},
-                         clickhouse={"dsn": f"chdb://{store}", "query_port": 0, "batch_seconds": 0.5, **clickhouse})
+                         clickhouse={"dsn": f"chdb://{store}", "query_port": 0, "batch_seconds": 0.5,
+                                     "instance_id": "", **clickhouse})
 
 
 class CrashBeforeCommit(Exception):

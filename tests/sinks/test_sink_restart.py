@@ -35,6 +35,7 @@ def test_the_default_instance_id_is_stable_per_home_and_configurable(tmp_path: P
     first, second = group_instance_id(tmp_path / "a", None), group_instance_id(tmp_path / "b", None)
     assert first == group_instance_id(tmp_path / "a", None)  # the same sink restarted: the same member
     assert first and second and first != second  # another sink beside it: another member
+    assert group_instance_id(tmp_path / "a", None, "g t1") != group_instance_id(tmp_path / "a", None, "g t1 t2")
     assert group_instance_id(tmp_path / "a", "sink-7") == "sink-7"
     assert group_instance_id(tmp_path / "a", "") is None  # "" = dynamic membership
 
@@ -47,7 +48,8 @@ def test_the_forwarder_consumer_is_a_static_member(tmp_path: Path) -> None:
     with mock.patch("sinks.graphql.consumer.Consumer") as consumer:
         GraphQLForwarder(settings)._consumer_subscribed()
     config = consumer.call_args.args[0]
-    assert config["group.instance.id"] == group_instance_id(tmp_path, None)
+    topics = " ".join(sorted(settings.graphql.topics))
+    assert config["group.instance.id"] == group_instance_id(tmp_path, None, f"{settings.graphql.group_id} {topics}")
     settings.graphql.instance_id = ""
     with mock.patch("sinks.graphql.consumer.Consumer") as consumer:
         GraphQLForwarder(settings)._consumer_subscribed()
@@ -150,8 +152,10 @@ def test_a_sigkilled_sink_resumes_within_seconds(kafka_bootstrap: str, clickhous
 
 @pytest.mark.integration
 def test_a_second_sink_on_the_same_embedded_store_says_who_holds_it(kafka_bootstrap: str, tmp_path: Path) -> None:
+    # dynamic membership: this sink in the default group must leave it on exit, not linger as a static member
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "FLEETSTREAM_HOME": str(tmp_path / "home"),
-           "FLEETSTREAM_CLICKHOUSE__QUERY_PORT": "0", "PYTHONPATH": str(REPO)}
+           "FLEETSTREAM_CLICKHOUSE__QUERY_PORT": "0", "FLEETSTREAM_CLICKHOUSE__INSTANCE_ID": "",
+           "PYTHONPATH": str(REPO)}
     env.pop("CLICKHOUSE_DSN", None)
     env.pop("FLEETSTREAM_CLICKHOUSE__DSN", None)
     store = tmp_path / "home" / "clickhouse"
