@@ -48,7 +48,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table, stat
-from fleetstream.config import Settings
+from fleetstream.config import KEY_PARTITIONER, Settings
 from schemas import codec
 
 __all__ = ["bench_peers", "ensure_peers_venv", "make_input", "to_table"]
@@ -153,7 +153,8 @@ def expected_windows(messages: list[tuple[bytes, bytes]]) -> dict[WindowKey, Win
 
 def _load(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                         "compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000})
+                         "compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000,
+                         "partitioner": KEY_PARTITIONER})
     for key, value in messages:
         while True:
             try:

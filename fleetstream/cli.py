@@ -161,6 +161,10 @@ def topics_create(ctx: typer.Context) -> None:
     typer.echo(f"created {len(report.created)} topics, {len(report.existing)} already existed")
     for name in report.created:
         typer.echo(f"  + {name}")
+    for name, (actual, configured) in report.mismatched.items():
+        typer.echo(f"error: {name} has {actual} partitions, configured {configured}", err=True)
+    if report.mismatched:
+        raise typer.Exit(1)
 
 
 @topics_app.command("list")
@@ -482,10 +486,14 @@ def sink_clickhouse(
     With the embedded store it also serves read-only queries on 127.0.0.1 (clickhouse.query_port), which
     is how `fleetstream query` reaches the store while the sink owns it.
     """
-    from sinks.clickhouse import ClickHouseSink
+    from sinks.clickhouse import ClickHouseSink, StoreLockedError
     from sinks.clickhouse.faults import Fault
 
-    stats = ClickHouseSink(settings_of(ctx), fault=Fault.from_env()).run(_until_signalled(seconds))
+    try:
+        stats = ClickHouseSink(settings_of(ctx), fault=Fault.from_env()).run(_until_signalled(seconds))
+    except StoreLockedError as exc:  # a second sink on the same embedded store
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     echo_json(stats.as_dict())
 
 

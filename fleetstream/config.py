@@ -14,7 +14,9 @@ item with the defaults, so a file that changes one alert rule keeps the others; 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import ssl
 from contextvars import ContextVar
 from pathlib import Path
@@ -50,6 +52,7 @@ from fleetstream.logs import librdkafka_log
 
 __all__ = [
     "CLICKHOUSE_SCHEMES",
+    "KEY_PARTITIONER",
     "ApiSettings",
     "ChannelRange",
     "ClickHouseSettings",
@@ -63,8 +66,16 @@ __all__ = [
     "TopicSettings",
     "ValidationSettings",
     "check_clickhouse_dsn",
+    "group_instance_id",
     "load_settings",
 ]
+
+
+KEY_PARTITIONER = "murmur2_random"
+"""librdkafka's name for the Java clients' partitioner, which faust/aiokafka use too (murmur2 of the key; a
+random partition for a record without key). With one partitioner everywhere a key has the same partition
+number in every topic of the same partition count, so one worker owns a vehicle's raw, valid and derived
+records (librdkafka's own default, CRC32, put vehicle 1001 on raw partition 2 and `.valid` partition 0)."""
 
 
 class _Section(BaseModel):
@@ -83,10 +94,22 @@ class KafkaSettings(_Section):
     linger_ms: int = Field(default=20, ge=0)
     batch_size_bytes: int = Field(default=1_000_000, ge=1)
 
+    @field_validator("client_config")
+    @classmethod
+    def _one_partitioner(cls, value: dict[str, str]) -> dict[str, str]:
+        if value.get("partitioner", KEY_PARTITIONER) != KEY_PARTITIONER:
+            raise ValueError(f"partitioner {value['partitioner']!r}: the stream worker partitions by murmur2, so "
+                             f"every producer must use {KEY_PARTITIONER!r} or a key lands on different partitions")
+        return value
+
     def client(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration for a confluent-kafka client; its logs go through Python logging, rate-limited."""
         return {"bootstrap.servers": self.bootstrap_servers, "logger": librdkafka_log(), **self.client_config,
                 **overrides}
+
+    def producer(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration for a confluent-kafka Producer: `client()` with the murmur2 partitioner."""
+        return self.client(**{"partitioner": KEY_PARTITIONER, **overrides})
 
 
 class TopicSpec(_Section):
@@ -127,6 +150,19 @@ class TopicSettings(_Section):
 
     replication_factor: int = Field(default=1, ge=1)
     topics: Annotated[list[TopicSpec], MergeBy("name")] = Field(default_factory=_topics)
+
+    @model_validator(mode="after")
+    def _co_partitioned(self) -> TopicSettings:
+        """Keyed topics the worker reads and writes together need one partition count (see KEY_PARTITIONER)."""
+        by_count: dict[int, list[str]] = {}
+        for topic in self.topics:
+            if not topic.name.startswith("dlq."):
+                by_count.setdefault(topic.partitions, []).append(topic.name)
+        if len(by_count) > 1:
+            listing = "; ".join(f"{n}: {', '.join(names)}" for n, names in sorted(by_count.items()))
+            raise ValueError(f"raw, .valid and derived topics must have the same number of partitions, or a "
+                             f"vehicle's records land on partitions different workers own: {listing}")
+        return self
 
     @property
     def raw(self) -> list[str]:
@@ -173,6 +209,8 @@ class ClickHouseSettings(_Section):
     """0 picks a free port."""
     retention_days: int = Field(default=365, ge=1, le=25_000)
     """TTL of stored rows; at most 25,000 days, since ClickHouse DateTime ends in 2106."""
+    instance_id: str | None = None
+    """The sink's `group.instance.id` (see `group_instance_id`): default host and home, "" = dynamic membership."""
 
     @field_validator("dsn")
     @classmethod
@@ -257,6 +295,8 @@ class GraphQLSinkSettings(_Section):
     topics: tuple[str, ...] = FORWARDED_TOPICS
     poll_max_messages: int = Field(default=500, ge=1)
     poll_timeout_seconds: float = Field(default=0.2, ge=0)
+    instance_id: str | None = None
+    """The forwarder's `group.instance.id` (see `group_instance_id`): default host and home, "" = dynamic."""
 
     def tls_verify(self) -> bool | ssl.SSLContext:
         """httpx's `verify`: off, the system trust store, or a context trusting the CA bundle."""
@@ -403,6 +443,22 @@ class Settings(BaseSettings):
         return [(dotted(path), value, provenance.source_of(path)) for path, value in masked_leaves(self)]
 
     _provenance: Provenance | None = PrivateAttr(default=None)
+
+
+def group_instance_id(home: Path, configured: str | None, subscription: str = "") -> str | None:
+    """A sink consumer's `group.instance.id` (static membership, KIP-345), None for dynamic membership.
+
+    A restarted static member takes its partitions back at once; a dynamic one waits until the group gives up
+    on its dead predecessor (the session timeout, 45 s) and rebalances. `configured` wins ("" turns static
+    membership off); the default names this host, working directory and `subscription` (group and topics), so
+    the same sink restarted is the same member, while a second sink beside it (another home), or one restarted
+    with other topics, is another member and gets a rebalance that accounts for its topics.
+    """
+    if configured is not None:
+        return configured or None
+    digest = hashlib.blake2b(f"{home.resolve()}\0{subscription}".encode(), digest_size=4).hexdigest()
+    return f"{socket.gethostname()}-{digest}"
+
 
 
 _loading: ContextVar[bool] = ContextVar("_loading", default=False)

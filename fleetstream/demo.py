@@ -16,6 +16,7 @@ it is the only writer on the cluster while it runs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import signal
@@ -504,6 +505,8 @@ def _wait_for_group(settings: Settings, services: Services, group: str, timeout_
         services.check()
         try:
             description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        except concurrent.futures.TimeoutError:  # a busy broker (the offsets topic being created): ask again
+            continue
         except KafkaException as exc:  # a fresh broker's group coordinator may still be loading: ask again
             if exc.args[0].code() not in _COORDINATOR_NOT_READY:
                 raise

@@ -1,8 +1,9 @@
 """The edge producer: Avro-encoded batches onto Kafka through one idempotent, compressing confluent-kafka producer.
 
 Every source on a device publishes through this one class, so durability settings live in one place:
-`enable.idempotence` (no duplicates from librdkafka's own retries), `acks=all`, compression, and linger for
-batching. The librdkafka client is created on first use, so constructing an EdgeProducer touches no network.
+`enable.idempotence` (no duplicates from librdkafka's own retries), `acks=all`, compression, linger for
+batching, and the murmur2 partitioner the stream worker uses too (`KafkaSettings.producer`).
+The librdkafka client is created on first use, so constructing an EdgeProducer touches no network.
 Every delivery report is counted (`fleetstream.kafka.DeliveryTracker`): `confirm()`, and leaving a `with` block
 without an exception, raise `DeliveryError` unless the broker acknowledged every message published.
 """
@@ -48,8 +49,9 @@ class EdgeProducer:
             "queue.buffering.max.messages": 500_000,
             "message.timeout.ms": 30_000,
         }
-        # Precedence: our durable defaults < the configured client_config (SASL, tuning) < explicit overrides.
-        self._config = {**defaults, **kafka.client(**overrides)}
+        # Precedence: our durable defaults < the configured client_config (SASL, tuning) < explicit overrides;
+        # the partitioner is murmur2 whatever the client_config, so keys land where the worker's outputs do.
+        self._config = {**defaults, **kafka.producer(**overrides)}
         self._codec = codec or Codec(kafka.schema_registry_url)
         self._producer: Producer | None = None
         self.deliveries = DeliveryTracker(kafka.bootstrap_servers)

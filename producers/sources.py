@@ -46,8 +46,9 @@ class CounterStream:
 
     Sample `i` has value `i` and timestamp `epoch_ms + i * 1000 / rate_hz`, on channel `counter_<i % channels>`.
     Batch `k` holds samples `[k * batch_samples, (k + 1) * batch_samples)`, one `dyno_sample_batch` record per
-    channel, with `batch_id` `counter:<station>:<channel>:<k>`: the same batch always has the same bytes, so
-    downstream dedup (and a test) can recognise a re-sent one.
+    channel, with `batch_id` `counter:<station>:<epoch_ms>:<channel>:<k>`: the same batch always has the same
+    bytes and id, so downstream dedup (and a test) can recognise a re-sent one, while another run (another
+    epoch, by default its start time) never reuses an id for different samples.
     """
 
     def __init__(self, station_id: str, *, rate_hz: float = 100.0, batch_interval_s: float = 0.25,
@@ -68,7 +69,7 @@ class CounterStream:
         for i in range(first, first + self.batch_samples):
             per_channel.setdefault(i % self.channels, []).append(
                 {"timestamp_ms": self.epoch_ms + int(i * 1000 / self.rate_hz), "value": float(i), "flags": 0})
-        return [{"batch_id": f"counter:{self.station_id}:{channel}:{k}", "source": "counter",
+        return [{"batch_id": f"counter:{self.station_id}:{self.epoch_ms}:{channel}:{k}", "source": "counter",
                  "station_id": self.station_id, "provider": "counter", "run_id": "", "channel": f"counter_{channel}",
                  "unit": "count", "sensor_state": "ok", "samples": samples}
                 for channel, samples in sorted(per_channel.items())]

@@ -9,9 +9,13 @@ acknowledged: at worst the records between the last cursor write and the crash a
 same bytes and batch ids, which downstream dedup (stream dedup on key, channel and event time; ClickHouse
 dedup tokens) absorbs.
 
-Disk budget: when a new batch would exceed it, whole oldest segments of lower priorities are evicted
-first; if nothing of lower priority is left, the incoming batch itself is refused (counted as dropped, with
-the reason), except `critical`, which raises `SpoolFullError` so the caller applies back-pressure.
+Disk budget: it bounds the unacknowledged bytes; acknowledged data never costs budget. When a new batch
+would exceed it, whole oldest segments of lower priorities are evicted first; if nothing of lower priority
+is left, the incoming batch itself is refused (counted as dropped, with the reason), except `critical`,
+which raises `SpoolFullError` so the caller applies back-pressure. Acknowledged bytes leave the disk with
+their segment: a segment is deleted once the cursor has passed it, and a fully acknowledged active segment
+is closed at once, so with the broker up the spool holds little more than what is in flight. Segments are
+at most 8 MB and a sixteenth of the budget, so eviction frees space in steps the budget can afford.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 PRIORITIES = ("critical", "high", "normal", "low", "bulk")
 _HEADER = struct.Struct("<IIdHHI")  # body length, crc32 of body, appended_at (s), topic len, key len, samples
 _SEGMENT_BYTES = 8 * 1024 * 1024
+_MIN_SEGMENT_BYTES = 64 * 1024
 
 
 class SpoolFullError(FleetstreamError, RuntimeError):
@@ -77,12 +82,17 @@ class _Position:
 class _Queue:
     """One priority's segments and cursor."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, segment_bytes: int = _SEGMENT_BYTES):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.segment_bytes = segment_bytes
         self.cursor = self._read_cursor()
+        for segment in self.segments():
+            if segment < self.cursor.segment:  # acknowledged; a crash came between the cursor write and unlink
+                self._path(segment).unlink()
         segments = self.segments()
-        self.active = segments[-1] if segments else self.cursor.segment
+        # a cursor past the last segment (everything acknowledged): the next append starts the cursor's segment
+        self.active = max(segments[-1], self.cursor.segment) if segments else self.cursor.segment
         self.active_size = self._path(self.active).stat().st_size if self._path(self.active).exists() else 0
 
     def _path(self, segment: int) -> Path:
@@ -98,7 +108,21 @@ class _Queue:
         segment, offset = path.read_text().split()
         return _Position(int(segment), int(offset))
 
+    def _settled(self, position: _Position) -> _Position:
+        """A cursor at the end of a segment moves to the start of the next one, so the segment can be deleted;
+        at the end of the active segment that means closing it (the next append opens a new one)."""
+        if position.segment == self.active:
+            if position.offset < self.active_size or self.active_size == 0:
+                return position
+            self.active, self.active_size = self.active + 1, 0
+            return _Position(self.active, 0)
+        path = self._path(position.segment)
+        if path.exists() and position.offset >= path.stat().st_size:
+            return _Position(position.segment + 1, 0)
+        return position
+
     def write_cursor(self, position: _Position) -> None:
+        position = self._settled(position)
         tmp = self.dir / "cursor.tmp"
         with tmp.open("w") as out:
             out.write(f"{position.segment} {position.offset}\n")
@@ -111,7 +135,7 @@ class _Queue:
                 self._path(segment).unlink(missing_ok=True)
 
     def append(self, payload: bytes) -> None:
-        if self.active_size >= _SEGMENT_BYTES:
+        if self.active_size >= self.segment_bytes:
             self.active += 1
             self.active_size = 0
         with self._path(self.active).open("ab") as out:
@@ -201,6 +225,7 @@ class Spool:
     """The durable queue between sources and the Kafka producer (see the module docstring)."""
 
     def __init__(self, directory: Path, budget_bytes: int = 1 << 30):
+        """`budget_bytes` bounds the unacknowledged data on disk (see the module docstring)."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.budget_bytes = budget_bytes
@@ -209,7 +234,8 @@ class Spool:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RuntimeError(f"spool {self.dir} is in use by another process") from None
-        self._queues = {p: _Queue(self.dir / p) for p in PRIORITIES}
+        segment_bytes = min(_SEGMENT_BYTES, max(_MIN_SEGMENT_BYTES, budget_bytes // 16))
+        self._queues = {p: _Queue(self.dir / p, segment_bytes) for p in PRIORITIES}
         self._lock = threading.Lock()
         self.stats = SpoolStats()
         self._repair_tails()
@@ -255,7 +281,8 @@ class Spool:
 
     def _make_room(self, needed: int, priority: str) -> bool:
         rank = PRIORITIES.index(priority)
-        while self.size_bytes() + needed > self.budget_bytes:
+        # Only unacknowledged bytes count: acknowledged ones are already in Kafka and leave with their segment.
+        while self.pending_bytes() + needed > self.budget_bytes:
             for lower in reversed(PRIORITIES[rank + 1:]):
                 evicted = self._queues[lower].evict_oldest_segment()
                 if evicted is not None:

@@ -85,7 +85,8 @@ class VehicleFleetSimulator:
 
     `tick(now_ms)` returns (topic, key, record-or-bytes) tuples for one interval: one signal batch per
     vehicle and channel (samples at `sample_hz`), one GPS batch per vehicle, network statistics every
-    10 s, and a DTC now and then.
+    10 s, and a DTC now and then. `seed` makes the values repeatable; batch ids are random (uuid4), unique
+    across runs and processes, as a live source's must be.
     """
 
     vehicles: int = 5
@@ -151,7 +152,9 @@ class VehicleFleetSimulator:
         return math.nan
 
     def _ids(self, vehicle: SimulatedVehicle) -> dict[str, Any]:
-        return {"batch_id": str(uuid.UUID(int=self.rng.getrandbits(128))), "source": self.source,
+        # Not from the seeded rng: a second run with the same seed would repeat every batch id, and the sink
+        # would take its records for re-sent copies of the first run's.
+        return {"batch_id": str(uuid.uuid4()), "source": self.source,
                 "org_id": vehicle.org_id, "fleet_id": vehicle.fleet_id, "vehicle_id": vehicle.vehicle_id,
                 "device_id": vehicle.device_id}
 

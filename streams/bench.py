@@ -114,7 +114,7 @@ def _lag(admin: AdminClient, consumer: Consumer, group: str, topics: list[str]) 
 
 
 def _preload(settings: Settings, run: str, samples: int, start_ms: int) -> int:
-    producer = Producer(settings.kafka.client(**{"linger.ms": 20, "compression.type": "lz4",
+    producer = Producer(settings.kafka.producer(**{"linger.ms": 20, "compression.type": "lz4",
                                                  "enable.idempotence": True}))
     rng = np.random.default_rng(7)
     messages = samples // SAMPLES_PER_MESSAGE
@@ -181,7 +181,7 @@ def _percentiles(values_ms: list[float]) -> dict[str, float]:
 
 def _offered_load(settings: Settings, run: str, rate: float, duration_s: float) -> int:
     """Produce at `rate` samples/s: every 1/(rate/100) s one message of 100 samples ending at its produce time."""
-    producer = Producer(settings.kafka.client(**{"linger.ms": 1, "compression.type": "lz4"}))
+    producer = Producer(settings.kafka.producer(**{"linger.ms": 1, "compression.type": "lz4"}))
     interval = SAMPLES_PER_MESSAGE / rate
     start = time.monotonic()
     sent = 0

@@ -136,6 +136,8 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
             env.setenv("FLEETSTREAM_CLICKHOUSE__RETENTION_DAYS", str(RETENTION_DAYS))
             env.setenv("FLEETSTREAM_STREAMS__KPI_PERIOD_MS", str(KPI_PERIOD_MS))
             env.delenv("FLEETSTREAM_CLICKHOUSE__DSN", raising=False)
+            # one static member for every module's sink: the next module's takes the partitions over at once
+            env.setenv("FLEETSTREAM_CLICKHOUSE__INSTANCE_ID", "fleetstream-test-pipeline-sink")
             env.delenv("FLEETSTREAM_CONFIG", raising=False)
             services.start("worker", "worker")
             services.start("sink-clickhouse", "sink", "clickhouse")

@@ -32,8 +32,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group,
                          "auto.offset.reset": "earliest", "enable.auto.commit": True})
+    # murmur2 as the Java clients and our worker (its own venv has no fleetstream to import KEY_PARTITIONER from)
     producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "enable.idempotence": True,
-                         "compression.type": "lz4", "linger.ms": 5})
+                         "compression.type": "lz4", "linger.ms": 5, "partitioner": "murmur2_random"})
     consumer.subscribe([args.input])
     states: dict[tuple[str, str], signal_job.ChannelState] = {}
     try:

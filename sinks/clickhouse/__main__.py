@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 
 from fleetstream.config import load_settings
 from fleetstream.logs import setup_logging
+from sinks.clickhouse.client import StoreLockedError
 from sinks.clickhouse.consumer import GROUP_ID, ClickHouseSink
 from sinks.clickhouse.faults import Fault
 from sinks.clickhouse.rows import Route
@@ -65,7 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         timer.start()
     sink = ClickHouseSink(settings, routes=dict(args.route) or None, subscribe_dlq=not args.no_dlq,
                           group_id=args.group, consumer_overrides=dict(args.consumer), fault=Fault.from_env())
-    stats = sink.run(stop)
+    try:
+        stats = sink.run(stop)
+    except StoreLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
     print(json.dumps(stats.as_dict()), flush=True)
     return 0
 

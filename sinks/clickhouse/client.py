@@ -8,6 +8,7 @@ may run beside the sink go through `sinks.query_server.query` instead of opening
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -37,7 +38,40 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 class StoreLockedError(StoreError, RuntimeError):
-    """The embedded store is open in another process (normally a running sink)."""
+    """The embedded store is open in another process (normally a running sink); the message names it."""
+
+
+def store_holder(path: Path) -> int | None:
+    """The pid of another process that has the embedded store at `path` open, if any.
+
+    The engine holds an exclusive flock on `<store>/status` while it has the store open; /proc/locks names the
+    process holding it (the pid written inside the file is not refreshed by chDB, so it can be stale).
+    """
+    try:
+        st = (path / "status").stat()
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in locks.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode and fields[4].isdigit():
+            pid = int(fields[4])
+            return pid if pid != os.getpid() else None
+    return None
+
+
+def _is_sink(path: Path, pid: int) -> bool:
+    """Whether `pid` is the sink serving the store (it announces itself in the query endpoint's discovery file)."""
+    from sinks.query_server import store_owner  # it imports this module
+
+    return store_owner(path) == pid
+
+
+def _held_message(path: Path, pid: int) -> str:
+    if _is_sink(path, pid):
+        return f"the ClickHouse store {path} is held by the running sink (pid {pid})"
+    return f"the ClickHouse store {path} is held by another process (pid {pid})"
 
 
 class ClickHouseUnreachable(FleetstreamError):
@@ -57,26 +91,11 @@ def embedded_path(dsn: str) -> Path:
     return Path(rest).expanduser().resolve()
 
 
-def _is_lock_failure(exc: Exception) -> bool:
-    """chDB refusing a store another process has open (it says so on stderr; the exception only says init failed)."""
-    return any(marker in str(exc) for marker in ("Cannot lock file", "Error initializing EmbeddedServer"))
-
-
-def _raise_if_owned(path: Path, cause: Exception) -> None:
-    """A store the sink announces it owns stays locked while it runs: say so at once, naming its pid."""
-    from sinks.query_server import store_owner  # it imports this module
-
-    pid = store_owner(path)
-    if pid is not None:
-        raise StoreLockedError(f"the ClickHouse store {path} is held by the running sink (pid {pid})",
-                               "stop the sink first; `fleetstream query` reads through it while it runs") from cause
-
-
 def connect(dsn: str, lock_wait_s: float = 0.0) -> Client:
     """A clickhouse-connect client for `dsn`; the embedded store's directory is created if missing.
 
     `lock_wait_s`: how long to keep retrying while another process holds the embedded store (a short
-    `fleetstream query` that opened it in-process), before StoreLockedError.
+    `fleetstream query` that opened it in-process), before StoreLockedError; a running sink is not waited for.
 
     HTTP clients get no session id: the sink and its query endpoint share one client from several threads,
     and ClickHouse refuses concurrent queries in one session.
@@ -86,18 +105,23 @@ def connect(dsn: str, lock_wait_s: float = 0.0) -> Client:
         path.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + lock_wait_s
         while True:
-            try:
-                client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
-                break
-            except Exception as exc:
-                if not _is_lock_failure(exc):
-                    raise
-                _raise_if_owned(path, exc)
-                if time.monotonic() >= deadline:
-                    raise StoreLockedError(f"the ClickHouse store {path} is open in another process",
-                                           "chDB lets one process open a store: is a sink or another command "
-                                           "using it?") from exc
-                time.sleep(0.25)
+            holder = store_holder(path)
+            if holder is None:
+                try:
+                    client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+                    break
+                except Exception as exc:
+                    # chDB reports a held store as "Cannot lock file" or, in some versions, only as BAD_ARGUMENTS
+                    # "Error initializing EmbeddedServer": ask the lock who holds it before calling it that
+                    holder = store_holder(path)
+                    if holder is None and "Cannot lock file" not in str(exc):
+                        raise
+            if holder is not None and (time.monotonic() >= deadline or _is_sink(path, holder)):
+                raise StoreLockedError(_held_message(path, holder),
+                                       "stop it first; `fleetstream query` reads through a running sink")
+            if holder is None and time.monotonic() >= deadline:
+                raise StoreLockedError(f"the ClickHouse store {path} is open in another process")
+            time.sleep(0.25)
         log.info("opened embedded ClickHouse store %s", path)
         return client
     parsed = urlparse(dsn)

@@ -15,11 +15,14 @@ endpoint. `fault` (test-only, `faults.Fault`) kills the process at a chosen poin
 
 A message that does not decode is never dropped: it becomes a dead letter (stage `sink`) on the
 dead-letter topic of its stream, or, when it was read from a dead-letter topic, a `dead_letters` row
-straight away.
+straight away. A record whose batch id the stream already stored is skipped as a re-sent copy when its
+bytes are the same (the digest kept in `ingested_batches`), and becomes a `batch_id_conflict` dead letter
+when they differ: two sources or runs that reused an id must not lose the second one's data silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from fleetstream.config import Settings
+from fleetstream.config import Settings, group_instance_id
 from fleetstream.kafka import DeliveryTracker
 from schemas.codec import Codec, DecodeError
 from sinks.clickhouse import rows
@@ -71,6 +74,34 @@ def dlq_topic_for(topic: str) -> str:
     return f"dlq.{topic.removesuffix('.valid')}"
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A consumed message the sink does not store: it goes to the stream's dead-letter topic with this reason."""
+
+    item: Buffered
+    error_code: str
+    reason: str
+    sample_count: int = 1
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """Where a batch id was first stored, and the digest of that record's bytes ('' before migration 015)."""
+
+    digest: str
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+def digest_of(raw: bytes) -> str:
+    """The content digest kept with a batch id: equal bytes, equal digest (producers encode deterministically)."""
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
 @dataclass
 class SinkStats:
     """Counters of one sink's lifetime."""
@@ -80,9 +111,11 @@ class SinkStats:
     messages: int = 0
     batches: int = 0
     dead_letters: int = 0
-    """Records the sink itself could not decode (sent to a dlq topic or stored directly)."""
+    """Records the sink dead-lettered itself: undecodable (sent to a dlq topic or stored directly) or conflicting."""
     redelivered_skipped: int = 0
-    """Records skipped because a record with the same batch id was already stored (at-least-once upstream)."""
+    """Records skipped because the same record (batch id and bytes) was already stored (at-least-once upstream)."""
+    batch_id_conflicts: int = 0
+    """Records dead-lettered because their batch id was already stored with other content."""
     replayed_skipped: int = 0
     """Re-delivered messages skipped because their batch was already acknowledged."""
     insert_seconds: float = 0.0
@@ -90,7 +123,7 @@ class SinkStats:
     def as_dict(self) -> dict[str, Any]:
         return {"rows": dict(self.rows), "messages": self.messages, "batches": self.batches,
                 "dead_letters": self.dead_letters, "replayed_skipped": self.replayed_skipped,
-                "redelivered_skipped": self.redelivered_skipped,
+                "redelivered_skipped": self.redelivered_skipped, "batch_id_conflicts": self.batch_id_conflicts,
                 "insert_seconds": round(self.insert_seconds, 3)}
 
 
@@ -155,18 +188,22 @@ class ClickHouseSink:
             return
         migrate(self.client, self.settings.clickhouse.retention_days)
         self._offsets = OffsetStore(self.client, self.group_id)
+        topics = [*self.routes, *([DLQ_PATTERN] if self.subscribe_dlq else [])]
+        instance_id = group_instance_id(self.settings.home, self.settings.clickhouse.instance_id,
+                                        f"{self.group_id} {' '.join(sorted(topics))}")
         config = self.settings.kafka.client(**{
             "group.id": self.group_id,
+            **({"group.instance.id": instance_id} if instance_id else {}),
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "topic.metadata.refresh.interval.ms": 10_000,
             **self._consumer_overrides,
         })
         self._consumer = Consumer(config)
-        topics = [*self.routes, *([DLQ_PATTERN] if self.subscribe_dlq else [])]
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
-        log.info("ClickHouse sink subscribed to %d topics%s as group %s", len(self.routes),
-                 " and dlq.*" if self.subscribe_dlq else "", self.group_id)
+        log.info("ClickHouse sink subscribed to %d topics%s as group %s, member %s", len(self.routes),
+                 " and dlq.*" if self.subscribe_dlq else "", self.group_id,
+                 config.get("group.instance.id") or "(dynamic)")
         if self._serve_queries and is_embedded(self.settings.clickhouse_dsn):
             from sinks.clickhouse.endpoint import SinkEndpoint
 
@@ -246,6 +283,9 @@ class ClickHouseSink:
             if error.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                 log.debug("consumer: %s", error)
                 return
+            if error.code() == KafkaError.FENCED_INSTANCE_ID or "fenced" in str(error).lower():
+                raise RuntimeError(f"another sink joined group {self.group_id} with this sink's group.instance.id; "
+                                   f"give each sink its own clickhouse.instance_id ({error})")
             if error.fatal():
                 raise RuntimeError(f"fatal Kafka consumer error: {error}")
             log.warning("consumer error: %s", error)
@@ -301,12 +341,12 @@ class ClickHouseSink:
         """before → insert → dead letters → after → commit (see the module docstring)."""
         assert self._offsets is not None and self._consumer is not None
         route = self._route(batch.topic)
-        data, dead = self._columns(batch, route)
+        data, stored, dead = self._columns(batch, route)
         self._offsets.mark(batch.topic, batch.partition, batch.first_offset, batch.last_offset, RangeState.BEFORE)
         self._reached("crash_before_insert")
         if size_of(data):
             self._insert(route.table, data, batch.token)
-            self._remember_batches(batch, batch.token)
+            self._remember_batches(batch, stored)
         self._reached("crash_after_insert")
         if dead:
             self._send_dead_letters(batch.topic, batch.partition, dead)
@@ -321,61 +361,81 @@ class ClickHouseSink:
         if self._fault is not None:
             self._fault.reached(point)
 
-    def _already_ingested(self, batch: Batch) -> set[str]:
-        """Batch ids of this batch's records that an earlier batch of the same stream already stored."""
+    def _already_ingested(self, batch: Batch) -> dict[str, _Stored]:
+        """Batch ids of this batch's records that an earlier batch of the same stream stored, with where and what."""
         ids = [i.record["batch_id"] for i in batch.items if i.record is not None and "batch_id" in i.record]
         if not ids:
-            return set()
+            return {}
         found = self.client.query(
-            "SELECT batch_id FROM fleetstream.ingested_batches WHERE stream = {stream:String} "
-            "AND batch_id IN {ids:Array(String)} AND NOT (topic = {topic:String} AND partition = {partition:Int32} "
-            "AND offset BETWEEN {first:Int64} AND {last:Int64})",
+            "SELECT batch_id, digest, topic, partition, offset FROM fleetstream.ingested_batches "
+            "WHERE stream = {stream:String} AND batch_id IN {ids:Array(String)} "
+            "AND NOT (topic = {topic:String} AND partition = {partition:Int32} "
+            "AND offset BETWEEN {first:Int64} AND {last:Int64}) ORDER BY ingested_at DESC",
             parameters={"stream": _stream(batch.topic), "ids": ids, "topic": batch.topic,
                         "partition": batch.partition, "first": batch.first_offset, "last": batch.last_offset})
-        return {row[0] for row in found.result_rows}
+        # oldest last, so it wins: the first copy stored is the one others are compared with
+        return {row[0]: _Stored(row[1], row[2], int(row[3]), int(row[4])) for row in found.result_rows}
 
-    def _remember_batches(self, batch: Batch, token: str) -> None:
-        items = [i for i in batch.items if i.record is not None and "batch_id" in i.record]
+    def _remember_batches(self, batch: Batch, stored: list[Buffered]) -> None:
+        """Record the batch ids (and digests) of the records this batch inserted, after the rows themselves."""
+        items = [i for i in stored if i.record is not None and "batch_id" in i.record]
         if not items:
             return
         columns: dict[str, list[Any]] = {
             "stream": [_stream(batch.topic)] * len(items),
             "batch_id": [i.record["batch_id"] for i in items if i.record is not None],
             "topic": [batch.topic] * len(items), "partition": [batch.partition] * len(items),
-            "offset": [i.offset for i in items]}
-        insert_batch(self.client, "ingested_batches", columns, token)
+            "offset": [i.offset for i in items], "digest": [digest_of(i.raw) for i in items]}
+        insert_batch(self.client, "ingested_batches", columns, batch.token)
 
-    def _columns(self, batch: Batch, route: Route) -> tuple[rows.Columns | pa.Table, list[Buffered]]:
-        """The batch's rows (Arrow for samples, column lists otherwise), and the messages that did not decode.
+    def _columns(self, batch: Batch, route: Route) -> tuple[rows.Columns | pa.Table, list[Buffered], list[Rejected]]:
+        """The batch's rows (Arrow for samples, column lists otherwise), the messages they come from, and the
+        messages to dead-letter (undecodable, or a batch id already stored with other content).
 
-        Records whose batch id is already stored (a re-sent copy) and repeats inside the batch are left out.
+        Records whose batch id and bytes are already stored (a re-sent copy) and repeats inside the batch are
+        left out.
         """
-        seen = self._already_ingested(batch)
-        good = []
+        known = self._already_ingested(batch)
+        good: list[Buffered] = []
+        dead: list[Rejected] = []
         for i in batch.items:
             if i.record is None:
+                dead.append(Rejected(i, "malformed", f"the ClickHouse sink could not decode it: {i.error}"))
                 continue
             batch_id = i.record.get("batch_id")
             if batch_id is not None:
-                if batch_id in seen:
+                first = known.get(batch_id)
+                if first is not None and first.digest not in ("", digest_of(i.raw)):
+                    dead.append(self._conflict(batch, i, batch_id, first))
+                    continue
+                if first is not None:
                     self.stats.redelivered_skipped += 1
                     continue
-                seen.add(batch_id)
-            good.append(SourcedRecord(i.record, batch.topic, batch.partition, i.offset, i.key))
-        bad = [i for i in batch.items if i.record is None]
+                known[batch_id] = _Stored(digest_of(i.raw), batch.topic, batch.partition, i.offset)
+            good.append(i)
+        sourced = [SourcedRecord(i.record, batch.topic, batch.partition, i.offset, i.key) for i in good
+                   if i.record is not None]
         if route.table == "samples":
-            return rows.samples_arrow(route.record_type, good), bad
-        columns = rows.to_columns(route.record_type, good)
-        if bad and route.table == rows.DEAD_LETTERS.table:
+            return rows.samples_arrow(route.record_type, sourced), good, dead
+        columns = rows.to_columns(route.record_type, sourced)
+        if dead and route.table == rows.DEAD_LETTERS.table:
             # A dead-letter topic's own unreadable messages are stored here, not sent to a dlq of a dlq.
-            raw = [(SourcedRecord({"original": i.raw}, batch.topic, batch.partition, i.offset, i.key), i.error or "")
-                   for i in bad]
+            raw = [(SourcedRecord({"original": d.item.raw}, batch.topic, batch.partition, d.item.offset,
+                                  d.item.key), d.item.error or "") for d in dead]
             first_seen_ms = int(time.time() * 1000)
             columns = rows.merge_columns([columns, rows.dead_letter_columns_from_raw(raw, first_seen_ms)])
-            self.stats.dead_letters += len(bad)
-            self.metrics.dead_letters.inc(len(bad))
-            bad = []
-        return columns, bad
+            self.stats.dead_letters += len(dead)
+            self.metrics.dead_letters.inc(len(dead))
+            dead = []
+        return columns, good, dead
+
+    def _conflict(self, batch: Batch, item: Buffered, batch_id: str, first: _Stored) -> Rejected:
+        self.stats.batch_id_conflicts += 1
+        log.warning("batch id %s of %s[%d]@%d was stored from %s with other content: dead-lettered", batch_id,
+                    batch.topic, batch.partition, item.offset, first)
+        return Rejected(item, "batch_id_conflict",
+                        f"batch id {batch_id!r} was already stored from {first} with other content; this record "
+                        f"was not stored (a source or run reused the id)", item.rows)
 
     def _insert(self, table: str, columns: Any, token: str) -> None:
         """Insert `columns` (`rows.Columns` or an Arrow table), retrying with the same token; counts the rows."""
@@ -400,9 +460,9 @@ class ClickHouseSink:
             log.debug("inserted %d rows into %s in %.3f s (%s)", n, table, elapsed, token)
             return
 
-    def _send_dead_letters(self, topic: str, partition: int, dead: list[Buffered]) -> None:
+    def _send_dead_letters(self, topic: str, partition: int, dead: list[Rejected]) -> None:
         if self._producer is None:
-            self._producer = Producer(self.settings.kafka.client(**{
+            self._producer = Producer(self.settings.kafka.producer(**{
                 "enable.idempotence": True, "acks": "all", "compression.type": self.settings.kafka.compression_type,
                 "linger.ms": 5}))
         target, now_ms = self.dlq_topic(topic), int(time.time() * 1000)
@@ -411,10 +471,11 @@ class ClickHouseSink:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             self._deliveries.report(err, round_, target)
 
-        for item in dead:
+        for rejected in dead:
+            item = rejected.item
             envelope = {"source_topic": topic, "partition": partition, "offset": item.offset, "key": item.key,
-                        "original": item.raw, "stage": "sink", "error_code": "malformed",
-                        "reason": f"the ClickHouse sink could not decode it: {item.error}", "sample_count": 1,
+                        "original": item.raw, "stage": "sink", "error_code": rejected.error_code,
+                        "reason": rejected.reason, "sample_count": rejected.sample_count,
                         "first_seen_ms": now_ms, "attempt": 1}
             self._producer.produce(target, self._codec.encode("dead_letter", envelope, target), key=item.key,
                                    on_delivery=delivered)
@@ -424,7 +485,8 @@ class ClickHouseSink:
         self._deliveries.confirm(self._producer, 30.0)
         self.stats.dead_letters += len(dead)
         self.metrics.dead_letters.inc(len(dead))
-        log.warning("%d undecodable records of %s[%d] sent to %s", len(dead), topic, partition, target)
+        log.warning("%d records of %s[%d] sent to %s (%s)", len(dead), topic, partition, target,
+                    ", ".join(sorted({d.error_code for d in dead})))
 
     def _commit(self, topic: str, partition: int, next_offset: int) -> None:
         assert self._consumer is not None

@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from fleetstream.config import GraphQLSinkSettings, Settings
+from fleetstream.config import GraphQLSinkSettings, Settings, group_instance_id
 from fleetstream.kafka import DeliveryTracker
 from schemas import codec
 from schemas.deadletter import dead_letter
@@ -162,9 +162,12 @@ class GraphQLForwarder:
 
     def _consumer_subscribed(self) -> Any:
         if self._consumer is None:
+            # static membership: a restarted forwarder takes its partitions back without waiting for a rebalance
+            instance_id = group_instance_id(self.settings.home, self.options.instance_id,
+                                            f"{self.options.group_id} {' '.join(sorted(self.options.topics))}")
             self._consumer = Consumer(self.settings.kafka.client(**{
                 "group.id": self.options.group_id, "enable.auto.commit": False,
-                "auto.offset.reset": "earliest"}))
+                "auto.offset.reset": "earliest", **({"group.instance.id": instance_id} if instance_id else {})}))
         if not self._subscribed:
             self._consumer.subscribe(list(self.options.topics), on_revoke=self._on_revoke)
             self._subscribed = True
@@ -173,9 +176,9 @@ class GraphQLForwarder:
     def _dlq_producer(self) -> Any:
         if self._producer is None:
             kafka = self.settings.kafka
-            self._producer = Producer(kafka.client(**{"enable.idempotence": True, "acks": "all",
-                                                      "compression.type": kafka.compression_type,
-                                                      "linger.ms": kafka.linger_ms}))
+            self._producer = Producer(kafka.producer(**{"enable.idempotence": True, "acks": "all",
+                                                        "compression.type": kafka.compression_type,
+                                                        "linger.ms": kafka.linger_ms}))
         return self._producer
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -188,6 +191,9 @@ class GraphQLForwarder:
     def _accept(self, message: Any) -> None:
         error = message.error()
         if error is not None:
+            if error.fatal():  # e.g. fenced: another forwarder joined with this one's group.instance.id
+                raise RuntimeError(f"fatal Kafka consumer error (graphql.instance_id must differ per forwarder): "
+                                   f"{error}")
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error)
             return

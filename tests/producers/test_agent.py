@@ -325,11 +325,13 @@ def test_counter_batches_are_numbered_split_by_channel_and_stable() -> None:
     stream = CounterStream("s1", rate_hz=100, batch_interval_s=0.1, channels=3, epoch_ms=1_000)
     records = stream.batch(2)
     assert [r["channel"] for r in records] == ["counter_0", "counter_1", "counter_2"]
-    assert [r["batch_id"] for r in records] == ["counter:s1:0:2", "counter:s1:1:2", "counter:s1:2:2"]
+    assert [r["batch_id"] for r in records] == ["counter:s1:1000:0:2", "counter:s1:1000:1:2", "counter:s1:1000:2:2"]
     values = sorted(s["value"] for r in records for s in r["samples"])
     assert values == [float(i) for i in range(20, 30)]
     assert {s["timestamp_ms"] for s in records[0]["samples"]} == {1_000 + i * 10 for i in (21, 24, 27)}
     assert stream.batch(2) == records
+    later_run = CounterStream("s1", rate_hz=100, batch_interval_s=0.1, channels=3, epoch_ms=2_000).batch(2)
+    assert not {r["batch_id"] for r in later_run} & {r["batch_id"] for r in records}  # other samples, other ids
 
 
 def test_counter_source_records_acknowledged_index_and_resumes_after_it(tmp_path: Path) -> None:
@@ -353,4 +355,4 @@ def test_counter_source_records_acknowledged_index_and_resumes_after_it(tmp_path
     resumed: list[Sequence[tuple[str, str, dict[str, Any]]]] = []
     build_source(spec, "s1")(resumed.append, threading.Event())
     assert resumed[:2] == got[3:]  # batches 3 and 4 again, byte for byte the same records
-    assert [batch[0][2]["batch_id"] for batch in resumed] == [f"counter:s1:0:{k}" for k in (3, 4, 5)]
+    assert [batch[0][2]["batch_id"] for batch in resumed] == [f"counter:s1:5:0:{k}" for k in (3, 4, 5)]

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from fleetstream.config import KafkaSettings
 from producers.agent import Agent, AgentConfig, Emit, Record
-from schemas.codec import decode
+from schemas.codec import decode, encode
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +76,11 @@ def recording_emits(agent: Agent) -> list[Record]:
 
 
 def run_agent(tmp_path: Path, bootstrap: str, topic: str, sources: list[dict[str, Any]],
-              until: Callable[[list[Record]], bool], timeout_s: float = 20.0) -> tuple[Agent, list[Record]]:
+              until: Callable[[list[Record]], bool], timeout_s: float = 20.0,
+              **config_options: Any) -> tuple[Agent, list[Record]]:
     config = AgentConfig.model_validate({
         "station_id": "cell-it", "spool_dir": str(tmp_path / "spool"), "metrics_port": None,
-        "topic_overrides": {"dyno.samples": topic}, "sources": sources})
+        "topic_overrides": {"dyno.samples": topic}, "sources": sources, **config_options})
     agent = Agent(config, KafkaSettings(bootstrap_servers=bootstrap))
     emitted = recording_emits(agent)
     agent.start()
@@ -148,6 +149,24 @@ def test_innovate_mts_over_a_pty_reaches_the_topic_exactly(
     ok = [r for _, _, r in emitted if r["sensor_state"] == "ok" and r["samples"]]
     assert ok, "the simulator should warm up and send lambda samples within the run"
     assert all(r["source"] == "innovate" for _, _, r in emitted)
+
+
+@pytest.mark.slow
+def test_a_small_spool_budget_drops_nothing_while_the_broker_is_up(
+        tmp_path: Path, kafka_bootstrap: str, topic_factory: Callable[..., str]) -> None:
+    """Acknowledged data costs no budget: a 1 MB spool carries several MB when the broker keeps up."""
+    topic = topic_factory("agent-budget")
+    total = 200_000
+    agent, emitted = run_agent(tmp_path, kafka_bootstrap, topic, [
+        {"name": "numbers", "type": "counter", "options": {"rate_hz": 20_000, "batch_interval_s": 0.05,
+                                                           "count": total}},
+    ], until=lambda e: samples_in(e) >= total, timeout_s=90, spool_budget_mb=1)
+
+    spooled_bytes = sum(len(encode("dyno_sample_batch", r)) for _, _, r in emitted)
+    assert spooled_bytes > 2.5 * 1024 * 1024, "the run must put several budgets' worth through the spool"
+    assert not agent.spool.stats.dropped_samples
+    assert samples_in(emitted) == total
+    assert_topic_holds_exactly(kafka_bootstrap, topic, agent, emitted)
 
 
 @pytest.mark.slow

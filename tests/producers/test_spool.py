@@ -104,6 +104,46 @@ def test_lowest_priority_is_refused_when_full_and_critical_raises(tmp_path):
         spool.append(entries(10, size=40), priority="critical")
 
 
+def test_acknowledged_data_costs_no_budget_and_leaves_the_disk(tmp_path):
+    spool = Spool(tmp_path, budget_bytes=4_000)  # room for about 50 of these records unacknowledged
+    for i in range(200):  # 40 times the budget in total, acknowledged as it goes (the broker is up)
+        assert spool.append(entries(5, start=i * 5, size=80))
+        if i % 3 == 2:
+            assert spool.size_bytes() > 0
+            collect(spool)
+            assert spool.size_bytes() == 0  # a fully acknowledged segment is closed and deleted
+    assert not spool.stats.dropped_samples
+    assert [int(e.key[1:]) for e in collect(spool)] == list(range(990, 1000))
+    assert spool.stats.published_records == 1000
+    # unacknowledged data still counts in full
+    while spool.append(entries(5, size=80)):
+        pass
+    assert spool.stats.dropped_samples["normal:budget"] == 10 and spool.pending_bytes() <= 4_000
+
+
+def test_appends_after_everything_was_acknowledged_survive_a_restart(tmp_path):
+    spool = Spool(tmp_path)
+    spool.append(entries(3))
+    collect(spool)
+    spool.close()
+    reopened = Spool(tmp_path)
+    reopened.append(entries(2, start=3))
+    reopened.close()
+    assert [e.key for e in collect(Spool(tmp_path))] == [b"k3", b"k4"]
+
+
+def test_a_crash_between_cursor_write_and_segment_delete_loses_nothing_later(tmp_path):
+    spool = Spool(tmp_path)
+    spool.append(entries(3))
+    spool.close()
+    # the cursor already moved past segment 0 (all acknowledged), the segment itself was not deleted yet
+    (tmp_path / "normal" / "cursor").write_text("1 0\n")
+    reopened = Spool(tmp_path)
+    assert reopened.pending_bytes() == 0 and not (tmp_path / "normal" / "000000000000.seg").exists()
+    reopened.append(entries(2, start=3))
+    assert [e.key for e in collect(reopened)] == [b"k3", b"k4"]
+
+
 def test_unknown_priority_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown priority 'urgent'"):
         Spool(tmp_path).append(entries(1), priority="urgent")

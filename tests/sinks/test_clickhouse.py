@@ -324,8 +324,11 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> 
 
 
 def sink_settings(bootstrap: str, store: Path, **clickhouse: Any) -> Settings:
+    # dynamic membership: these tests run sinks one after another in one group with other topics, and a closed
+    # static member would keep its partitions until its session times out (tests/sinks/test_sink_restart.py)
     return load_settings(home=store.parent, kafka={"bootstrap_servers": bootstrap},
-                         clickhouse={"dsn": f"chdb://{store}", "query_port": 0, "batch_seconds": 0.5, **clickhouse})
+                         clickhouse={"dsn": f"chdb://{store}", "query_port": 0, "batch_seconds": 0.5,
+                                     "instance_id": "", **clickhouse})
 
 
 class CrashBeforeCommit(Exception):
@@ -435,3 +438,46 @@ def test_a_resent_batch_at_a_new_offset_is_stored_once(kafka_bootstrap: str, top
     count = sink.client.query("SELECT count(), uniqExact(vehicle_id, ts) FROM fleetstream.samples").result_rows[0]
     sink.close()
     assert count == (30, 30)
+
+
+@pytest.mark.integration
+def test_a_batch_id_reused_for_other_content_is_dead_lettered_and_a_true_copy_still_skipped(
+    kafka_bootstrap: str, topic_factory: Any, tmp_path: Path
+) -> None:
+    """Two sources (or runs) that reuse a batch id: the second one's records are a `batch_id_conflict` dead letter
+    with their bytes, never skipped as if they were the first one's copy."""
+    topic, dlq = topic_factory(partitions=1), topic_factory(partitions=1)
+    first = [signal_batch(f"veh-{i}", n=10, start_ms=NOW_MS + i * 1_000) for i in range(3)]
+    messages = [(b["vehicle_id"].encode(), encode("signal_batch", b)) for b in first]
+    produce(kafka_bootstrap, topic, messages)
+    settings = sink_settings(kafka_bootstrap, tmp_path / "store")
+    group = f"it-{uuid.uuid4().hex[:8]}"
+    sink = ClickHouseSink(settings, routes={topic: rows.Route("samples", "signal_batch")}, subscribe_dlq=False,
+                          group_id=group, dlq_topic=lambda _t: dlq, serve_queries=False)
+    sink.start()
+    sink.run_until_idle(idle_s=2.0, max_s=60)
+
+    reused = {**signal_batch("veh-0", n=7, start_ms=NOW_MS + 500_000), "batch_id": first[0]["batch_id"]}
+    fresh = signal_batch("veh-9", n=4, start_ms=NOW_MS + 900_000)
+    fresh_reused = {**signal_batch("veh-9", n=5, start_ms=NOW_MS + 950_000), "batch_id": fresh["batch_id"]}
+    later = [(b"veh-0", encode("signal_batch", reused)), messages[1],  # an earlier batch's id; a true copy
+             (b"veh-9", encode("signal_batch", fresh)), (b"veh-9", encode("signal_batch", fresh_reused))]
+    produce(kafka_bootstrap, topic, later)  # offsets 3..6, one sink batch
+    sink.run_until_idle(idle_s=2.0, max_s=60)
+    stored = sink.client.query("SELECT count(), uniqExact(vehicle_id, ts) FROM fleetstream.samples").result_rows[0]
+    sink.close()
+    assert (sink.stats.redelivered_skipped, sink.stats.batch_id_conflicts, sink.stats.dead_letters) == (1, 2, 2)
+    assert stored == (34, 34)  # 30 of the first batches and the 4 of the first use of veh-9's id
+
+    dlq_sink = ClickHouseSink(settings, routes={dlq: rows.DEAD_LETTERS}, subscribe_dlq=False, group_id=group,
+                              serve_queries=False)
+    dlq_sink.run_until_idle(idle_s=3.0, max_s=60)
+    client = connect(f"chdb://{tmp_path / 'store'}")
+    try:
+        letters = client.query(f"SELECT source_offset, stage, error_code, sample_count, reason, original "
+                               f"FROM {DATABASE}.dead_letters ORDER BY source_offset").result_rows
+    finally:
+        client.close()
+    assert [row[:4] for row in letters] == [(3, "sink", "batch_id_conflict", 7), (6, "sink", "batch_id_conflict", 5)]
+    assert f"{topic}[0]@0" in letters[0][4] and f"{topic}[0]@5" in letters[1][4]
+    assert [bytes.fromhex(row[5]) for row in letters] == [later[0][1], later[3][1]]  # stored as hex

@@ -691,7 +691,7 @@ def test_forwarder_on_a_real_broker_delivers_every_record_to_the_backend(kafka_b
                ("telemetry.netstats.valid", "network_stats", {**README_NETSTATS_CAN1, "device_id": device}),
                ("telemetry.signals.valid", "signal_batch", {**signal("rpm", 1), "device_id": f"{device}-x"})]
     try:
-        producer = Producer(settings.kafka.client())
+        producer = Producer(settings.kafka.producer())
         for topic, record_type, record in records:
             producer.produce(topic, codec.encode(record_type, record), key=b"456")
         assert producer.flush(30) == 0

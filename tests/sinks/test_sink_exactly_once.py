@@ -210,9 +210,10 @@ def test_sink_killed_repeatedly_mid_stream_stores_every_sample_exactly_once(
            "PYTHONPATH": str(REPO)}
     settings = load_settings(home=tmp_path / "home", kafka={"bootstrap_servers": kafka_bootstrap},
                              clickhouse={"dsn": clickhouse_dsn})
-    # static membership: a restarted sink takes its partitions back at once instead of after a session timeout
+    # static membership by default (group.instance.id from the home): a restarted sink takes its partitions back
+    # at once instead of after a session timeout
     args = ["--route", f"{topic}=samples:signal_batch", "--group", f"kill-{prefix}", "--no-dlq",
-            "--consumer", f"group.instance.id=sink-{prefix}", "--consumer", "session.timeout.ms=10000"]
+            "--consumer", "session.timeout.ms=10000"]
 
     produced = threading.Event()
     errors: list[BaseException] = []

@@ -282,9 +282,7 @@ def wait_for_worker(settings: Settings, services: Services, timeout_s: float = 9
 
 
 def produce(settings: Settings, records: list[tuple[str, str, dict[str, Any]]]) -> None:
-    # murmur2 as Java clients and faust partition: a key's raw and valid records share the partition number
-    producer = Producer(settings.kafka.client(**{"linger.ms": 5, "enable.idempotence": True,
-                                                 "partitioner": "murmur2_random"}))
+    producer = Producer(settings.kafka.producer(**{"linger.ms": 5, "enable.idempotence": True}))
     for topic, key, record in records:
         producer.produce(topic, key=key.encode(), value=codec.encode(record_type_of(topic), record))
         producer.poll(0)
