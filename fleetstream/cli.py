@@ -154,9 +154,11 @@ def config_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
 @topics_app.command("create")
 def topics_create(ctx: typer.Context) -> None:
     """Create every configured topic that does not exist yet (idempotent)."""
+    from fleetstream.kafka import require_kafka
     from fleetstream.topics import create_topics
 
     settings = settings_of(ctx)
+    require_kafka(settings.kafka, [])  # one line within seconds, not librdkafka's retries
     report = create_topics(settings.kafka, settings.topics)
     typer.echo(f"created {len(report.created)} topics, {len(report.existing)} already existed")
     for name in report.created:

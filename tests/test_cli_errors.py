@@ -182,7 +182,6 @@ def test_bad_input_gives_one_error_line(case: Row, home: Path, files: dict[str, 
     assert_one_error_line(run(case.args, environment(home), files), case.exit_code, case.says)
 
 
-@pytest.mark.skip(reason="unreachable Kafka fails fast only once branch `delivery` is merged; unskip then")
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("case", KAFKA_ROWS)
