@@ -7,10 +7,11 @@ unit, time in ms from the start of the file, value); this module turns them into
 
 Identity, and why re-imports are idempotent:
     The file identity is the SHA-256 of the file's bytes (hex), computed in one streaming pass before
-    parsing. `run_id` is that identity and every batch is named `f"{file_id}:{channel}:{first_row}"`, so
-    importing the same bytes again (under any name, from any machine) yields exactly the same batch ids,
-    and the same samples; downstream dedup on batch id and on (station, event time, channel) then drops
-    the repeats.
+    parsing. `run_id` is that identity and every batch is named `f"{file_id}:{start_time_ms}:{channel}:{first_row}"`,
+    so importing the same bytes at the same start time again (under any name, from any machine) yields exactly the
+    same batch ids, and the same samples (the same file placed at another start time is another run, with other
+    sample times, so it gets other ids rather than a conflict with the first); downstream dedup on batch id and
+    on (station, event time, channel) then drops the repeats.
 
 Time:
     Files carry relative time (ms from the start of the log). The absolute event time of a sample is
@@ -620,7 +621,7 @@ class FileImport(Iterator[dict[str, Any]]):
     def _record(self, channel: str, unit: str, first_row: int, samples: list[dict[str, Any]]) -> dict[str, Any]:
         self.batches += 1
         return {
-            "batch_id": f"{self.file_id}:{channel}:{first_row}",
+            "batch_id": f"{self.file_id}:{self.start_time_ms}:{channel}:{first_row}",
             "source": self.fmt,
             "station_id": self.station_id,
             "provider": self.path.name,

@@ -57,6 +57,15 @@ def test_demo_wp8_mapping_names_every_unit_the_file_does_not_declare_for_certain
                       "afr": "AFR", "map": "kPa", "iat": "degF", "tps": "%", "humidity": "%"}
 
 
+def test_the_same_file_at_another_start_time_is_another_run() -> None:
+    """Placed at another start time the samples differ, so the ids must too: equal ids with other content would
+    be dead-lettered downstream as a batch-id conflict."""
+    path = FIXTURES / "pull.pvlog"
+    first = records(path, start_time_ms=START_MS)
+    later = records(path, start_time_ms=START_MS + 3_600_000)
+    assert not {b["batch_id"] for b in first} & {b["batch_id"] for b in later}
+
+
 @pytest.mark.parametrize("name", ["pull.pvlog", "run.wp8", "ecu_log.wp8", "pull.csv"])
 def test_reimport_gives_identical_batch_ids_and_sample_keys(name: str, tmp_path: Path) -> None:
     original = FIXTURES / name
@@ -82,12 +91,12 @@ def test_batches_are_per_channel_in_row_order_with_stable_ids() -> None:
         assert 1 <= len(batch["samples"]) <= 40
         per_channel[batch["channel"]].append(batch)
     rpm = per_channel["engine_speed"]
-    assert [b["batch_id"] for b in rpm] == [f"{file_id}:engine_speed:{row}" for row in (0, 40, 80)]
+    assert [b["batch_id"] for b in rpm] == [f"{file_id}:{START_MS}:engine_speed:{row}" for row in (0, 40, 80)]
     assert [len(b["samples"]) for b in rpm] == [40, 40, 21]
     times = [s["timestamp_ms"] for b in rpm for s in b["samples"]]
     assert times == sorted(times) and times[0] == START_MS and times[-1] == START_MS + 2000
     iat = per_channel["iat"]
-    assert [b["batch_id"] for b in iat] == [f"{file_id}:iat:0"]  # 11 samples, rows 0, 10, ... 100
+    assert [b["batch_id"] for b in iat] == [f"{file_id}:{START_MS}:iat:0"]  # 11 samples, rows 0, 10, ... 100
 
 
 def test_file_identity_is_the_sha256_of_the_content(tmp_path: Path) -> None:
