@@ -372,8 +372,9 @@ class FleetSettings(_Section):
 
 
 ENV_PREFIX = "FLEETSTREAM_"
-OTHER_VARIABLES = frozenset({"FLEETSTREAM_CONFIG", "FLEETSTREAM_FAULT"})
-"""`FLEETSTREAM_*` variables that are not settings: the YAML file's path and the sink's test-only fault hook."""
+OTHER_VARIABLES = frozenset({"FLEETSTREAM_CONFIG", "FLEETSTREAM_FAULT", "FLEETSTREAM_USER_PASSWORD"})
+"""`FLEETSTREAM_*` variables that are not settings: the YAML file's path, the sink's test-only fault hook and the
+password `fleetstream users add|passwd` reads instead of prompting (a secret, so never a setting)."""
 
 
 class ApiSettings(_Section):

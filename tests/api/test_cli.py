@@ -6,22 +6,36 @@ import json
 import uuid
 
 import pytest
-from typer.testing import CliRunner
 
 from api.users import UserStore
 from fleetstream.cli import app
+from fleetstream.cli_errors import run_app
 from fleetstream.config import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
 
-def _run(env: dict[str, str], *args: str) -> tuple[int, str]:
-    """Exit code and standard output (logs and errors go to standard error)."""
-    result = CliRunner().invoke(app, list(args), env=env)
-    return result.exit_code, result.stdout
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Runs `fleetstream ARGS` in-process the way the console script does (with its one error handler):
+    exit code, standard output and standard error."""
+
+    def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+        with monkeypatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            code = run_app(app, args=list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
 
 
-def test_users_commands_store_users_that_survive_a_restart(kafka_bootstrap: str) -> None:
+def test_users_commands_store_users_that_survive_a_restart(kafka_bootstrap: str, cli) -> None:
+    def _run(env: dict[str, str], *args: str) -> tuple[int, str]:
+        code, out, _ = cli(env, *args)
+        return code, out
+
     topic = f"test.users.{uuid.uuid4().hex[:8]}"
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "FLEETSTREAM_API__USERS_TOPIC": topic,
            "FLEETSTREAM_USER_PASSWORD": "first password"}
@@ -50,7 +64,7 @@ def test_users_commands_store_users_that_survive_a_restart(kafka_bootstrap: str)
     restarted.close()
 
 
-def test_serve_refuses_to_start_without_a_strong_jwt_secret(kafka_bootstrap: str) -> None:
-    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "JWT_SECRET_KEY": "tooshort"}
-    result = CliRunner().invoke(app, ["serve", "--port", "0"], env=env)
-    assert result.exit_code == 2 and "JWT_SECRET_KEY" in result.stderr and "tooshort" not in result.output
+def test_serve_refuses_to_start_without_a_strong_jwt_secret(kafka_bootstrap: str, cli) -> None:
+    code, out, err = cli({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "JWT_SECRET_KEY": "tooshort"},
+                         "serve", "--port", "0")
+    assert code == 2 and "JWT_SECRET_KEY" in err and "tooshort" not in out + err
