@@ -127,16 +127,21 @@ class TopicSpec(_Section):
         return value
 
 
+RAW_TOPICS = (
+    "telemetry.signals",
+    "telemetry.dtcs",
+    "telemetry.gps",
+    "telemetry.netstats",
+    "dyno.samples",
+    "fleet.locations",
+    "fleet.faults",
+)
+"""The topics producers write and the worker validates (named, not guessed from prefixes: the read side's
+`audit.log` taken for a raw topic made the worker read it and wait for it before any idle flush)."""
+
+
 def _topics() -> list[TopicSpec]:
-    raw = [
-        "telemetry.signals",
-        "telemetry.dtcs",
-        "telemetry.gps",
-        "telemetry.netstats",
-        "dyno.samples",
-        "fleet.locations",
-        "fleet.faults",
-    ]
+    raw = list(RAW_TOPICS)
     derived = ["telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded", "alert.created",
                "alert.acknowledged", "audit.log"]
     valid = [f"{t}.valid" for t in raw]
@@ -167,8 +172,7 @@ class TopicSettings(_Section):
     @property
     def raw(self) -> list[str]:
         """Topics producers write and the validator reads."""
-        return [t.name for t in self.topics if not t.name.endswith(".valid") and not t.name.startswith(
-            ("dlq.", "telemetry.windows", "analytics.", "alert."))]
+        return [t.name for t in self.topics if t.name in RAW_TOPICS]
 
 
 class StackSettings(_Section):
