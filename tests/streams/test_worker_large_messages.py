@@ -1,6 +1,6 @@
 """Inputs near Kafka's 1 MB default limit: their outputs are sized to fit, and the partition goes on behind them.
 
-A valid batch of 58,800 samples (999,7xx bytes, which the broker accepts) is re-encoded by validation to about the
+A valid batch of 55,300 samples (995,5xx bytes, which the broker accepts) is re-encoded by validation to about the
 same size, at faust's 1,000,000-byte producer limit (key and overhead included): it must reach `.valid` whole,
 split into parts. 999,900
 random bytes become a dead letter, which with its envelope would be larger still: it must be one that fits. A
@@ -41,7 +41,7 @@ def test_near_1mb_inputs_are_split_or_dead_lettered_and_the_partition_goes_on(
     settings = worker_settings(kafka_bootstrap, tmp_path / "home")
     vehicle = f"large-{run}"
     start_ms = int(time.time() * 1000) - 3_600_000
-    big = _batch(vehicle, 58_800, start_ms)
+    big = _batch(vehicle, 55_300, start_ms)  # ~995 kB in signal_batch v3 (a null time text per sample)
     big_value = codec.encode("signal_batch", big)
     garbage = os.urandom(999_900)
     small = _batch(vehicle, 50, start_ms + 100_000)
@@ -73,7 +73,7 @@ def test_near_1mb_inputs_are_split_or_dead_lettered_and_the_partition_goes_on(
     timestamps = [s["timestamp_ms"] for part in sorted(parts, key=lambda r: int(r["batch_id"].split("/")[1]
                                                                                  .split("-")[0]))
                   for s in part["samples"]]
-    assert timestamps == [s["timestamp_ms"] for s in big["samples"]]  # all 58,800, in order, once
+    assert timestamps == [s["timestamp_ms"] for s in big["samples"]]  # all 55,300, in order, once
     assert [r["batch_id"] for r in valid if r["batch_id"] == small["batch_id"]] == [small["batch_id"]]
     [letter] = outputs.records["dlq.telemetry.signals"]
     assert letter["error_code"] == "malformed" and letter["original"] == b"" and letter["sample_count"] == 1
