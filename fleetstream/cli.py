@@ -291,7 +291,7 @@ def import_cmd(
 
     from fleetstream.kafka import require_kafka
     from producers.edge import EdgeProducer
-    from producers.files import FileFormatError, ImportLedger, import_file
+    from producers.files import FileFormatError, ImportLedger, import_file, load_mapping
     from producers.vehicle_client import parse_time_ms
 
     settings = settings_of(ctx)
@@ -303,6 +303,7 @@ def import_cmd(
             raise typer.BadParameter(str(exc).removeprefix("--start-time: "), param_hint="--start-time") from None
     ledger = ImportLedger(settings.home / "imports.json")
     failed = False
+    load_mapping(mapping)  # a bad mapping is the user's input to fix (exit 2), whether or not Kafka answers
     require_kafka(settings.kafka, ["dyno.samples"])
     with EdgeProducer(settings.kafka) as producer:
         for path in paths:

@@ -78,7 +78,7 @@ ROWS = [
     row("query", "alerts", "--format", "parquet", says="needs --output"),
     row("query", "--sql", "SELECT * FROM no_such_table", says="no_such_table"),
     row("export", "--table", "nope", "--from", "2026-11-01", "--to", "2026-11-02", "--out", "{out}",
-        says="no table fleetstream.nope (tables with a time partition: alerts"),
+        says="no table fleetstream.nope (tables with a time partition: alert_acks, alerts"),
     row("export", "--table", "schema_migrations", "--from", "2026-11-01", "--to", "2026-11-02", "--out", "{out}",
         says="not partitioned by a time column"),
     row("export", "--table", "x;y", "--from", "2026-11-01", "--to", "2026-11-02", "--out", "{out}",

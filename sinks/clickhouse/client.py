@@ -118,7 +118,7 @@ def connect(dsn: str, lock_wait_s: float = 0.0) -> Client:
                         raise
             if holder is not None and (time.monotonic() >= deadline or _is_sink(path, holder)):
                 raise StoreLockedError(_held_message(path, holder),
-                                       "stop it first; `fleetstream query` reads through a running sink")
+                                       "stop the sink first; `fleetstream query` reads through it while it runs")
             if holder is None and time.monotonic() >= deadline:
                 raise StoreLockedError(f"the ClickHouse store {path} is open in another process")
             time.sleep(0.25)

@@ -172,4 +172,4 @@ def test_a_second_sink_on_the_same_embedded_store_says_who_holds_it(kafka_bootst
     assert second.returncode == 1
     assert second.stderr.splitlines() == [
         f"error: the ClickHouse store {store.resolve()} is held by the running sink (pid {first.pid}) "
-        "(stop it first; `fleetstream query` reads through a running sink)"]
+        "(stop the sink first; `fleetstream query` reads through it while it runs)"]
