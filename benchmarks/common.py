@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fleetstream.config import Settings
 
 __all__ = [
     "CHANNELS",
@@ -174,6 +177,19 @@ def private_kafka(scratch: Path | None = None, timeout_s: float = 120.0) -> Iter
             yield status.bootstrap
         finally:
             stack.down()
+
+
+@contextlib.contextmanager
+def private_pipeline_settings(base: Settings, name: str) -> Iterator[Settings]:
+    """`base` on a private broker and a temporary home with an embedded ClickHouse, all removed afterwards: what a
+    whole-pipeline benchmark (`bench e2e`, `bench soak`) runs on, so the peers' or a demo's backlog is not measured."""
+    with tempfile.TemporaryDirectory(prefix=f"fleetstream-bench-{name}-") as tmp, \
+            private_kafka(Path(tmp) / "kafka") as bootstrap:
+        yield base.model_copy(update={
+            "home": Path(tmp) / "home",
+            "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
+            "clickhouse": base.clickhouse.model_copy(update={"dsn": None}),
+        })
 
 
 # --- output ---------------------------------------------------------------------------------------------------------

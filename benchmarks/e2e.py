@@ -29,11 +29,9 @@ from __future__ import annotations
 import logging
 import random
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
@@ -348,15 +346,9 @@ def to_table(report: dict[str, Any]) -> str:
 
 def bench_e2e_private(base: Settings, **options: Any) -> dict[str, Any]:
     """`bench_e2e` on a private broker and a temporary home with an embedded ClickHouse, removed afterwards."""
-    from benchmarks.common import private_kafka
+    from benchmarks.common import private_pipeline_settings
 
-    with tempfile.TemporaryDirectory(prefix="fleetstream-bench-e2e-") as tmp, \
-            private_kafka(Path(tmp) / "kafka") as bootstrap:
-        settings = base.model_copy(update={
-            "home": Path(tmp) / "home",
-            "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
-            "clickhouse": base.clickhouse.model_copy(update={"dsn": None}),
-        })
+    with private_pipeline_settings(base, "e2e") as settings:
         return bench_e2e(settings, **options)
 
 

@@ -21,11 +21,9 @@ import logging
 import random
 import signal
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
@@ -255,13 +253,7 @@ def to_table(report: dict[str, Any]) -> str:
 
 def bench_soak_private(base: Settings, **options: Any) -> dict[str, Any]:
     """`bench_soak` on a private broker and a temporary home with an embedded ClickHouse, removed afterwards."""
-    from benchmarks.common import private_kafka
+    from benchmarks.common import private_pipeline_settings
 
-    with tempfile.TemporaryDirectory(prefix="fleetstream-bench-soak-") as tmp, \
-            private_kafka(Path(tmp) / "kafka") as bootstrap:
-        settings = base.model_copy(update={
-            "home": Path(tmp) / "home",
-            "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
-            "clickhouse": base.clickhouse.model_copy(update={"dsn": None}),
-        })
+    with private_pipeline_settings(base, "soak") as settings:
         return bench_soak(settings, **options)
