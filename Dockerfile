@@ -7,6 +7,8 @@ COPY schemas ./schemas
 COPY producers ./producers
 COPY streams ./streams
 COPY sinks ./sinks
+COPY api ./api
+COPY benchmarks ./benchmarks
 RUN pip install --no-cache-dir ".[all]"
 ENV FLEETSTREAM_HOME=/data
 VOLUME /data

@@ -6,8 +6,8 @@
 `reports`, `publish` (audit and acks to Kafka), `routes` and `app` (HTTP).
 """
 
-from api.app import create_app
-from api.server import serve
-from api.services import ConfigError, Services
+from fleetstream.api.app import create_app
+from fleetstream.api.server import serve
+from fleetstream.api.services import ConfigError, Services
 
 __all__ = ["ConfigError", "Services", "create_app", "serve"]

@@ -16,8 +16,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from api.rbac import Principal
-from api.scoped import ScopedReader
+from fleetstream.api.rbac import Principal
+from fleetstream.api.scoped import ScopedReader
 
 __all__ = ["BANDS", "DateRange", "alert_stats", "dyno_run", "dyno_runs", "executive_dashboard", "fleet_dashboard",
            "fleet_health", "owner_dashboard", "technician_dashboard", "uptime", "vehicle_channels",

@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from api.routes import router
-from api.services import Services
-from api.store import QueryError
+from fleetstream.api.routes import router
+from fleetstream.api.services import Services
+from fleetstream.api.store import QueryError
 
 __all__ = ["create_app"]
 

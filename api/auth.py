@@ -16,9 +16,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.rbac import Permission, Principal
-from api.services import Services
-from api.tokens import TokenError
+from fleetstream.api.rbac import Permission, Principal
+from fleetstream.api.services import Services
+from fleetstream.api.tokens import TokenError
 
 __all__ = ["not_found", "require", "services_of"]
 

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from fleetstream.config import KafkaSettings
-from schemas.codec import Codec
+from fleetstream.schemas.codec import Codec
 
 __all__ = ["PublishError", "Publisher"]
 

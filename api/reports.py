@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from api import analytics
-from api.analytics import DateRange
-from api.rbac import Principal
-from api.scoped import ScopedReader
+from fleetstream.api import analytics
+from fleetstream.api.analytics import DateRange
+from fleetstream.api.rbac import Principal
+from fleetstream.api.scoped import ScopedReader
 
 __all__ = ["FORMATS", "KINDS", "Report", "ReportError", "ReportStore"]
 

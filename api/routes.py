@@ -16,12 +16,12 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from api import analytics
-from api.analytics import DateRange
-from api.auth import not_found, require, services_of
-from api.publish import PublishError
-from api.rbac import Permission, Principal, Role
-from api.reports import MEDIA_TYPES, ReportError
+from fleetstream.api import analytics
+from fleetstream.api.analytics import DateRange
+from fleetstream.api.auth import not_found, require, services_of
+from fleetstream.api.publish import PublishError
+from fleetstream.api.rbac import Permission, Principal, Role
+from fleetstream.api.reports import MEDIA_TYPES, ReportError
 
 __all__ = ["router"]
 

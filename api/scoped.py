@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from api.rbac import Principal
-from api.store import QueryResult, StoreReader
+from fleetstream.api.rbac import Principal
+from fleetstream.api.store import QueryResult, StoreReader
 
 __all__ = ["SOURCES", "Scope", "ScopeError", "ScopedReader"]
 

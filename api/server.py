@@ -6,8 +6,8 @@ import logging
 
 import uvicorn
 
-from api.app import create_app
-from api.services import Services
+from fleetstream.api.app import create_app
+from fleetstream.api.services import Services
 from fleetstream.config import Settings
 
 __all__ = ["serve"]

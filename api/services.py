@@ -8,15 +8,15 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from api.cache import TtlCache
-from api.publish import Publisher
-from api.reports import ReportStore
-from api.scoped import ScopedReader
-from api.store import StoreReader
-from api.throttle import LoginThrottle
-from api.tokens import TokenIssuer
-from api.users import UserStore
 from fleetstream import errors
+from fleetstream.api.cache import TtlCache
+from fleetstream.api.publish import Publisher
+from fleetstream.api.reports import ReportStore
+from fleetstream.api.scoped import ScopedReader
+from fleetstream.api.store import StoreReader
+from fleetstream.api.throttle import LoginThrottle
+from fleetstream.api.tokens import TokenIssuer
+from fleetstream.api.users import UserStore
 from fleetstream.config import Settings
 
 __all__ = ["ApiMetrics", "ConfigError", "Services"]

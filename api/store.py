@@ -2,14 +2,14 @@
 
 - ClickHouse server (`http(s)://` DSN): one clickhouse-connect client, created as the sinks create theirs.
 - Embedded store (`chdb://`), sink running: the sink owns the data directory (chDB allows one process), so
-  reads go to its read-only loopback endpoint (`sinks.query_server`). The endpoint's address is looked up
+  reads go to its read-only loopback endpoint (`fleetstream.sinks.query_server`). The endpoint's address is looked up
   from the discovery file and kept until a request to it fails.
 - Embedded store, no sink: this process opens the store and keeps it while queries come, closing it after
   `idle_close_s` without one, so a sink that starts meanwhile gets it (the sink waits up to 30 s for the
   lock). Opening costs about 2 s (chDB loads the tables), a query on an open store tens of milliseconds,
   hence not one open per query. In-process queries are serialised: one process holds one chDB session.
 
-Every statement runs with ClickHouse's `readonly=1` whichever way it goes. Only `api.scoped.ScopedReader`
+Every statement runs with ClickHouse's `readonly=1` whichever way it goes. Only `fleetstream.api.scoped.ScopedReader`
 calls this; endpoints never do.
 """
 
@@ -24,8 +24,8 @@ import urllib.request
 from typing import Any
 
 from fleetstream.config import Settings
-from sinks.clickhouse.client import Client, connect, embedded_path, is_embedded
-from sinks.query_server import QueryError, QueryResult, check_read_only, discover, execute_read_only
+from fleetstream.sinks.clickhouse.client import Client, connect, embedded_path, is_embedded
+from fleetstream.sinks.query_server import QueryError, QueryResult, check_read_only, discover, execute_read_only
 
 __all__ = ["QueryError", "QueryResult", "StoreReader"]
 

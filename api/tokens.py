@@ -21,7 +21,7 @@ from typing import Any
 
 import jwt
 
-from api.rbac import Principal, Role
+from fleetstream.api.rbac import Principal, Role
 
 __all__ = ["ApiKeyParts", "TokenError", "TokenIssuer", "digest_matches", "new_api_key", "parse_api_key",
            "secret_digest"]

@@ -18,10 +18,10 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from api.app import create_app
-from api.rbac import Role
-from api.services import Services
-from api.users import UserStore
+from fleetstream.api.app import create_app
+from fleetstream.api.rbac import Role
+from fleetstream.api.services import Services
+from fleetstream.api.users import UserStore
 from fleetstream.config import Settings
 
 __all__ = ["TourError", "api_tour"]

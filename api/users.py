@@ -24,10 +24,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from api.rbac import ALL_VEHICLES, Principal, Role
-from api.tokens import ApiKeyParts, TokenError, digest_matches, new_api_key, parse_api_key, secret_digest
+from fleetstream.api.rbac import ALL_VEHICLES, Principal, Role
+from fleetstream.api.tokens import ApiKeyParts, TokenError, digest_matches, new_api_key, parse_api_key, secret_digest
 from fleetstream.config import KafkaSettings
-from schemas.codec import Codec, DecodeError
+from fleetstream.schemas.codec import Codec, DecodeError
 
 __all__ = ["ApiKey", "User", "UserError", "UserStore", "hash_password"]
 

@@ -5,7 +5,8 @@ The demo's pipeline processes run as children (`fleetstream worker` and `fleetst
 `EdgeProducer` publishing signal batches of 100 samples (50 vehicles x 7 channels, round robin) paced to the
 offered rate, each batch's newest sample stamped with the send time (the 99 before it 1 ms apart).
 
-* Latency: every `poll_s` the benchmark asks the running sink (its query endpoint, `sinks.clickhouse.run_sql`)
+* Latency: every `poll_s` the benchmark asks the running sink (its query endpoint,
+`fleetstream.sinks.clickhouse.run_sql`)
   for `max(ts)` per (vehicle, channel). A batch is queryable at the first poll that shows its channel at or past
   the batch's newest sample; latency = that poll's answer time - the sample's device timestamp. Resolution is
   the poll interval plus the query's own time (reported). p50/p95/p99 over the batches sent after a warm-up.
@@ -20,7 +21,8 @@ offered rate, each batch's newest sample stamped with the send time (the 99 befo
   already stored.
 
 The worker and sink groups have fixed names, so run this on a broker and home nobody else uses:
-`bench_e2e_private` (what `fleetstream bench e2e` and `python -m benchmarks.e2e` call) starts a private broker,
+`bench_e2e_private` (what `fleetstream bench e2e` and `python -m fleetstream.benchmarks.e2e` call) starts a private
+broker,
 and the embedded ClickHouse store lives in a temporary home.
 """
 
@@ -34,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
+from fleetstream.benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
 from fleetstream.config import Settings
 
 __all__ = ["bench_e2e", "bench_e2e_private", "to_table"]
@@ -61,7 +63,7 @@ class _PacedProducer:
     """Publishes signal batches at `rate` samples/s from a thread until stopped."""
 
     def __init__(self, settings: Settings, sent: _Sent):
-        from producers.edge import EdgeProducer
+        from fleetstream.producers.edge import EdgeProducer
 
         self.edge = EdgeProducer(settings.kafka)
         self.sent = sent
@@ -109,7 +111,7 @@ class _PacedProducer:
 
 
 def _visible(settings: Settings, since_ms: int) -> dict[tuple[str, str], int]:
-    from sinks.clickhouse import run_sql
+    from fleetstream.sinks.clickhouse import run_sql
 
     _, rows = run_sql(settings, "SELECT vehicle_id, channel, toUnixTimestamp64Milli(max(ts)) FROM fleetstream.samples "
                                 f"WHERE source = 'bench-e2e' AND ts >= fromUnixTimestamp64Milli({since_ms}) "
@@ -204,7 +206,7 @@ def _slope(points: list[tuple[float, float]]) -> float:
 
 def _stored(settings: Settings) -> int:
     """Rows of this benchmark in ClickHouse (the sink stores each batch id once, so no duplicates)."""
-    from sinks.clickhouse import run_sql
+    from fleetstream.sinks.clickhouse import run_sql
 
     _, rows = run_sql(settings, "SELECT count() FROM fleetstream.samples WHERE source = 'bench-e2e'")
     return int(rows[0][0])
@@ -346,17 +348,17 @@ def to_table(report: dict[str, Any]) -> str:
 
 def bench_e2e_private(base: Settings, **options: Any) -> dict[str, Any]:
     """`bench_e2e` on a private broker and a temporary home with an embedded ClickHouse, removed afterwards."""
-    from benchmarks.common import private_pipeline_settings
+    from fleetstream.benchmarks.common import private_pipeline_settings
 
     with private_pipeline_settings(base, "e2e") as settings:
         return bench_e2e(settings, **options)
 
 
 def main() -> None:
-    """`python -m benchmarks.e2e [--quick] [--json]` on a private broker and a temporary home."""
+    """`python -m fleetstream.benchmarks.e2e [--quick] [--json]` on a private broker and a temporary home."""
     import argparse
 
-    from benchmarks.common import render_json
+    from fleetstream.benchmarks.common import render_json
 
     parser = argparse.ArgumentParser(description="end-to-end latency and sustained rate")
     parser.add_argument("--rate", type=float, default=50_000)

@@ -47,9 +47,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table, stat
+from fleetstream.benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table, stat
 from fleetstream.config import KEY_PARTITIONER, Settings
-from schemas import codec
+from fleetstream.schemas import codec
 
 __all__ = ["bench_peers", "ensure_peers_venv", "make_input", "to_table"]
 
@@ -336,7 +336,7 @@ def compare(reference: dict[WindowKey, Window], other: dict[WindowKey, Window]) 
 def bench_peers(bootstrap: str | None = None, samples: int = 1_000_000, repeats: int = 3,
                 timeout_s: float = 600.0, jobs: tuple[str, ...] = ("faust", "quix", "plain")) -> dict[str, Any]:
     """Run each job `repeats` times on the same input; see the module docstring. `bootstrap` None = private broker."""
-    from benchmarks.common import private_kafka
+    from fleetstream.benchmarks.common import private_kafka
 
     python = ensure_peers_venv()
     messages, total_samples = make_input(samples)
@@ -451,7 +451,7 @@ def to_table(report: dict[str, Any]) -> str:
 def main() -> None:
     import argparse
 
-    from benchmarks.common import render_json
+    from fleetstream.benchmarks.common import render_json
 
     parser = argparse.ArgumentParser(description="our worker vs Quix Streams vs a plain consume loop")
     parser.add_argument("--bootstrap", help="an existing broker nobody else uses (default: a private one)")

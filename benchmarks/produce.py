@@ -27,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from benchmarks.common import (
+from fleetstream.benchmarks.common import (
     CHANNELS,
     SAMPLES_PER_MESSAGE,
     Stat,
@@ -38,8 +38,8 @@ from benchmarks.common import (
     signal_batch,
 )
 from fleetstream.config import KafkaSettings, Settings
-from producers.edge import EdgeProducer
-from schemas import codec
+from fleetstream.producers.edge import EdgeProducer
+from fleetstream.schemas import codec
 
 __all__ = ["bench_produce", "producer_config", "to_table"]
 
@@ -79,7 +79,7 @@ def _delete_topics(bootstrap: str, names: list[str]) -> None:
 
 
 def _edge_run(settings: Settings, records: list[dict[str, Any]], topic: str) -> tuple[float, int]:
-    from producers.edge import EdgeProducer
+    from fleetstream.producers.edge import EdgeProducer
 
     edge = EdgeProducer(settings.kafka)
     real = edge.producer
@@ -227,10 +227,11 @@ def to_table(report: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    """`python -m benchmarks.produce [--json] [--samples N] [--bootstrap HOST:PORT]` (private broker if none)."""
+    """`python -m fleetstream.benchmarks.produce [--json] [--samples N] [--bootstrap HOST:PORT]` (private broker if
+    none)."""
     import argparse
 
-    from benchmarks.common import private_kafka, render_json
+    from fleetstream.benchmarks.common import private_kafka, render_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--bootstrap", help="an existing broker (default: a private one on free ports)")

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
+from fleetstream.benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
 from fleetstream.config import Settings
 
 __all__ = ["bench_soak", "bench_soak_private", "to_table"]
@@ -57,7 +57,7 @@ class _Load:
     sent_samples: int = 0
 
     def run(self) -> None:
-        from producers.edge import EdgeProducer
+        from fleetstream.producers.edge import EdgeProducer
 
         rng = random.Random(7)
         interval_s = SAMPLES_PER_MESSAGE / self.rate
@@ -107,7 +107,7 @@ def _progress(admin: Any, consumer: Any, part: str, sink_group: str) -> int | No
 
 def _stored(settings: Settings) -> tuple[int, int]:
     """(rows, distinct samples) of this run in ClickHouse, asked of the running sink."""
-    from sinks.clickhouse import run_sql
+    from fleetstream.sinks.clickhouse import run_sql
 
     _, rows = run_sql(settings, "SELECT count(), uniqExact(vehicle_id, channel, ts) FROM fleetstream.samples "
                                 f"WHERE source = '{SOURCE}'")
@@ -253,7 +253,7 @@ def to_table(report: dict[str, Any]) -> str:
 
 def bench_soak_private(base: Settings, **options: Any) -> dict[str, Any]:
     """`bench_soak` on a private broker and a temporary home with an embedded ClickHouse, removed afterwards."""
-    from benchmarks.common import private_pipeline_settings
+    from fleetstream.benchmarks.common import private_pipeline_settings
 
     with private_pipeline_settings(base, "soak") as settings:
         return bench_soak(settings, **options)

@@ -182,7 +182,7 @@ def topics_list(ctx: typer.Context) -> None:
 @app.command("worker")
 def worker(ctx: typer.Context) -> None:
     """Run the faust-streaming worker (validation, windows, KPIs, alerts) until interrupted."""
-    from streams.app import run_worker
+    from fleetstream.streams.app import run_worker
 
     settings = settings_of(ctx)
     run_worker(settings, loglevel=settings.log_level)
@@ -206,8 +206,8 @@ def simulate_vehicles(
 
     Exits 0 only when the broker acknowledged every message (also after an interrupt)."""
     from fleetstream.kafka import require_kafka
-    from producers.edge import EdgeProducer
-    from producers.vehicle_sim import TOPICS, VehicleFleetSimulator, run_simulation
+    from fleetstream.producers.edge import EdgeProducer
+    from fleetstream.producers.vehicle_sim import TOPICS, VehicleFleetSimulator, run_simulation
 
     settings = settings_of(ctx)
     require_kafka(settings.kafka, TOPICS)
@@ -232,7 +232,7 @@ def simulate_jetdrive(
     """Stream realistic dyno pulls (RPM sweep, drum-consistent power and torque, AFR, MAP, IAT, TPS) as JetDrive."""
     import threading
 
-    from producers.jetdrive import JetDriveSimulator
+    from fleetstream.producers.jetdrive import JetDriveSimulator
 
     stop = threading.Event()
     if seconds:
@@ -257,7 +257,7 @@ def inspect_cmd(
 ) -> None:
     """What a capture or file decodes to, without publishing anything: format, counts, channels with units,
     time span, value ranges, and errors with their offsets. Exits 1 when the file has errors."""
-    from producers.inspect import inspect
+    from fleetstream.producers.inspect import inspect
 
     report = inspect(path, fmt)
     typer.echo(report.to_json() if as_json else report.to_text())
@@ -290,9 +290,9 @@ def import_cmd(
     import time as time_
 
     from fleetstream.kafka import require_kafka
-    from producers.edge import EdgeProducer
-    from producers.files import FileFormatError, ImportLedger, import_file, load_mapping
-    from producers.vehicle_client import parse_time_ms
+    from fleetstream.producers.edge import EdgeProducer
+    from fleetstream.producers.files import FileFormatError, ImportLedger, import_file, load_mapping
+    from fleetstream.producers.vehicle_client import parse_time_ms
 
     settings = settings_of(ctx)
     start_ms = None
@@ -355,8 +355,8 @@ def poll(
     from datetime import datetime
 
     from fleetstream.kafka import require_kafka
-    from producers.edge import EdgeProducer
-    from producers.fleet import TOKEN_VARIABLES, build_poller
+    from fleetstream.producers.edge import EdgeProducer
+    from fleetstream.producers.fleet import TOKEN_VARIABLES, build_poller
 
     settings = settings_of(ctx)
     if provider not in TOKEN_VARIABLES:
@@ -406,7 +406,7 @@ def agent_run(
     import signal
     import threading
 
-    from producers.agent import Agent, load_agent_config
+    from fleetstream.producers.agent import Agent, load_agent_config
 
     config = load_agent_config(agent_config)
     agent = Agent(config, settings_of(ctx).kafka)
@@ -424,7 +424,7 @@ def agent_status(
     spool_dir: Annotated[Path, typer.Option(help="The agent's spool_dir.")] = Path(".fleetstream/spool"),
 ) -> None:
     """Health of a running (or the last) agent: sources, circuit states, spool backlog, counters."""
-    from producers.agent import read_status
+    from fleetstream.producers.agent import read_status
 
     try:
         echo_json(read_status(spool_dir))
@@ -454,7 +454,7 @@ def _until_signalled(seconds: float = 0.0) -> Any:
 @db_app.command("migrate")
 def db_migrate(ctx: typer.Context) -> None:
     """Apply pending migrations (sinks/migrations/*.sql) in order; safe to run again."""
-    from sinks.clickhouse import connect, migrate
+    from fleetstream.sinks.clickhouse import connect, migrate
 
     settings = settings_of(ctx)
     client = connect(settings.clickhouse_dsn, lock_wait_s=10)
@@ -468,7 +468,7 @@ def db_migrate(ctx: typer.Context) -> None:
 @db_app.command("status")
 def db_status(ctx: typer.Context) -> None:
     """Which migrations are applied and which are pending."""
-    from sinks.clickhouse import connect, status
+    from fleetstream.sinks.clickhouse import connect, status
 
     client = connect(settings_of(ctx).clickhouse_dsn, lock_wait_s=10)
     try:
@@ -489,8 +489,8 @@ def sink_clickhouse(
     With the embedded store it also serves read-only queries on 127.0.0.1 (clickhouse.query_port), which
     is how `fleetstream query` reaches the store while the sink owns it.
     """
-    from sinks.clickhouse import ClickHouseSink
-    from sinks.clickhouse.faults import Fault
+    from fleetstream.sinks.clickhouse import ClickHouseSink
+    from fleetstream.sinks.clickhouse.faults import Fault
 
     # a second sink on the same embedded store ends with StoreLockedError, naming the holder's pid
     stats = ClickHouseSink(settings_of(ctx), fault=Fault.from_env()).run(_until_signalled(seconds))
@@ -519,7 +519,7 @@ def query_cmd(
 
     Works while the sink runs (through its query endpoint) and when it does not (opening the store).
     """
-    from sinks.clickhouse import list_queries, render, run_query, run_sql
+    from fleetstream.sinks.clickhouse import list_queries, render, run_query, run_sql
 
     if name is None and sql is None:
         for named in list_queries():
@@ -573,7 +573,7 @@ def export_cmd(
                                       file_okay=False)],
 ) -> None:
     """Export a time range as Parquet with Hive-style date partitions (the layout BigQuery, Spark, DuckDB read)."""
-    from sinks.export import export_parquet
+    from fleetstream.sinks.export import export_parquet
 
     result = export_parquet(settings_of(ctx), table, _day_or_instant(from_, "--from"), _day_or_instant(to, "--to"),
                             out)
@@ -605,8 +605,8 @@ def sink_graphql(
     Kafka, and the offsets were committed.
     """
     from fleetstream.kafka import require_kafka
-    from schemas.topics import dlq_topic
-    from sinks.graphql import GraphQLForwarder
+    from fleetstream.schemas.topics import dlq_topic
+    from fleetstream.sinks.graphql import GraphQLForwarder
 
     settings = settings_of(ctx)
     if not settings.graphql_endpoint:
@@ -629,7 +629,7 @@ def fake_backend(
 
     For demos and contract tests: point GRAPHQL_ENDPOINT at the printed URL.
     """
-    from sinks.backend import ContractBackend
+    from fleetstream.sinks.backend import ContractBackend
 
     try:
         backend = ContractBackend(token=token, port=port)
@@ -657,8 +657,8 @@ def bench_produce_cmd(
 ) -> None:
     """Samples/s and MB/s of the edge producer path, next to raw confluent-kafka on the same bytes and the broker's
     own kafka-producer-perf-test (the machine's limit)."""
-    from benchmarks.common import render_json
-    from benchmarks.produce import bench_produce, to_table
+    from fleetstream.benchmarks.common import render_json
+    from fleetstream.benchmarks.produce import bench_produce, to_table
     from fleetstream.stack import running_broker
 
     settings = settings_of(ctx)
@@ -676,8 +676,8 @@ def bench_streams_cmd(
 ) -> None:
     """Samples/s through validate + dedup + windows: the faust worker next to the same job written with Quix
     Streams and as a plain confluent-kafka loop, on the same topic contents (outputs checked equal)."""
-    from benchmarks.common import render_json
-    from benchmarks.peers_bench import bench_peers, to_table
+    from fleetstream.benchmarks.common import render_json
+    from fleetstream.benchmarks.peers_bench import bench_peers, to_table
     from fleetstream.stack import running_broker
 
     with running_broker(settings_of(ctx)) as bootstrap:
@@ -695,9 +695,9 @@ def bench_worker_cmd(
 ) -> None:
     """Our worker alone: throughput on a preloaded backlog (validate + dedup + windows + alerts + KPIs) and the
     latency of `.valid` records and of final windows at a fixed offered rate."""
-    from benchmarks.common import render_json
+    from fleetstream.benchmarks.common import render_json
     from fleetstream.stack import running_broker
-    from streams.bench import bench_streams, to_table
+    from fleetstream.streams.bench import bench_streams, to_table
 
     settings = settings_of(ctx)
     with running_broker(settings) as bootstrap:
@@ -715,8 +715,8 @@ def bench_e2e_cmd(
 ) -> None:
     """Latency from a sample's device time to its row being queryable in ClickHouse (p50/p95/p99) at a fixed
     rate, and the highest rate the whole pipeline sustains without growing consumer lag."""
-    from benchmarks.common import render_json
-    from benchmarks.e2e import bench_e2e_private, to_table
+    from fleetstream.benchmarks.common import render_json
+    from fleetstream.benchmarks.e2e import bench_e2e_private, to_table
 
     report = bench_e2e_private(settings_of(ctx), rate=rate, seconds=seconds, quick=quick)
     typer.echo(render_json(report) if as_json else to_table(report))
@@ -733,8 +733,8 @@ def bench_soak_cmd(
 ) -> None:
     """Steady load through producer -> worker -> ClickHouse sink with a random SIGKILL of the worker or the sink
     every couple of minutes (restarted at once): samples lost and duplicated, and the recovery time of each kill."""
-    from benchmarks.common import render_json
-    from benchmarks.soak import bench_soak_private, to_table
+    from fleetstream.benchmarks.common import render_json
+    from fleetstream.benchmarks.soak import bench_soak_private, to_table
 
     report = bench_soak_private(settings_of(ctx), minutes=minutes, seed=seed, rate=rate, kill_every_s=kill_every)
     typer.echo(render_json(report) if as_json else to_table(report))
@@ -749,8 +749,8 @@ def bench_all_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every benchmark in one run on the local stack; --json gives the named figures runs are compared by."""
-    from benchmarks.suite import as_json as suite_json
-    from benchmarks.suite import bench_all, to_table
+    from fleetstream.benchmarks.suite import as_json as suite_json
+    from fleetstream.benchmarks.suite import bench_all, to_table
     from fleetstream.stack import running_broker
 
     settings = settings_of(ctx)
@@ -771,8 +771,8 @@ def bench_edge_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Resident memory and CPU of one edge agent publishing `rate` samples/s, and its drain rate after an outage."""
+    from fleetstream.producers.bench import bench_edge, to_table
     from fleetstream.stack import running_broker
-    from producers.bench import bench_edge, to_table
 
     with running_broker(settings_of(ctx)) as bootstrap:
         result = bench_edge(bootstrap, rate, seconds, outage_samples)
@@ -787,7 +787,7 @@ def bench_sink_cmd(
 ) -> None:
     """Rows/s into ClickHouse by batch size (1k, 10k, 100k) through the sink's insert path, next to a plain
     clickhouse-connect columnar insert of the same rows."""
-    from sinks.bench import bench_sink, to_table
+    from fleetstream.sinks.bench import bench_sink, to_table
 
     report = bench_sink(dsn, repeats=repeats)
     typer.echo(json.dumps(report) if as_json else to_table(report))
@@ -807,7 +807,7 @@ def serve_cmd(
     port: Annotated[int | None, typer.Option(help="Port (default api.port, 8080).")] = None,
 ) -> None:
     """The read-side HTTP API: dashboards, metrics, alerts, drill-down, dyno runs, audit, reports (/docs)."""
-    from api import serve
+    from fleetstream.api import serve
 
     serve(settings_of(ctx), host, port)
 
@@ -815,7 +815,7 @@ def serve_cmd(
 def _users(ctx: typer.Context) -> Any:
     from confluent_kafka import KafkaException
 
-    from api.users import UserError, UserStore
+    from fleetstream.api.users import UserError, UserStore
 
     settings = settings_of(ctx)
     store = UserStore(settings.kafka, settings.api.users_topic)
@@ -830,7 +830,7 @@ def _users(ctx: typer.Context) -> Any:
 
 
 def _user_command(action: Any) -> Any:
-    from api.users import UserError
+    from fleetstream.api.users import UserError
 
     try:
         return action()
@@ -856,7 +856,7 @@ def users_add(
     machine: Annotated[bool, typer.Option(help="No password: a machine user that only uses API keys.")] = False,
 ) -> None:
     """Add a user (stored when the broker acknowledged it)."""
-    from api.rbac import Role
+    from fleetstream.api.rbac import Role
 
     if role not in Role.__members__.values():
         typer.echo(f"error: unknown role {role}; one of {', '.join(r.value for r in Role)}", err=True)

@@ -342,11 +342,13 @@ class StreamsSettings(_Section):
     kpi_period_ms: int = Field(default=300_000, ge=1)
     idle_flush_s: float = Field(default=30.0, gt=0)
     """Close the open windows of a channel that has had no data for this long (wall clock): end of a run or a file."""
-    alert_rules: Annotated[list[dict[str, Any]], MergeBy("rule_id"), CheckedAs("streams.alerts:AlertRule")] = Field(
+    alert_rules: Annotated[list[dict[str, Any]], MergeBy("rule_id"),
+                           CheckedAs("fleetstream.streams.alerts:AlertRule")] = Field(
         default_factory=_default_alert_rules)
-    dtc: Annotated[dict[str, Any], CheckedAs("streams.alerts:DtcAlertSettings")] = Field(default_factory=dict)
-    metrics: Annotated[list[dict[str, Any]], MergeBy("name"), CheckedAs("streams.metrics:MetricDefinition")] = Field(
-        default_factory=list)
+    dtc: Annotated[dict[str, Any], CheckedAs("fleetstream.streams.alerts:DtcAlertSettings")] = Field(
+        default_factory=dict)
+    metrics: Annotated[list[dict[str, Any]], MergeBy("name"),
+                       CheckedAs("fleetstream.streams.metrics:MetricDefinition")] = Field(default_factory=list)
     instance_id: str | None = None
     """Static group membership id (KIP-345); default `<app_id>-<host>-<n>`, n the lowest free slot on the host."""
     session_timeout_s: float = Field(default=10.0, ge=6.0)
@@ -366,9 +368,10 @@ class FleetSettings(_Section):
     ca_bundle, use_truststore, timeouts, max_retries). Tokens only from MOTIVE_API_KEY / SAMSARA_API_TOKEN."""
 
     # keys only: base_url may come from the provider's default, so a partial override is not a full HttpSettings
-    motive: Annotated[dict[str, Any], CheckedAs("producers.fleet.http:HttpSettings", values=False)] = Field(
+    motive: Annotated[dict[str, Any], CheckedAs("fleetstream.producers.fleet.http:HttpSettings", values=False)] = Field(
         default_factory=dict)
-    samsara: Annotated[dict[str, Any], CheckedAs("producers.fleet.http:HttpSettings", values=False)] = Field(
+    samsara: Annotated[dict[str, Any],
+                       CheckedAs("fleetstream.producers.fleet.http:HttpSettings", values=False)] = Field(
         default_factory=dict)
     lookback_s: float = Field(default=900.0, ge=0)
     interval_s: float = Field(default=60.0, gt=0)

@@ -35,8 +35,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from fleetstream.config import Settings
-from schemas import codec
-from schemas.topics import RAW_TOPICS, dlq_topic, record_type_of, sample_count, valid_topic
+from fleetstream.schemas import codec
+from fleetstream.schemas.topics import RAW_TOPICS, dlq_topic, record_type_of, sample_count, valid_topic
 
 __all__ = ["Services", "TopicTally", "run_demo", "summary_text"]
 
@@ -201,7 +201,7 @@ def _provenance(start: Watermarks, topics: list[str]) -> str:
 
 def _stored_counts(settings: Settings, start: Watermarks) -> tuple[int, int]:
     """(valid samples stored, validation dead-letter samples stored) for this run, asked of the running sink."""
-    from sinks.clickhouse import run_sql
+    from fleetstream.sinks.clickhouse import run_sql
 
     stored = " + ".join(f"(SELECT count() FROM fleetstream.{table} WHERE {_provenance(start, topics)})"
                         for table, topics in _TABLE_TOPICS.items())
@@ -216,8 +216,8 @@ def _stored_counts(settings: Settings, start: Watermarks) -> tuple[int, int]:
 
 
 def _vehicles(settings: Settings, seconds: float, vehicles: int, stop: threading.Event, counts: Counter[str]) -> None:
-    from producers.edge import EdgeProducer
-    from producers.vehicle_sim import VehicleFleetSimulator, run_simulation
+    from fleetstream.producers.edge import EdgeProducer
+    from fleetstream.producers.vehicle_sim import VehicleFleetSimulator, run_simulation
 
     with EdgeProducer(settings.kafka) as producer:
         run_simulation(VehicleFleetSimulator(vehicles=vehicles, first_vehicle_id=1001), producer, seconds, stop=stop)
@@ -226,7 +226,7 @@ def _vehicles(settings: Settings, seconds: float, vehicles: int, stop: threading
 
 def _test_cell(settings: Settings, seconds: float, stop: threading.Event, counts: Counter[str]) -> None:
     """A dyno cell's edge agent: a JetDrive simulator and client on loopback multicast, an MTS on a tty."""
-    from producers.agent import Agent, AgentConfig, SourceSpec
+    from fleetstream.producers.agent import Agent, AgentConfig, SourceSpec
 
     config = AgentConfig(station_id="demo-cell-1", spool_dir=settings.home / "demo-agent-spool", metrics_port=None,
                          sources=[
@@ -244,8 +244,8 @@ def _test_cell(settings: Settings, seconds: float, stop: threading.Event, counts
 
 
 def _file_import(settings: Settings, counts: Counter[str]) -> None:
-    from producers.edge import EdgeProducer
-    from producers.files import import_file
+    from fleetstream.producers.edge import EdgeProducer
+    from fleetstream.producers.files import import_file
 
     sample = Path(__file__).parents[1] / "producers" / "samples" / "dyno_pull.wp8"
     start_ms = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp() * 1000)  # inside the validation horizon
@@ -258,8 +258,8 @@ def _file_import(settings: Settings, counts: Counter[str]) -> None:
 
 def _vehicle_client(settings: Settings, seconds: float, stop: threading.Event, counts: Counter[str]) -> None:
     """A device's code, unchanged but for the import: IcsAnalytics fed by a simulated vehicle."""
-    from producers.vehicle_client import IcsAnalytics
-    from producers.vehicle_sim import VehicleFleetSimulator
+    from fleetstream.producers.vehicle_client import IcsAnalytics
+    from fleetstream.producers.vehicle_sim import VehicleFleetSimulator
 
     simulator = VehicleFleetSimulator(vehicles=1, first_vehicle_id=9101, bad_sample_rate=0.0, malformed_rate=0.0)
     with IcsAnalytics(device_id=9001, vehicle_id=9101, fleet_id=42, org_id=7, batch_size=200,
@@ -306,9 +306,9 @@ def _call_client(client: Any, topic: str, record: dict[str, Any]) -> None:
 
 def _fleet_apis(settings: Settings, counts: Counter[str]) -> None:
     """Both providers' pollers, each against a local fake of its API, polled twice (the second incrementally)."""
-    from producers.edge import EdgeProducer
-    from producers.fleet import build_poller
-    from producers.fleet.fake import start_fake
+    from fleetstream.producers.edge import EdgeProducer
+    from fleetstream.producers.fleet import build_poller
+    from fleetstream.producers.fleet.fake import start_fake
 
     now = datetime.now(UTC)
     producer = EdgeProducer(settings.kafka)
@@ -369,9 +369,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the pipeline for `seconds` of traffic and return the summary (see the module docstring)."""
     from fleetstream.kafka import require_kafka
+    from fleetstream.sinks.backend import ContractBackend
     from fleetstream.stack import running_broker
     from fleetstream.topics import create_topics
-    from sinks.backend import ContractBackend
 
     services = Services(settings)
     forwarder_stop = threading.Event()
@@ -429,14 +429,14 @@ def run_demo(
 def _api_tour(settings: Settings) -> dict[str, Any]:
     """The read side's part: serve, two roles of the simulated org 7 and an empty tenant, refusals, a report."""
     try:
-        from api.tour import api_tour
+        from fleetstream.api.tour import api_tour
     except ImportError:  # the api extra is not installed
         return {}
     return api_tour(settings, org="7", vehicles=["1001", "9101"])
 
 
 def _start_forwarder(settings: Settings, stop: threading.Event) -> tuple[Any, threading.Thread]:
-    from sinks.graphql import GraphQLForwarder
+    from fleetstream.sinks.graphql import GraphQLForwarder
 
     forwarder = GraphQLForwarder(settings)
     thread = threading.Thread(target=forwarder.run, args=(stop,), name="demo-graphql-forwarder", daemon=True)
@@ -459,8 +459,8 @@ def _drain_forwarder(forwarder: Any, stop: threading.Event, thread: threading.Th
 def _wait_for_sink(settings: Settings, services: Services, timeout_s: float = 120.0) -> None:
     """Wait until the sink answers queries. With the embedded store the demo never opens it itself: the
     sink process owns it, so readiness is its query endpoint appearing."""
-    from sinks.clickhouse import embedded_path, is_embedded
-    from sinks.query_server import discover
+    from fleetstream.sinks.clickhouse import embedded_path, is_embedded
+    from fleetstream.sinks.query_server import discover
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -24,11 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleetstream.config import KafkaSettings
 from fleetstream.config_sources import ConfigError, Layer, build, read_yaml_mapping, validate
-from producers.edge import EdgeProducer
-from producers.reliability import Backoff, CircuitBreaker, SourceHealth
-from producers.spool import PRIORITIES, Spool, SpoolEntry
-from schemas.codec import Codec
-from schemas.topics import record_type_of, sample_count
+from fleetstream.producers.edge import EdgeProducer
+from fleetstream.producers.reliability import Backoff, CircuitBreaker, SourceHealth
+from fleetstream.producers.spool import PRIORITIES, Spool, SpoolEntry
+from fleetstream.schemas.codec import Codec
+from fleetstream.schemas.topics import record_type_of, sample_count
 
 __all__ = ["Agent", "AgentConfig", "Emit", "Source", "SourceSpec", "load_agent_config", "read_status"]
 
@@ -84,7 +84,7 @@ class AgentConfig(BaseModel):
 
 def load_agent_config(path: Path) -> AgentConfig:
     """Read agent.yaml; an unknown key, a bad value or an unknown source type is a ConfigError naming the file."""
-    from producers.sources import SOURCE_TYPES
+    from fleetstream.producers.sources import SOURCE_TYPES
 
     data, provenance = build(AgentConfig, [Layer(str(path), read_yaml_mapping(path))])
     config: AgentConfig = validate(AgentConfig, data, provenance)
@@ -119,7 +119,7 @@ class Agent:
     """Runs sources, the spool and the drain loop until `stop()` (see the module docstring)."""
 
     def __init__(self, config: AgentConfig, kafka: KafkaSettings, sources: dict[str, Source] | None = None):
-        from producers.sources import build_source
+        from fleetstream.producers.sources import build_source
 
         self.config = config
         self.spool = Spool(config.spool_dir, budget_bytes=config.spool_budget_mb * 1024 * 1024)

@@ -12,7 +12,7 @@ Two measurements against a real broker (issue 7's targets: under 80 MB RSS and u
   the broker up starts on that spool and the bench times how long until the spool is empty → samples/s.
 
 Both check their result: the topic must hold as many records as the agent spooled.
-`python -m producers.bench [--rate --seconds --outage-samples --json]` runs it (`--private-broker` starts a
+`python -m fleetstream.producers.bench [--rate --seconds --outage-samples --json]` runs it (`--private-broker` starts a
 broker of its own on free ports).
 """
 
@@ -181,8 +181,8 @@ def measure_drain(bootstrap: str, work_dir: Path, *, samples: int = 3_600_000, r
                   channels: int = 10, batch_interval_s: float = 0.25, timeout_s: float = 1800.0) -> dict[str, Any]:
     """Spool `samples` through an agent's emit with no broker in use, then time a started agent's drain."""
     from fleetstream.config import KafkaSettings
-    from producers.agent import Agent, AgentConfig
-    from producers.sources import CounterStream
+    from fleetstream.producers.agent import Agent, AgentConfig
+    from fleetstream.producers.sources import CounterStream
 
     work_dir.mkdir(parents=True, exist_ok=True)
     topic = _bench_topic(bootstrap, "drain")
@@ -269,7 +269,7 @@ def to_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m producers.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fleetstream.producers.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the configured ones)")
     parser.add_argument("--private-broker", action="store_true", help="start a broker of its own on free ports")
     parser.add_argument("--rate", type=int, default=1000, help="samples/s of the steady-state agent")

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
-from producers.files import (
+from fleetstream.producers.files import (
     ChannelInfo,
     CsvReader,
     FileFormatError,
@@ -43,7 +43,7 @@ from producers.files import (
     text_encoding,
     unique_channels,
 )
-from schemas.units import UnknownUnitError, canonical_unit
+from fleetstream.schemas.units import UnknownUnitError, canonical_unit
 
 __all__ = ["EXTENSIONS", "FORMAT", "TIME_HEADERS", "parse", "sniff"]
 

@@ -20,9 +20,9 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from fleetstream.config import KafkaSettings
 from fleetstream.kafka import DeliveryError, DeliveryTracker
-from producers.spool import SpoolEntry
-from schemas.codec import Codec
-from schemas.topics import record_type_of, sample_count
+from fleetstream.producers.spool import SpoolEntry
+from fleetstream.schemas.codec import Codec
+from fleetstream.schemas.topics import record_type_of, sample_count
 
 __all__ = ["DeliveryCallback", "EdgeProducer"]
 

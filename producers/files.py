@@ -47,7 +47,7 @@ import yaml
 from tqdm import tqdm
 
 from fleetstream.errors import FleetstreamError
-from schemas.units import UNKNOWN_UNIT, UnknownUnitError, canonical_unit, is_unknown_unit, to_canonical
+from fleetstream.schemas.units import UNKNOWN_UNIT, UnknownUnitError, canonical_unit, is_unknown_unit, to_canonical
 
 __all__ = [
     "ChannelInfo",
@@ -490,7 +490,7 @@ def file_identity(path: str | os.PathLike[str]) -> str:
 
 def _parsers() -> dict[str, FileParser]:
     # Imported here: the format modules import this one for the shared types.
-    from producers import csvimport, pvlog, wp8
+    from fleetstream.producers import csvimport, pvlog, wp8
 
     # Order is the detection order: binary magic first, the specific text layout next, generic CSV last.
     modules: list[FileParser] = [wp8, pvlog, csvimport]

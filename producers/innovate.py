@@ -53,8 +53,8 @@ from typing import Any, Literal, Protocol
 import serial
 
 from fleetstream.errors import FleetstreamError
-from producers.reliability import Backoff
-from schemas.units import UNKNOWN_UNIT, canonical_unit, to_canonical
+from fleetstream.producers.reliability import Backoff
+from fleetstream.schemas.units import UNKNOWN_UNIT, canonical_unit, to_canonical
 
 __all__ = [
     "BAUDRATE",

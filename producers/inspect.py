@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from producers.files import SNIFF_BYTES, FileFormatError, Issue, ParseOptions, file_identity, parser_for
+from fleetstream.producers.files import SNIFF_BYTES, FileFormatError, Issue, ParseOptions, file_identity, parser_for
 
 __all__ = [
     "ChannelSummary",
@@ -282,8 +282,8 @@ def inspect_jetdrive_capture(path: Path, port: int | None = None) -> InspectRepo
     are counted as `values_without_channel_info`. Times are the capture's (epoch ms). `port` None means the
     JetDrive default port.
     """
-    from producers.jetdrive.protocol import DEFAULT_PORT, ChannelInfo, ChannelValues, decode_datagram
-    from producers.pcap import CaptureStats, PcapFormatError, read_udp_payloads
+    from fleetstream.producers.jetdrive.protocol import DEFAULT_PORT, ChannelInfo, ChannelValues, decode_datagram
+    from fleetstream.producers.pcap import CaptureStats, PcapFormatError, read_udp_payloads
 
     report = InspectReport(path=str(path), format="jetdrive", size_bytes=path.stat().st_size,
                            file_id=file_identity(path), record_kind="datagrams", time_base="capture time, epoch ms")
@@ -341,8 +341,8 @@ def _track_sequence(host: _HostState, sequence: int, counters: Counter[str]) -> 
 
 
 def _define_channels(host: int, info: Any, channels: dict[tuple[int, int], ChannelSummary]) -> None:
-    from producers.jetdrive.decoder import canonical_channel_name, unit_spelling
-    from schemas.units import UnknownUnitError, canonical_unit, unknown_unit
+    from fleetstream.producers.jetdrive.decoder import canonical_channel_name, unit_spelling
+    from fleetstream.schemas.units import UnknownUnitError, canonical_unit, unknown_unit
 
     for definition in info.channels:
         file_unit = unit_spelling(definition.unit_code) or unknown_unit(f"jetdrive unit {definition.unit_code}")
@@ -362,7 +362,7 @@ def _define_channels(host: int, info: Any, channels: dict[tuple[int, int], Chann
 
 def _account_values(host: int, values: Any, capture_ms: int, channels: dict[tuple[int, int], ChannelSummary],
                     counters: Counter[str]) -> None:
-    from schemas.units import UnknownUnitError, to_canonical
+    from fleetstream.schemas.units import UnknownUnitError, to_canonical
 
     for value in values.values:
         summary = channels.get((host, value.channel_id))
@@ -417,7 +417,7 @@ def _swab(data: bytes) -> bytes:
 
 def _chained_packets(head: bytes, start: int, limit: int) -> int:
     """How many complete packets (up to `limit`) follow each other from `start`, each payload decodable."""
-    from producers.innovate import InnovateFormatError, decode_payload
+    from fleetstream.producers.innovate import InnovateFormatError, decode_payload
 
     position, packets = start, 0
     while packets < limit and position + 1 < len(head):
@@ -456,7 +456,7 @@ def inspect_mts_capture(path: Path) -> InspectReport:
     packets is where logging started mid-stream, and a text line after the last packet is the logger's own note:
     both are reported as notes, not errors. Everything else the decoder finds stays an error.
     """
-    from producers.innovate import DecodeIssue, InnovateDecoder
+    from fleetstream.producers.innovate import DecodeIssue, InnovateDecoder
 
     report = InspectReport(path=str(path), format="mts", size_bytes=path.stat().st_size,
                            file_id=file_identity(path), record_kind="packets",
@@ -492,7 +492,7 @@ def inspect_mts_capture(path: Path) -> InspectReport:
 def _account_mts_packets(path: Path, decoder: Any, report: InspectReport) -> tuple[int | None, int]:
     """Decode the capture into `report`'s channels and function counters. Returns where the first run of
     MTS_RUN_PACKETS packets back to back starts (None: there is none) and where the last packet ends."""
-    from producers.innovate import PACKET_INTERVAL_MS
+    from fleetstream.producers.innovate import PACKET_INTERVAL_MS
 
     summaries: dict[str, ChannelSummary] = {}
     functions: Counter[str] = Counter()

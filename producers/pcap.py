@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import dpkt
 
 from fleetstream.errors import FleetstreamError
-from producers.jetdrive.protocol import DEFAULT_PORT
+from fleetstream.producers.jetdrive.protocol import DEFAULT_PORT
 
 __all__ = ["CaptureStats", "PcapFormatError", "UdpPayload", "read_udp_payloads", "write_udp_pcap"]
 

@@ -29,7 +29,7 @@ import io
 from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
-from producers.files import (
+from fleetstream.producers.files import (
     SNIFF_BYTES,
     ChannelInfo,
     CsvReader,

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from producers.agent import Emit, Source, SourceSpec
+    from fleetstream.producers.agent import Emit, Source, SourceSpec
 
 __all__ = ["SOURCE_TYPES", "CounterStream", "build_source"]
 
 
 def _vehicle_sim(spec: SourceSpec, station_id: str) -> Source:
-    from producers.vehicle_sim import VehicleFleetSimulator
+    from fleetstream.producers.vehicle_sim import VehicleFleetSimulator
 
     options = dict(spec.options)
     tick_s = float(options.pop("tick_s", 0.5))
@@ -119,7 +119,7 @@ def _counter(spec: SourceSpec, station_id: str) -> Source:
 
 def _jetdrive(spec: SourceSpec, station_id: str) -> Source:
     """JetDrive multicast client; options: group, port, interface, run_id, batch_interval_s."""
-    from producers.jetdrive import JetDriveClient
+    from fleetstream.producers.jetdrive import JetDriveClient
 
     client = JetDriveClient(station_id, **spec.options)
 
@@ -131,7 +131,7 @@ def _jetdrive(spec: SourceSpec, station_id: str) -> Source:
 
 def _jetdrive_sim(spec: SourceSpec, station_id: str) -> Source:
     """A simulated dyno provider on the multicast group (for demos and tests); options as JetDriveSimulator."""
-    from producers.jetdrive import JetDriveSimulator
+    from fleetstream.producers.jetdrive import JetDriveSimulator
 
     simulator = JetDriveSimulator(**spec.options)
 
@@ -167,7 +167,7 @@ class _PtyMaster:
 def _innovate(spec: SourceSpec, station_id: str) -> Source:
     """Innovate MTS over serial. options: url (any pyserial URL), aux ([{name, scale, offset, unit}]), run_id,
     batch_interval_s; `simulate: true` runs an MTS simulator behind a pseudo-terminal instead of a device."""
-    from producers.innovate import AuxChannel, InnovateReader, InnovateSimulator
+    from fleetstream.producers.innovate import AuxChannel, InnovateReader, InnovateSimulator
 
     options = dict(spec.options)
     simulate = bool(options.pop("simulate", False))
@@ -189,7 +189,7 @@ def _innovate(spec: SourceSpec, station_id: str) -> Source:
 def _fleet_poller(spec: SourceSpec, station_id: str) -> Source:
     """A Motive or Samsara poller; options: provider, base_url, checkpoint_dir, lookback_s, interval_s, token_env."""
     from fleetstream.config import FleetSettings
-    from producers.fleet import TOKEN_VARIABLES, build_poller
+    from fleetstream.producers.fleet import TOKEN_VARIABLES, build_poller
 
     options = dict(spec.options)
     provider = options.pop("provider", spec.type)

@@ -26,7 +26,7 @@ Where it publishes: `kafka=`, `bootstrap_servers=` or `settings=`, else the flee
 (`KAFKA_BOOTSTRAP_SERVERS`, `FLEETSTREAM_KAFKA__*`, `FLEETSTREAM_CONFIG`); the spool lives under
 `FLEETSTREAM_HOME` (`<home>/vehicle-client/<device>-<vehicle>`) unless `spool_dir=` says otherwise.
 
-    from producers.vehicle_client import IcsAnalytics      # was: from analytics_ingest import IcsAnalytics
+    from fleetstream.producers.vehicle_client import IcsAnalytics      # was: from analytics_ingest import IcsAnalytics
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from fleetstream.config import KafkaSettings, Settings, load_settings
-from producers.edge import EdgeProducer
-from producers.spool import Spool, SpoolEntry
-from schemas.codec import Codec
-from schemas.topics import sample_count
+from fleetstream.producers.edge import EdgeProducer
+from fleetstream.producers.spool import Spool, SpoolEntry
+from fleetstream.schemas.codec import Codec
+from fleetstream.schemas.topics import sample_count
 
 __all__ = ["AsyncIcsAnalytics", "IcsAnalytics", "normalize_param_type", "parse_time_ms"]
 
@@ -151,7 +151,8 @@ def _as_pydantic_prints(value: Any, what: str) -> datetime:
 
 
 def _iso_z(ms: int) -> str:
-    """What the GraphQL forwarder sends for a time it has only as epoch ms (`sinks.graphql.payloads.iso_time`)."""
+    """What the GraphQL forwarder sends for a time it has only as epoch ms
+    (`fleetstream.sinks.graphql.payloads.iso_time`)."""
     seconds, millis = divmod(ms, 1000)
     moment = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{moment}Z" if millis == 0 else f"{moment}.{millis:03d}Z"

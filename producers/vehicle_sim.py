@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.edge import EdgeProducer
+from fleetstream.producers.edge import EdgeProducer
 
 __all__ = ["MALFORMED", "TOPICS", "SimulatedVehicle", "VehicleFleetSimulator", "run_simulation"]
 

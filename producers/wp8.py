@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
-from producers.files import (
+from fleetstream.producers.files import (
     ChannelInfo,
     FileFormatError,
     FileSample,
@@ -51,7 +51,7 @@ from producers.files import (
     resolve_channel,
     unique_channels,
 )
-from schemas.units import unknown_unit
+from fleetstream.schemas.units import unknown_unit
 
 __all__ = [
     "EXTENSIONS",

@@ -15,7 +15,7 @@ from typing import Any
 
 import fastavro
 
-from schemas import registry, sample_arrays
+from fleetstream.schemas import registry, sample_arrays
 
 __all__ = ["SINGLE_OBJECT_MARKER", "Codec", "DecodeError", "decode", "encode"]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas import codec
-from schemas.topics import dlq_topic
+from fleetstream.schemas import codec
+from fleetstream.schemas.topics import dlq_topic
 
 __all__ = ["dead_letter"]
 

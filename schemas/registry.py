@@ -16,7 +16,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas import sample_arrays
+from fleetstream.schemas import sample_arrays
 
 __all__ = [
     "AVRO_DIR",
@@ -41,7 +41,8 @@ class SchemaVersion:
     fingerprint: bytes
     """CRC-64-AVRO of the parsing canonical form, 8 bytes little-endian, as single-object encoding writes it."""
     head: Any = None
-    """With a samples array `schemas.sample_arrays` can read and write (signal batches): the parsed schema of the
+    """With a samples array `fleetstream.schemas.sample_arrays` can read and write (signal batches): the parsed schema
+    of the
     fields before it, so fastavro reads those and stops where the samples begin."""
     sample_tail: tuple[str, ...] = ()
     """With `head`: the sample's optional fields after `flags` (`sample_arrays.sample_tail`)."""

@@ -37,7 +37,7 @@ from graphql import (
 )
 from graphql.language import DocumentNode, FieldNode
 
-from sinks.contracts import graphql_backend_sdl
+from fleetstream.sinks.contracts import graphql_backend_sdl
 
 __all__ = ["ContractBackend", "RecordedRequest", "start_backend"]
 

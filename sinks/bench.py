@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sinks.clickhouse import rows
-from sinks.clickhouse.client import DATABASE, Client, connect, is_embedded
-from sinks.clickhouse.inserts import insert_batch
-from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.rows import SourcedRecord
+from fleetstream.sinks.clickhouse import rows
+from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect, is_embedded
+from fleetstream.sinks.clickhouse.inserts import insert_batch
+from fleetstream.sinks.clickhouse.migrations import migrate
+from fleetstream.sinks.clickhouse.rows import SourcedRecord
 
 __all__ = ["SAMPLES_PER_RECORD", "bench_sink", "signal_records", "to_table"]
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
-from sinks.clickhouse.client import DATABASE, Client, connect, embedded_path, is_embedded
+from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect, embedded_path, is_embedded
 
 __all__ = [
     "DISCOVERY_FILE",

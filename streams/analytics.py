@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from fleetstream.config import StreamsSettings
-from schemas import codec
-from schemas.deadletter import dead_letter
-from schemas.topics import dlq_topic
-from schemas.units import is_unknown_unit
-from streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
-from streams.dedup import ChannelDedup
-from streams.kpis import (
+from fleetstream.schemas import codec
+from fleetstream.schemas.deadletter import dead_letter
+from fleetstream.schemas.topics import dlq_topic
+from fleetstream.schemas.units import is_unknown_unit
+from fleetstream.streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
+from fleetstream.streams.dedup import ChannelDedup
+from fleetstream.streams.kpis import (
     DynoRunTracker,
     HealthInputs,
     LocationTotals,
@@ -41,8 +41,8 @@ from streams.kpis import (
     uptime_pct,
     vehicle_records,
 )
-from streams.metrics import MetricDefinition, MetricsAggregator
-from streams.windows import ChannelWindows, WindowSpec
+from fleetstream.streams.metrics import MetricDefinition, MetricsAggregator
+from fleetstream.streams.windows import ChannelWindows, WindowSpec
 
 __all__ = ["AnalyticsConfig", "Analyzer", "ChannelStage", "KeyStage", "StageOutput", "encode_outputs"]
 

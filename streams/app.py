@@ -2,7 +2,7 @@
 
 Records arrive as raw bytes (our codec does the Avro, not faust's), are validated, and leave as
 `<topic>.valid` or `dlq.<topic>`. Each batch's outputs are acknowledged by the broker, then its state is
-written, then its input offsets, which the worker owns (`streams.offsets`): it resumes from them after any
+written, then its input offsets, which the worker owns (`fleetstream.streams.offsets`): it resumes from them after any
 crash or rebalance whatever faust's stream acked, and replays at most the batch in flight (outputs repeated
 identically, state not applied twice). Downstream sinks are idempotent, which is the combination DESIGN.md
 prescribes.
@@ -22,13 +22,13 @@ from typing import Any, cast
 import faust
 
 from fleetstream.config import Settings
-from schemas import codec
-from schemas.deadletter import dead_letter
-from schemas.topics import record_type_of, sample_count, valid_topic
-from streams.analytics import AnalyticsConfig, Analyzer, settle
-from streams.offsets import OFFSETS_TABLE, OffsetBook, OwnedOffsetsConsumer, instance_id
-from streams.outputs import Output, deliver, fit
-from streams.validation import Validator
+from fleetstream.schemas import codec
+from fleetstream.schemas.deadletter import dead_letter
+from fleetstream.schemas.topics import record_type_of, sample_count, valid_topic
+from fleetstream.streams.analytics import AnalyticsConfig, Analyzer, settle
+from fleetstream.streams.offsets import OFFSETS_TABLE, OffsetBook, OwnedOffsetsConsumer, instance_id
+from fleetstream.streams.outputs import Output, deliver, fit
+from fleetstream.streams.validation import Validator
 
 __all__ = ["Output", "StreamStats", "create_app", "validate_message"]
 
@@ -103,7 +103,7 @@ def _safe_count(record_type: str, record: dict[str, Any]) -> int:
 
 def create_app(settings: Settings, group_instance_id: str | None = None) -> faust.App:
     """The worker app for these settings: one validation agent over every raw topic, one analytics agent over
-    the validated ones, and the table of their owned input offsets (`streams.offsets`).
+    the validated ones, and the table of their owned input offsets (`fleetstream.streams.offsets`).
 
     `group_instance_id` makes the worker a static member of its consumer group (KIP-345): restarted with the
     same id, it takes its partitions back at once instead of waiting for its predecessor's session to expire.
@@ -187,7 +187,7 @@ def _forget(book: OffsetBook, sender: Any, /, *revoked: Any, signal: Any = None,
 
 
 def _fitted(message: Any, now_ms: int, outputs: list[Output]) -> list[Output]:
-    """One input's outputs made to fit the producer's limit (`streams.outputs.fit`); if they cannot be (a
+    """One input's outputs made to fit the producer's limit (`fleetstream.streams.outputs.fit`); if they cannot be (a
     single sample too large), the input becomes a dead letter instead, never a send that fails."""
     try:
         return fit(outputs)

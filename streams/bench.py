@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 
 from fleetstream.config import KafkaSettings, Settings, load_settings
-from schemas import codec
+from fleetstream.schemas import codec
 
 __all__ = ["SAMPLES_PER_MESSAGE", "bench_streams", "to_table"]
 

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streams.kpis import kpi_record
+from fleetstream.streams.kpis import kpi_record
 
 __all__ = ["MetricDefinition", "MetricsAggregator", "MetricsOutput"]
 

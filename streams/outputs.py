@@ -20,8 +20,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from schemas import codec
-from schemas.topics import SAMPLES_FIELD, record_type_of
+from fleetstream.schemas import codec
+from fleetstream.schemas.topics import SAMPLES_FIELD, record_type_of
 
 __all__ = ["OUTPUT_LIMIT_BYTES", "Output", "deliver", "fit"]
 

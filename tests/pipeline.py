@@ -4,7 +4,7 @@ processes on the session's broker, with a fresh home (and so a fresh embedded ch
 Test modules import the `pipeline` fixture (`from tests.pipeline import pipeline  # noqa: F401`) and the
 helpers. The children are started and awaited the way `fleetstream demo` does it (`fleetstream.demo.Services`
 and its readiness helpers); the store is read only through the running sink's query endpoint
-(`sinks.query_server.query`), because chDB opens a data directory from one process only.
+(`fleetstream.sinks.query_server.query`), because chDB opens a data directory from one process only.
 
 Both children use the configured topic names and the fixed consumer groups, so on the shared session broker
 tests isolate themselves by their own vehicle ids (or batch ids) and assert only on those rows.
@@ -34,10 +34,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from fleetstream.config import KafkaSettings, Settings
 from fleetstream.demo import Services, _wait_for_group, _wait_for_sink
+from fleetstream.schemas import codec
+from fleetstream.schemas.topics import record_type_of
+from fleetstream.sinks.query_server import query
 from fleetstream.topics import create_topics
-from schemas import codec
-from schemas.topics import record_type_of
-from sinks.query_server import query
 
 __all__ = ["MAX_AGE_MS", "Pipeline", "TopicReader", "pipeline"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import Stat, render_json, repeat, stat
+from fleetstream.benchmarks.common import Stat, render_json, repeat, stat
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,7 +22,7 @@ def test_repeat_reports_median_min_and_max_of_counted_runs():
 
 
 def test_bench_produce_reports_ratio_and_all_three_paths(kafka_bootstrap):
-    from benchmarks.produce import bench_produce, to_table
+    from fleetstream.benchmarks.produce import bench_produce, to_table
 
     report = bench_produce(kafka_bootstrap, samples=20_000, repeats=1)
     assert report["produce_vs_raw_ratio"] > 0
@@ -33,7 +33,7 @@ def test_bench_produce_reports_ratio_and_all_three_paths(kafka_bootstrap):
 
 
 def test_peers_compute_the_same_windows_as_the_worker():
-    from benchmarks.peers_bench import bench_peers, compare
+    from fleetstream.benchmarks.peers_bench import bench_peers, compare
 
     report = bench_peers(None, samples=20_000, repeats=1, timeout_s=240)
     assert report["outputs_equal"], report["output_differences"]
@@ -47,7 +47,7 @@ def test_peers_compute_the_same_windows_as_the_worker():
 
 
 def test_bench_e2e_measures_latency_and_a_sustained_rate(kafka_bootstrap):
-    from benchmarks.e2e import bench_e2e
+    from fleetstream.benchmarks.e2e import bench_e2e
     from fleetstream.config import Settings
 
     with tempfile.TemporaryDirectory() as tmp:

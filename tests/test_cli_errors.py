@@ -225,8 +225,8 @@ def test_store_held_by_the_sink_names_its_pid(tmp_path: Path, files: dict[str, s
 HOLDER = """
 import signal, sys, threading
 from fleetstream.config import load_settings
-from sinks.clickhouse import connect, migrate
-from sinks.query_server import QueryServer
+from fleetstream.sinks.clickhouse import connect, migrate
+from fleetstream.sinks.query_server import QueryServer
 settings = load_settings(None)
 client = connect(settings.clickhouse_dsn)
 migrate(client)
@@ -244,9 +244,9 @@ def test_format_choices_match_the_registries() -> None:
     from typing import get_args
 
     from fleetstream.cli import ImportFormat, InspectFormat, QueryFormat
-    from producers.files import _parsers
-    from producers.inspect import inspectors
-    from sinks.clickhouse.queries import FORMATS
+    from fleetstream.producers.files import _parsers
+    from fleetstream.producers.inspect import inspectors
+    from fleetstream.sinks.clickhouse.queries import FORMATS
 
     assert set(get_args(InspectFormat)) == {"auto", *inspectors()}
     assert set(get_args(ImportFormat)) == {"auto", *_parsers()}

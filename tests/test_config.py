@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from fleetstream.cli import app
 from fleetstream.config import ConfigError, Settings, load_settings
 from fleetstream.errors import FleetstreamError
-from producers.agent import load_agent_config
+from fleetstream.producers.agent import load_agent_config
 
 REPO = Path(__file__).resolve().parent.parent
 SHORT_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CLICKHOUSE_DSN", "GRAPHQL_ENDPOINT",

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from fleetstream.config import KEY_PARTITIONER, KafkaSettings, Settings, TopicSettings, TopicSpec
 from fleetstream.demo import Services, _wait_for_group
+from fleetstream.producers.edge import EdgeProducer
 from fleetstream.topics import create_topics
-from producers.edge import EdgeProducer
 
 # Apache Kafka's UtilsTest.testMurmur2: what the Java client's partitioner hashes these keys to (signed int32).
 KAFKA_MURMUR2 = {

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from fleetstream.config import GraphQLSinkSettings, KafkaSettings
-from producers.vehicle_client import IcsAnalytics
-from schemas.topics import record_type_of
-from sinks.backend import start_backend
-from sinks.graphql import Forwarder, GraphQLClient
+from fleetstream.producers.vehicle_client import IcsAnalytics
+from fleetstream.schemas.topics import record_type_of
+from fleetstream.sinks.backend import start_backend
+from fleetstream.sinks.graphql import Forwarder, GraphQLClient
 from tests import official_client as official
 from tests.official_client import (
     README_DTC,
@@ -255,7 +255,7 @@ def test_nothing_of_the_readme_run_was_dead_lettered(pipeline: Pipeline, readme_
 
 _KILLED_CLIENT = textwrap.dedent("""
     import sys, time
-    from producers.vehicle_client import IcsAnalytics
+    from fleetstream.producers.vehicle_client import IcsAnalytics
 
     device_id, vehicle_id, spool_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     # an unreachable broker and hour-long batching: nothing can leave before the kill, only the spool has it

@@ -3,7 +3,7 @@ them), what reaches the backend is what the official client sends, field by fiel
 
 The path is the real one without a broker: the drop-in encodes and spools the records, the worker's
 `validate_message` turns each spooled message into its `.valid` message, and the GraphQL `Forwarder` posts the
-decoded `.valid` records over HTTP to the contract-checking backend (`sinks.backend`) on 127.0.0.1. The
+decoded `.valid` records over HTTP to the contract-checking backend (`fleetstream.sinks.backend`) on 127.0.0.1. The
 expected payloads are rebuilt from the official client's code in `tests/official_client.py`. The same check
 on the real broker and `fleetstream worker` is in `tests/test_pipeline_vehicle_client.py`.
 """
@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 
 from fleetstream.config import GraphQLSinkSettings, ValidationSettings
-from producers.spool import Spool, SpoolEntry
-from producers.vehicle_client import IcsAnalytics
-from schemas import codec
-from schemas.topics import record_type_of
-from sinks.backend import ContractBackend, start_backend
-from sinks.graphql import Forwarder, GraphQLClient
-from streams.app import validate_message
-from streams.validation import Validator
+from fleetstream.producers.spool import Spool, SpoolEntry
+from fleetstream.producers.vehicle_client import IcsAnalytics
+from fleetstream.schemas import codec
+from fleetstream.schemas.topics import record_type_of
+from fleetstream.sinks.backend import ContractBackend, start_backend
+from fleetstream.sinks.graphql import Forwarder, GraphQLClient
+from fleetstream.streams.app import validate_message
+from fleetstream.streams.validation import Validator
 from tests import official_client as official
 
 IDS = {"device_id": 123, "vehicle_id": 456, "fleet_id": 789, "org_id": 1011}  # the README's

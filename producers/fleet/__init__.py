@@ -6,17 +6,17 @@ and a durable `publish` callable, and call `poll_once()` or `run(stop_event)`; `
 several providers side by side. `fake.start_fake` serves local fakes of both APIs for demos and tests.
 """
 
-from producers.fleet.checkpoint import Checkpoint, CheckpointStore
-from producers.fleet.errors import (
+from fleetstream.producers.fleet.checkpoint import Checkpoint, CheckpointStore
+from fleetstream.producers.fleet.errors import (
     AuthError,
     FleetApiError,
     MalformedResponseError,
     RequestRejectedError,
     RetriesExhaustedError,
 )
-from producers.fleet.http import ApiClient, HttpSettings
-from producers.fleet.motive import MotiveClient, motive_settings
-from producers.fleet.poller import (
+from fleetstream.producers.fleet.http import ApiClient, HttpSettings
+from fleetstream.producers.fleet.motive import MotiveClient, motive_settings
+from fleetstream.producers.fleet.poller import (
     TOKEN_VARIABLES,
     FleetPoller,
     FleetSource,
@@ -26,8 +26,8 @@ from producers.fleet.poller import (
     kafka_key,
     start_pollers,
 )
-from producers.fleet.samsara import SamsaraClient, samsara_settings
-from producers.fleet.unify import UnifiedFault, UnifiedLocation, fault_batches, location_batches
+from fleetstream.producers.fleet.samsara import SamsaraClient, samsara_settings
+from fleetstream.producers.fleet.unify import UnifiedFault, UnifiedLocation, fault_batches, location_batches
 
 __all__ = [
     "TOKEN_VARIABLES",

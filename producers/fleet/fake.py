@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from producers.fleet.ratelimit import TokenBucket
+from fleetstream.producers.fleet.ratelimit import TokenBucket
 
 __all__ = ["FakeController", "FakeFleet", "FakePoint", "start_fake"]
 

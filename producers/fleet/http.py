@@ -28,13 +28,13 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from producers.fleet.errors import (
+from fleetstream.producers.fleet.errors import (
     AuthError,
     MalformedResponseError,
     RequestRejectedError,
     RetriesExhaustedError,
 )
-from producers.fleet.ratelimit import TokenBucket
+from fleetstream.producers.fleet.ratelimit import TokenBucket
 
 __all__ = ["ApiClient", "HttpSettings", "backoff_delay_s", "parse_retry_after_s", "tls_verify"]
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from producers.fleet.errors import MalformedResponseError
+from fleetstream.producers.fleet.errors import MalformedResponseError
 
 __all__ = [
     "MotiveDriver",

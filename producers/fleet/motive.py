@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from producers.fleet.http import ApiClient, HttpSettings
-from producers.fleet.models import (
+from fleetstream.producers.fleet.http import ApiClient, HttpSettings
+from fleetstream.producers.fleet.models import (
     MotiveFaultCode,
     MotiveFaultCodesPage,
     MotiveLatestLocationsPage,
@@ -32,8 +32,8 @@ from producers.fleet.models import (
     MotiveVehiclesPage,
     parse,
 )
-from producers.fleet.pagination import MOTIVE_MAX_PER_PAGE, offset_items
-from producers.fleet.unify import UnifiedFault, UnifiedLocation, motive_fault, motive_location, to_ms
+from fleetstream.producers.fleet.pagination import MOTIVE_MAX_PER_PAGE, offset_items
+from fleetstream.producers.fleet.unify import UnifiedFault, UnifiedLocation, motive_fault, motive_location, to_ms
 
 __all__ = ["MOTIVE_BASE_URL", "MotiveClient", "date_chunks", "motive_settings"]
 

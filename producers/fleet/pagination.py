@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from producers.fleet.errors import MalformedResponseError
-from producers.fleet.models import MotivePagination, SamsaraPagination
+from fleetstream.producers.fleet.errors import MalformedResponseError
+from fleetstream.producers.fleet.models import MotivePagination, SamsaraPagination
 
 __all__ = ["MOTIVE_MAX_PER_PAGE", "cursor_items", "offset_items"]
 

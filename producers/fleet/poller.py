@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fleetstream.config import FleetSettings
-from producers.fleet.checkpoint import Checkpoint, CheckpointStore
-from producers.fleet.unify import UnifiedFault, UnifiedLocation, fault_batches, location_batches, to_ms
+from fleetstream.producers.fleet.checkpoint import Checkpoint, CheckpointStore
+from fleetstream.producers.fleet.unify import UnifiedFault, UnifiedLocation, fault_batches, location_batches, to_ms
 
 __all__ = [
     "ENDPOINTS",
@@ -240,8 +240,8 @@ TOKEN_VARIABLES = {"motive": "MOTIVE_API_KEY", "samsara": "SAMSARA_API_TOKEN"}
 def build_poller(provider: str, fleet: FleetSettings, token: str, checkpoint_dir: Path, publish: PublishBatch,
                  since: datetime | None = None, **http_overrides: Any) -> FleetPoller:
     """A poller for `provider` from the `fleet` settings section (the CLI, the agent and the demo use this)."""
-    from producers.fleet.motive import MotiveClient, motive_settings
-    from producers.fleet.samsara import SamsaraClient, samsara_settings
+    from fleetstream.producers.fleet.motive import MotiveClient, motive_settings
+    from fleetstream.producers.fleet.samsara import SamsaraClient, samsara_settings
 
     overrides = {**getattr(fleet, provider), **http_overrides}
     source: FleetSource

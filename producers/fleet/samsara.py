@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from producers.fleet.http import ApiClient, HttpSettings
-from producers.fleet.models import (
+from fleetstream.producers.fleet.http import ApiClient, HttpSettings
+from fleetstream.producers.fleet.models import (
     SamsaraAssignment,
     SamsaraAssignmentsPage,
     SamsaraDriver,
@@ -33,8 +33,8 @@ from producers.fleet.models import (
     SamsaraVehicleStats,
     parse,
 )
-from producers.fleet.pagination import cursor_items
-from producers.fleet.unify import (
+from fleetstream.producers.fleet.pagination import cursor_items
+from fleetstream.producers.fleet.unify import (
     METERS_PER_MILE,
     ODOMETER_MATCH_WINDOW_MS,
     AssignmentIndex,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from producers.fleet.models import (
+from fleetstream.producers.fleet.models import (
     MotiveDriver,
     MotiveFaultCode,
     MotiveLocation,

@@ -7,17 +7,17 @@
 - `simulator`: `JetDriveSimulator`, a dyno provider streaming realistic pulls.
 """
 
-from producers.jetdrive.batches import provider_label, samples_to_batches
-from producers.jetdrive.client import JetDriveClient, open_multicast_socket, random_host_id
-from producers.jetdrive.decoder import (
+from fleetstream.producers.jetdrive.batches import provider_label, samples_to_batches
+from fleetstream.producers.jetdrive.client import JetDriveClient, open_multicast_socket, random_host_id
+from fleetstream.producers.jetdrive.decoder import (
     ClockSync,
     DecodedSample,
     JetDriveCounters,
     JetDriveDecoder,
     canonical_channel_name,
 )
-from producers.jetdrive.protocol import DEFAULT_GROUP, DEFAULT_MTU_BYTES, DEFAULT_PORT
-from producers.jetdrive.simulator import DynoPullModel, DynoPullProfile, JetDriveSimulator
+from fleetstream.producers.jetdrive.protocol import DEFAULT_GROUP, DEFAULT_MTU_BYTES, DEFAULT_PORT
+from fleetstream.producers.jetdrive.simulator import DynoPullModel, DynoPullProfile, JetDriveSimulator
 
 __all__ = [
     "DEFAULT_GROUP",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from producers.jetdrive.decoder import DecodedSample
+from fleetstream.producers.jetdrive.decoder import DecodedSample
 
 __all__ = ["SOURCE", "provider_label", "samples_to_batches"]
 

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from producers.jetdrive.batches import samples_to_batches
-from producers.jetdrive.decoder import DecodedSample, JetDriveCounters, JetDriveDecoder
-from producers.jetdrive.protocol import ALL_HOSTS, DEFAULT_GROUP, DEFAULT_PORT
+from fleetstream.producers.jetdrive.batches import samples_to_batches
+from fleetstream.producers.jetdrive.decoder import DecodedSample, JetDriveCounters, JetDriveDecoder
+from fleetstream.producers.jetdrive.protocol import ALL_HOSTS, DEFAULT_GROUP, DEFAULT_PORT
 
 __all__ = ["JetDriveClient", "now_ms", "open_multicast_socket", "random_host_id"]
 

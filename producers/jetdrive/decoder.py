@@ -23,7 +23,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.jetdrive.protocol import (
+from fleetstream.producers.jetdrive.protocol import (
     ALL_HOSTS,
     DEFAULT_MTU_BYTES,
     ChannelInfo,
@@ -39,7 +39,7 @@ from producers.jetdrive.protocol import (
     Unsupported,
     decode_datagram,
 )
-from schemas.units import canonical_unit, to_canonical, unknown_unit
+from fleetstream.schemas.units import canonical_unit, to_canonical, unknown_unit
 
 __all__ = [
     "CHANNEL_ALIASES",

@@ -5,7 +5,8 @@ value lands on the capture time of the packet that carried it. Replies the decod
 (RequestChannelInfo, Pong) are discarded: values whose ChannelInfo never appears in the capture end as
 `dropped_before_info`, so the counts add up.
 
-Not exported from `producers.jetdrive` on purpose: `producers.pcap` imports the protocol constants, and
+Not exported from `fleetstream.producers.jetdrive` on purpose: `fleetstream.producers.pcap` imports the protocol
+constants, and
 keeping this module out of the package's `__init__` keeps that import one-way.
 """
 
@@ -15,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from producers.jetdrive.batches import provider_label, samples_to_batches
-from producers.jetdrive.decoder import DecodedSample, JetDriveDecoder
-from producers.jetdrive.protocol import DEFAULT_PORT
-from producers.pcap import CaptureStats, read_udp_payloads
+from fleetstream.producers.jetdrive.batches import provider_label, samples_to_batches
+from fleetstream.producers.jetdrive.decoder import DecodedSample, JetDriveDecoder
+from fleetstream.producers.jetdrive.protocol import DEFAULT_PORT
+from fleetstream.producers.pcap import CaptureStats, read_udp_payloads
 
 __all__ = ["CaptureReplay", "ChannelSummary", "replay_capture"]
 

@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from producers.jetdrive.client import open_multicast_socket, random_host_id
-from producers.jetdrive.protocol import (
+from fleetstream.producers.jetdrive.client import open_multicast_socket, random_host_id
+from fleetstream.producers.jetdrive.protocol import (
     ALL_HOSTS,
     DEFAULT_GROUP,
     DEFAULT_MTU_BYTES,

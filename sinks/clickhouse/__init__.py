@@ -4,11 +4,26 @@
 `fleetstream query NAME` → `run_query` and `render`.
 """
 
-from sinks.clickhouse.client import DATABASE, StoreLockedError, connect, embedded_path, is_embedded
-from sinks.clickhouse.consumer import GROUP_ID, ClickHouseSink, SinkStats, dlq_topic_for
-from sinks.clickhouse.migrations import Migration, MigrationError, MigrationStatus, load_migrations, migrate, status
-from sinks.clickhouse.queries import FORMATS, NamedQuery, list_queries, load_query, render, run_query, run_sql
-from sinks.clickhouse.rows import ROUTES, Route, SourcedRecord, route, to_columns
+from fleetstream.sinks.clickhouse.client import DATABASE, StoreLockedError, connect, embedded_path, is_embedded
+from fleetstream.sinks.clickhouse.consumer import GROUP_ID, ClickHouseSink, SinkStats, dlq_topic_for
+from fleetstream.sinks.clickhouse.migrations import (
+    Migration,
+    MigrationError,
+    MigrationStatus,
+    load_migrations,
+    migrate,
+    status,
+)
+from fleetstream.sinks.clickhouse.queries import (
+    FORMATS,
+    NamedQuery,
+    list_queries,
+    load_query,
+    render,
+    run_query,
+    run_sql,
+)
+from fleetstream.sinks.clickhouse.rows import ROUTES, Route, SourcedRecord, route, to_columns
 
 __all__ = [
     "DATABASE",

@@ -1,4 +1,5 @@
-"""`python -m sinks.clickhouse`: the ClickHouse sink with its topics and consumer options given on the command line.
+"""`python -m fleetstream.sinks.clickhouse`: the ClickHouse sink with its topics and consumer options given on the
+command line.
 
 `fleetstream sink clickhouse` stores the configured topics; this entry point exists for what that command does
 not expose: an explicit topic → table routing (`--route TOPIC=TABLE:RECORD_TYPE`, e.g. a test's uniquely named
@@ -20,10 +21,10 @@ from collections.abc import Sequence
 
 from fleetstream.config import load_settings
 from fleetstream.logs import setup_logging
-from sinks.clickhouse.client import StoreLockedError
-from sinks.clickhouse.consumer import GROUP_ID, ClickHouseSink
-from sinks.clickhouse.faults import Fault
-from sinks.clickhouse.rows import Route
+from fleetstream.sinks.clickhouse.client import StoreLockedError
+from fleetstream.sinks.clickhouse.consumer import GROUP_ID, ClickHouseSink
+from fleetstream.sinks.clickhouse.faults import Fault
+from fleetstream.sinks.clickhouse.rows import Route
 
 __all__ = ["main", "parse_route"]
 
@@ -45,7 +46,7 @@ def _key_value(spec: str) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sinks.clickhouse", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fleetstream.sinks.clickhouse", description=__doc__.splitlines()[0])
     parser.add_argument("--route", type=parse_route, action="append", default=[],
                         help="TOPIC=TABLE:RECORD_TYPE (repeatable); default: every configured topic")
     parser.add_argument("--group", default=GROUP_ID, help="consumer group id")

@@ -3,7 +3,7 @@
 Pure logic over offsets and clocks (no Kafka, no ClickHouse): the consumer feeds messages in partition
 order and asks when to cut. Normally a batch closes at `batch_rows` rows or `batch_seconds` age; after a
 crash, the recorded `before` range of the partition overrides both, so the replayed batch is exactly the
-one whose insert may have landed (see `sinks.clickhouse.offsets`).
+one whose insert may have landed (see `fleetstream.sinks.clickhouse.offsets`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sinks.clickhouse.offsets import InFlight, RangeState
+from fleetstream.sinks.clickhouse.offsets import InFlight, RangeState
 
 __all__ = ["Batch", "Buffered", "PartitionBatcher"]
 

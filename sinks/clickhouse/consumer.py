@@ -35,16 +35,16 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from fleetstream.config import Settings, group_instance_id
 from fleetstream.kafka import DeliveryTracker
-from schemas.codec import Codec, DecodeError
-from sinks.clickhouse import rows
-from sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
-from sinks.clickhouse.client import Client, connect, is_embedded
-from sinks.clickhouse.faults import Fault
-from sinks.clickhouse.inserts import insert_batch, size_of
-from sinks.clickhouse.metrics import SinkMetrics
-from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.offsets import OffsetStore, RangeState
-from sinks.clickhouse.rows import Route, SourcedRecord
+from fleetstream.schemas.codec import Codec, DecodeError
+from fleetstream.sinks.clickhouse import rows
+from fleetstream.sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
+from fleetstream.sinks.clickhouse.client import Client, connect, is_embedded
+from fleetstream.sinks.clickhouse.faults import Fault
+from fleetstream.sinks.clickhouse.inserts import insert_batch, size_of
+from fleetstream.sinks.clickhouse.metrics import SinkMetrics
+from fleetstream.sinks.clickhouse.migrations import migrate
+from fleetstream.sinks.clickhouse.offsets import OffsetStore, RangeState
+from fleetstream.sinks.clickhouse.rows import Route, SourcedRecord
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -205,7 +205,7 @@ class ClickHouseSink:
                  " and dlq.*" if self.subscribe_dlq else "", self.group_id,
                  config.get("group.instance.id") or "(dynamic)")
         if self._serve_queries and is_embedded(self.settings.clickhouse_dsn):
-            from sinks.clickhouse.endpoint import SinkEndpoint
+            from fleetstream.sinks.clickhouse.endpoint import SinkEndpoint
 
             self._query_server = SinkEndpoint(self.client, self.settings, self.metrics)
             self._query_server.start()

@@ -1,6 +1,6 @@
 """The sink's loopback endpoint: the read-only query server plus `GET /metrics` (Prometheus text format).
 
-Imported only when a sink starts serving (it imports `sinks.query_server`, which imports this package).
+Imported only when a sink starts serving (it imports `fleetstream.sinks.query_server`, which imports this package).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from fleetstream.config import Settings
-from sinks.clickhouse.client import Client
-from sinks.clickhouse.metrics import SinkMetrics
-from sinks.query_server import QueryServer
+from fleetstream.sinks.clickhouse.client import Client
+from fleetstream.sinks.clickhouse.metrics import SinkMetrics
+from fleetstream.sinks.query_server import QueryServer
 
 __all__ = ["SinkEndpoint"]
 

@@ -9,7 +9,7 @@ a deployment) makes the process `os._exit(137)` (the status a SIGKILL gives a sh
 * `crash_after_insert`: the insert landed, the range is still `before`, offsets not committed;
 * `crash_after_mark`: recorded `after`, offsets not committed (the replay must be skipped).
 
-The variable is read once at the edge (`python -m sinks.clickhouse`, the CLI) and passed in as a `Fault`.
+The variable is read once at the edge (`python -m fleetstream.sinks.clickhouse`, the CLI) and passed in as a `Fault`.
 """
 
 from __future__ import annotations

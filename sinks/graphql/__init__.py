@@ -4,14 +4,14 @@
 - `client`: httpx transport with the bearer token, TLS options and retries.
 - `forwarder`: one batch through the id caches and the batched mutations.
 - `consumer`: the Kafka shell (`GraphQLForwarder`), committing per partition after the backend accepted.
-The local contract-checking backend for the demo and tests is `sinks.backend`.
+The local contract-checking backend for the demo and tests is `fleetstream.sinks.backend`.
 """
 
 from fleetstream.config import FORWARDED_TOPICS, GraphQLSinkSettings
-from sinks.graphql.client import GraphQLClient, RetryPolicy
-from sinks.graphql.consumer import ForwarderStats, GraphQLForwarder
-from sinks.graphql.exceptions import BackendAuthError, BackendRejected, BackendUnavailable, InvalidRecord
-from sinks.graphql.forwarder import Failure, Forwarder
+from fleetstream.sinks.graphql.client import GraphQLClient, RetryPolicy
+from fleetstream.sinks.graphql.consumer import ForwarderStats, GraphQLForwarder
+from fleetstream.sinks.graphql.exceptions import BackendAuthError, BackendRejected, BackendUnavailable, InvalidRecord
+from fleetstream.sinks.graphql.forwarder import Failure, Forwarder
 
 __all__ = [
     "FORWARDED_TOPICS",

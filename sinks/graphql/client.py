@@ -21,8 +21,13 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from sinks.graphql.exceptions import BackendAuthError, BackendRejected, BackendUnavailable, BackendUnreachable
-from sinks.graphql.payloads import GraphQLRequest, detect_request
+from fleetstream.sinks.graphql.exceptions import (
+    BackendAuthError,
+    BackendRejected,
+    BackendUnavailable,
+    BackendUnreachable,
+)
+from fleetstream.sinks.graphql.payloads import GraphQLRequest, detect_request
 
 __all__ = ["GraphQLClient", "RetryPolicy"]
 
@@ -49,7 +54,8 @@ class _Retryable(Exception):
 
 
 class GraphQLClient:
-    """Sends `GraphQLRequest`s; returns the response's `data` or raises one of `sinks.graphql.exceptions`."""
+    """Sends `GraphQLRequest`s; returns the response's `data` or raises one of
+    `fleetstream.sinks.graphql.exceptions`."""
 
     def __init__(self, endpoint: str, token: SecretStr | None = None, *, verify: bool | ssl.SSLContext = True,
                  timeout_s: float = 30.0, retry: RetryPolicy | None = None,

@@ -22,12 +22,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from fleetstream.config import GraphQLSinkSettings, Settings, group_instance_id
 from fleetstream.kafka import DeliveryTracker
-from schemas import codec
-from schemas.deadletter import dead_letter
-from schemas.topics import record_type_of, sample_count
-from sinks.graphql.client import GraphQLClient, RetryPolicy
-from sinks.graphql.exceptions import OffsetsNotCommitted
-from sinks.graphql.forwarder import Failure, Forwarder
+from fleetstream.schemas import codec
+from fleetstream.schemas.deadletter import dead_letter
+from fleetstream.schemas.topics import record_type_of, sample_count
+from fleetstream.sinks.graphql.client import GraphQLClient, RetryPolicy
+from fleetstream.sinks.graphql.exceptions import OffsetsNotCommitted
+from fleetstream.sinks.graphql.forwarder import Failure, Forwarder
 
 __all__ = ["ForwarderStats", "GraphQLForwarder"]
 

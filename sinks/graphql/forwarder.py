@@ -4,7 +4,7 @@ For a batch: createConfiguration once per (device, vehicle, fleet, organization)
 createMessage, batched, for the message descriptors not yet cached; then the data mutations packed by
 count and samples per request. Requests go one at a time, in record order, so one batch is one request
 in flight. The result says which records failed and why; everything else was accepted by the backend.
-No Kafka here: the consumer shell (`sinks.graphql.consumer`) feeds it per partition.
+No Kafka here: the consumer shell (`fleetstream.sinks.graphql.consumer`) feeds it per partition.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetstream.config import GraphQLSinkSettings
-from sinks.graphql import payloads as p
-from sinks.graphql.client import GraphQLClient
-from sinks.graphql.exceptions import BackendRejected, BackendUnavailable, InvalidRecord
+from fleetstream.sinks.graphql import payloads as p
+from fleetstream.sinks.graphql.client import GraphQLClient
+from fleetstream.sinks.graphql.exceptions import BackendRejected, BackendUnavailable, InvalidRecord
 
 __all__ = ["Failure", "Forwarder"]
 

@@ -1,6 +1,6 @@
 """The GraphQL requests for decoded records, exactly as the public vehicle client shapes them.
 
-Pure functions over plain data: no I/O, no caches. `sinks.graphql.forwarder` decides which requests to
+Pure functions over plain data: no I/O, no caches. `fleetstream.sinks.graphql.forwarder` decides which requests to
 send (ids already cached or not) and in which order; this module says what each request contains.
 
 Facts taken from the public client `ics-wivi-analytics-ingest` 26.3.x, which the backend is built for:
@@ -23,7 +23,7 @@ Facts taken from the public client `ics-wivi-analytics-ingest` 26.3.x, which the
 - Times: a signal point's `time` text as given (a number: `datetime.fromtimestamp(t, UTC).isoformat()`); a
   DTC's and a GPS fix's time as pydantic parses and `isoformat()` prints it; minTime/maxTime as given.
 
-Records from the vehicle client (`producers.vehicle_client`) say which keys were left out or None
+Records from the vehicle client (`fleetstream.producers.vehicle_client`) say which keys were left out or None
 (`absent_fields`, `null_fields`) and carry the client's time text where it differs from ISO-8601 UTC "Z"
 (`time_text`, `min_time_text`, `max_time_text`), so their requests are the client's, null for null. Other
 records carry only epoch milliseconds and stored strings: times are sent as ISO-8601 UTC with "Z" (see
@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from graphql import parse, print_ast
 
-from sinks.graphql.exceptions import InvalidRecord
+from fleetstream.sinks.graphql.exceptions import InvalidRecord
 
 __all__ = [
     "CREATE_CONFIGURATION",

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from api.users import UserStore
+from fleetstream.api.users import UserStore
 from fleetstream.cli import app
 from fleetstream.cli_errors import run_app
 from fleetstream.config import KafkaSettings

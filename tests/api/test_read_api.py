@@ -12,7 +12,7 @@ import httpx
 import pytest
 from openpyxl import load_workbook
 
-from api.throttle import LoginThrottle
+from fleetstream.api.throttle import LoginThrottle
 from tests.api.conftest import PASSWORD, World
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

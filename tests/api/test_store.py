@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 _READER = textwrap.dedent("""
     import sys, time
     from fleetstream.config import load_settings
-    from api.store import StoreReader
+    from fleetstream.api.store import StoreReader
     reader = StoreReader(load_settings(clickhouse={"dsn": "chdb://" + sys.argv[1]}), idle_close_s=0.5)
     print(reader.mode, reader.query("SELECT count() AS n FROM fleetstream.schema_migrations", {}).rows, flush=True)
     time.sleep(float(sys.argv[2]))  # stays alive, idle: the store must be released meanwhile
@@ -25,7 +25,7 @@ _READER = textwrap.dedent("""
 
 _OPENER = textwrap.dedent("""
     import sys
-    from sinks.clickhouse.client import connect
+    from fleetstream.sinks.clickhouse.client import connect
     connect("chdb://" + sys.argv[1], lock_wait_s=60).close()
     print("opened", flush=True)
 """)

@@ -10,13 +10,13 @@ from typing import Any
 import jwt
 import pytest
 
-from api.cache import TtlCache
-from api.rbac import ROLE_PERMISSIONS, Permission, Principal, Role
-from api.scoped import SOURCES, Scope, ScopedReader, ScopeError, expand
-from api.store import QueryResult
-from api.throttle import LoginThrottle
-from api.tokens import TokenError, TokenIssuer, new_api_key, parse_api_key
-from api.users import User
+from fleetstream.api.cache import TtlCache
+from fleetstream.api.rbac import ROLE_PERMISSIONS, Permission, Principal, Role
+from fleetstream.api.scoped import SOURCES, Scope, ScopedReader, ScopeError, expand
+from fleetstream.api.store import QueryResult
+from fleetstream.api.throttle import LoginThrottle
+from fleetstream.api.tokens import TokenError, TokenIssuer, new_api_key, parse_api_key
+from fleetstream.api.users import User
 
 SECRET = "s" * 40
 OWNER = Principal("u1", "olga", Role.OWNER, "acme", ("veh-1",))

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from fleetstream.config import KafkaSettings
-from producers.agent import Agent, AgentConfig, Emit, Source, SourceSpec, read_status
-from producers.reliability import Backoff, CircuitBreaker
-from producers.sources import CounterStream, build_source
-from producers.spool import SpoolEntry
-from schemas.codec import decode
+from fleetstream.producers.agent import Agent, AgentConfig, Emit, Source, SourceSpec, read_status
+from fleetstream.producers.reliability import Backoff, CircuitBreaker
+from fleetstream.producers.sources import CounterStream, build_source
+from fleetstream.producers.spool import SpoolEntry
+from fleetstream.schemas.codec import decode
 
 UNREACHABLE = KafkaSettings(bootstrap_servers="127.0.0.1:9")  # never contacted: publishing is replaced
 

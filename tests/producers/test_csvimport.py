@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from producers import csvimport
-from producers.files import FileFormatError, FileSample, ParsedFile, ParseOptions, load_mapping
+from fleetstream.producers import csvimport
+from fleetstream.producers.files import FileFormatError, FileSample, ParsedFile, ParseOptions, load_mapping
 from tests.data.files.make_files import HERE, csv_text, dyno_pull
 
 FIXTURE = HERE / "pull.csv"

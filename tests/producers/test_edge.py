@@ -9,7 +9,7 @@ import pytest
 
 from fleetstream.config import KafkaSettings
 from fleetstream.kafka import DeliveryError
-from producers.edge import EdgeProducer
+from fleetstream.producers.edge import EdgeProducer
 
 pytestmark = [pytest.mark.integration]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from producers import files
-from producers.files import FileFormatError, detect_format, file_identity, import_file
-from producers.inspect import inspect, inspectors, register_inspector
-from schemas import codec, registry
+from fleetstream.producers import files
+from fleetstream.producers.files import FileFormatError, detect_format, file_identity, import_file
+from fleetstream.producers.inspect import inspect, inspectors, register_inspector
+from fleetstream.schemas import codec, registry
 from tests.data.files import make_files
 
 SAMPLES = Path(files.__file__).parent / "samples"
@@ -268,7 +268,7 @@ def test_inspect_registry_accepts_new_formats(tmp_path: Path) -> None:
     path.write_bytes(b"\xb2\x82\x43\x13\x03\x2c")
 
     def inspect_mts(location: Path):
-        from producers.inspect import InspectReport
+        from fleetstream.producers.inspect import InspectReport
         return InspectReport(str(location), "mts-test", location.stat().st_size, file_identity(location), records=1)
 
     register_inspector("mts-test", inspect_mts, sniff=lambda head: head[:2] == b"\xb2\x82")
@@ -276,12 +276,12 @@ def test_inspect_registry_accepts_new_formats(tmp_path: Path) -> None:
         assert "mts-test" in inspectors()
         assert inspect(path).format == "mts-test"
     finally:
-        from producers import inspect as module
+        from fleetstream.producers import inspect as module
         module._REGISTRY.pop("mts-test")
 
 
 def test_inspect_innovate_capture_with_junk(tmp_path: Path) -> None:
-    from producers import innovate
+    from fleetstream.producers import innovate
 
     def packet(function_code: int, lambda_value: float, aux: int) -> bytes:
         raw = innovate.lambda_to_raw(lambda_value) if function_code == 0 else 500

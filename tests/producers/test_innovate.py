@@ -20,7 +20,7 @@ import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.innovate import (
+from fleetstream.producers.innovate import (
     PACKET_INTERVAL_MS,
     AuxChannel,
     DeviceInfo,
@@ -41,7 +41,7 @@ from producers.innovate import (
     parse_device_info,
     stamp_burst,
 )
-from producers.reliability import Backoff
+from fleetstream.producers.reliability import Backoff
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "innovate"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "avro" / "dyno_sample_batch" / "v2.avsc"

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.jetdrive import (
+from fleetstream.producers.jetdrive import (
     DecodedSample,
     DynoPullModel,
     JetDriveClient,
@@ -23,8 +23,8 @@ from producers.jetdrive import (
     canonical_channel_name,
     samples_to_batches,
 )
-from producers.jetdrive.decoder import UNIT_NAMES, ClockSync
-from producers.jetdrive.protocol import (
+from fleetstream.producers.jetdrive.decoder import UNIT_NAMES, ClockSync
+from fleetstream.producers.jetdrive.protocol import (
     ALL_HOSTS,
     HEADER_BYTES,
     OPTIONAL_KEYS,
@@ -44,11 +44,11 @@ from producers.jetdrive.protocol import (
     encode_message,
     split_body,
 )
-from producers.jetdrive.replay import replay_capture
-from producers.jetdrive.simulator import SIM_CHANNELS
-from producers.pcap import write_udp_pcap
-from schemas.codec import decode, encode
-from schemas.units import canonical_unit
+from fleetstream.producers.jetdrive.replay import replay_capture
+from fleetstream.producers.jetdrive.simulator import SIM_CHANNELS
+from fleetstream.producers.pcap import write_udp_pcap
+from fleetstream.schemas.codec import decode, encode
+from fleetstream.schemas.units import canonical_unit
 
 B = TypeVar("B")
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.jetdrive import JetDriveDecoder
-from producers.pcap import CaptureStats, PcapFormatError, read_udp_payloads, write_udp_pcap
+from fleetstream.producers.jetdrive import JetDriveDecoder
+from fleetstream.producers.pcap import CaptureStats, PcapFormatError, read_udp_payloads, write_udp_pcap
 
 DATA = Path(__file__).parents[1] / "data" / "jetdrive"
 START_EPOCH_MS = 1_704_067_200_000  # the fixtures' first packet (see tests/data/jetdrive/README.md)

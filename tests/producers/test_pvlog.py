@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producers import pvlog
-from producers.files import FileFormatError, FileSample, ParsedFile, ParseOptions
+from fleetstream.producers import pvlog
+from fleetstream.producers.files import FileFormatError, FileSample, ParsedFile, ParseOptions
 from tests.data.files.make_files import HERE, PV_SIGNALS, dyno_pull, pvlog_text
 
 FIXTURE = HERE / "pull.pvlog"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.spool import Spool, SpoolEntry, SpoolFullError
+from fleetstream.producers.spool import Spool, SpoolEntry, SpoolFullError
 
 
 def entries(n: int, start: int = 0, size: int = 10, topic: str = "dyno.samples") -> list[SpoolEntry]:
@@ -82,7 +82,7 @@ def test_the_spool_is_owned_by_one_process(tmp_path):
 
 
 def test_over_budget_evicts_lower_priorities_first_and_counts_the_loss(tmp_path, monkeypatch):
-    monkeypatch.setattr("producers.spool._SEGMENT_BYTES", 200)
+    monkeypatch.setattr("fleetstream.producers.spool._SEGMENT_BYTES", 200)
     spool = Spool(tmp_path, budget_bytes=1100)
     for i in range(6):
         assert spool.append(entries(2, start=i * 2, size=40), priority="bulk")
@@ -154,7 +154,7 @@ def test_kill_9_loses_nothing_that_append_acknowledged(tmp_path: Path):
     """A writer process is SIGKILLed mid-stream; every batch it reported as appended is still there."""
     script = textwrap.dedent(f"""
         import sys
-        from producers.spool import Spool, SpoolEntry
+        from fleetstream.producers.spool import Spool, SpoolEntry
         spool = Spool({str(tmp_path)!r})
         i = 0
         while True:

@@ -18,9 +18,9 @@ from typing import BinaryIO
 
 import pytest
 
-from producers import csvimport, pvlog, wp8
-from producers.files import ParsedFile, ParseOptions
-from producers.innovate import (
+from fleetstream.producers import csvimport, pvlog, wp8
+from fleetstream.producers.files import ParsedFile, ParseOptions
+from fleetstream.producers.innovate import (
     AuxChannel,
     InnovateBatcher,
     InnovateDecoder,
@@ -29,8 +29,8 @@ from producers.innovate import (
     encode_wideband,
     lambda_to_raw,
 )
-from producers.jetdrive.decoder import JetDriveDecoder
-from producers.jetdrive.protocol import (
+from fleetstream.producers.jetdrive.decoder import JetDriveDecoder
+from fleetstream.producers.jetdrive.protocol import (
     ALL_HOSTS,
     ChannelDef,
     ChannelInfo,
@@ -39,7 +39,7 @@ from producers.jetdrive.protocol import (
     Message,
     encode_message,
 )
-from schemas.units import is_unknown_unit
+from fleetstream.schemas.units import is_unknown_unit
 from tests.data.files.make_files import EcuChannel, Wp8Channel, wp8_ecu_log_bytes, wp8_run_bytes
 
 Published = list[tuple[str, float]]

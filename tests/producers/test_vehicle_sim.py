@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from producers.vehicle_sim import VehicleFleetSimulator
+from fleetstream.producers.vehicle_sim import VehicleFleetSimulator
 
 NOW_MS = 1_790_000_000_000
 

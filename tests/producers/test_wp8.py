@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producers import wp8
-from producers.files import FileFormatError, FileSample, ParsedFile, ParseOptions, load_mapping
-from producers.inspect import inspect
+from fleetstream.producers import wp8
+from fleetstream.producers.files import FileFormatError, FileSample, ParsedFile, ParseOptions, load_mapping
+from fleetstream.producers.inspect import inspect
 from tests.data.files.make_files import (
     ECU_CHANNELS,
     HERE,
@@ -169,7 +169,7 @@ def test_unknown_code_never_falls_back_to_the_channel_name() -> None:
 def test_unknown_unit_is_warned_once_per_channel_in_stats_and_log(caplog: pytest.LogCaptureFixture) -> None:
     cases = [("Accel 1", 11, 0, [0.1 * i for i in range(50)]), ("Humidity", 10, 0, [39.2] * 50),
              ("Speed 1", 2, 1, [1.0] * 50)]
-    with caplog.at_level("WARNING", logger="producers.files"):
+    with caplog.at_level("WARNING", logger="fleetstream.producers.files"):
         parsed, samples = parse_bytes(run_with(cases))
     assert len(samples) == 150
     notes = [issue for issue in parsed.stats.issues if "unit not known for certain" in issue.message]

@@ -5,8 +5,8 @@ import math
 import pytest
 from fastavro.schema import fingerprint
 
-from schemas import codec, registry
-from schemas.codec import Codec, DecodeError
+from fleetstream.schemas import codec, registry
+from fleetstream.schemas.codec import Codec, DecodeError
 
 SIGNAL = {
     "batch_id": "b1", "source": "test", "org_id": "7", "fleet_id": "42", "vehicle_id": "v1", "device_id": "d1",

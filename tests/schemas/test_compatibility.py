@@ -8,7 +8,7 @@ import fastavro
 import pytest
 from fastavro.utils import generate_many
 
-from schemas import registry
+from fleetstream.schemas import registry
 
 PAIRS = [
     (versions[i], versions[i + 1])

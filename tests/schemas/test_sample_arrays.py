@@ -10,8 +10,8 @@ import fastavro
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from schemas import codec, registry
-from schemas.sample_arrays import decode_samples, encode_samples, sample_tail, writes_samples_of
+from fleetstream.schemas import codec, registry
+from fleetstream.schemas.sample_arrays import decode_samples, encode_samples, sample_tail, writes_samples_of
 
 LATEST = registry.latest("signal_batch")
 SAMPLES_SCHEMA = fastavro.parse_schema(LATEST.raw["fields"][-1]["type"], named_schemas={})

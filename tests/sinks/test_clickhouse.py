@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 from fleetstream.config import Settings, load_settings
-from schemas.codec import encode
-from sinks.clickhouse import rows
-from sinks.clickhouse.batches import Buffered, PartitionBatcher
-from sinks.clickhouse.client import DATABASE, Client, connect
-from sinks.clickhouse.consumer import ClickHouseSink, dlq_topic_for
-from sinks.clickhouse.migrations import MIGRATIONS_DIR, MigrationError, load_migrations, migrate, status
-from sinks.clickhouse.offsets import InFlight, OffsetStore, RangeState
-from sinks.clickhouse.rows import SourcedRecord
+from fleetstream.schemas.codec import encode
+from fleetstream.sinks.clickhouse import rows
+from fleetstream.sinks.clickhouse.batches import Buffered, PartitionBatcher
+from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect
+from fleetstream.sinks.clickhouse.consumer import ClickHouseSink, dlq_topic_for
+from fleetstream.sinks.clickhouse.migrations import MIGRATIONS_DIR, MigrationError, load_migrations, migrate, status
+from fleetstream.sinks.clickhouse.offsets import InFlight, OffsetStore, RangeState
+from fleetstream.sinks.clickhouse.rows import SourcedRecord
 
 NOW_MS = (int(time.time()) // 3600 - 2) * 3600 * 1000  # two hours ago, on the hour: inside any retention
 
@@ -396,7 +396,7 @@ def test_sink_stores_exactly_the_produced_records_and_a_replay_adds_nothing(
 
 @pytest.mark.integration
 def test_sink_serves_queries_while_it_runs(kafka_bootstrap: str, topic_factory: Any, tmp_path: Path) -> None:
-    from sinks.clickhouse.queries import run_query
+    from fleetstream.sinks.clickhouse.queries import run_query
 
     topic = topic_factory(partitions=1)
     produce(kafka_bootstrap, topic, [(b"veh-1", encode("signal_batch", signal_batch(n=25)))])

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from sinks.clickhouse import connect
+from fleetstream.sinks.clickhouse import connect
 
 
 def first_bytes_sent_to(dsn_for_port: str) -> bytes:

@@ -12,12 +12,12 @@ import pyarrow.dataset as ds
 import pytest
 
 from fleetstream.config import Settings, load_settings
-from sinks.clickhouse import rows
-from sinks.clickhouse.client import connect
-from sinks.clickhouse.inserts import insert_batch
-from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.rows import SourcedRecord
-from sinks.export import arrow_type, day_range, export_parquet
+from fleetstream.sinks.clickhouse import rows
+from fleetstream.sinks.clickhouse.client import connect
+from fleetstream.sinks.clickhouse.inserts import insert_batch
+from fleetstream.sinks.clickhouse.migrations import migrate
+from fleetstream.sinks.clickhouse.rows import SourcedRecord
+from fleetstream.sinks.export import arrow_type, day_range, export_parquet
 
 DAY_MS = 86_400_000
 DAY0 = (int(time.time() * 1000) // DAY_MS - 5) * DAY_MS  # midnight UTC five days ago

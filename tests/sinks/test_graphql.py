@@ -2,7 +2,7 @@
 retries and dead letters, all over real HTTP to the contract-checking backend on 127.0.0.1.
 
 Expected variables below are what `ics-wivi-analytics-ingest` 26.3.3 sent for the same README inputs
-(captured against `sinks.backend`; rebuilt from its code in `tests/official_client.py`). The README records
+(captured against `fleetstream.sinks.backend`; rebuilt from its code in `tests/official_client.py`). The README records
 here are written as the `IcsAnalytics` drop-in writes them (which keys were left out, the client's time text);
 records without that information (other producers) get the fallbacks tested at the end of the README tests.
 """
@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from fleetstream.config import Settings
 from fleetstream.kafka import DeliveryError
-from schemas import codec
-from sinks.backend import ContractBackend, start_backend
-from sinks.contracts import graphql_backend_sdl
-from sinks.graphql import (
+from fleetstream.schemas import codec
+from fleetstream.sinks.backend import ContractBackend, start_backend
+from fleetstream.sinks.contracts import graphql_backend_sdl
+from fleetstream.sinks.graphql import (
     BackendAuthError,
     Forwarder,
     GraphQLClient,
@@ -34,7 +34,7 @@ from sinks.graphql import (
     GraphQLSinkSettings,
     RetryPolicy,
 )
-from sinks.graphql import payloads as p
+from fleetstream.sinks.graphql import payloads as p
 
 TOKEN = "s3cr3t-token-value"
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from fleetstream.config import Settings, load_settings
-from sinks import query_server
-from sinks.clickhouse import rows
-from sinks.clickhouse.client import DATABASE, Client, connect
-from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.queries import (
+from fleetstream.sinks import query_server
+from fleetstream.sinks.clickhouse import rows
+from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect
+from fleetstream.sinks.clickhouse.migrations import migrate
+from fleetstream.sinks.clickhouse.queries import (
     QueryParameterError,
     UnknownQuery,
     list_queries,
@@ -30,8 +30,8 @@ from sinks.clickhouse.queries import (
     run_query,
     run_sql,
 )
-from sinks.clickhouse.rows import SourcedRecord
-from sinks.query_server import QueryError, QueryServer, check_read_only, discover, execute_read_only
+from fleetstream.sinks.clickhouse.rows import SourcedRecord
+from fleetstream.sinks.query_server import QueryError, QueryServer, check_read_only, discover, execute_read_only
 
 H = (int(time.time()) // 3600 - 2) * 3600 * 1000  # two hours ago, on the hour
 HOUR = 3_600_000

@@ -1,6 +1,6 @@
 """The exactly-once proof: a sink process killed again and again mid-stream stores every sample exactly once.
 
-The sink runs as a separate process (`python -m sinks.clickhouse`) on a 3-partition topic while a producer
+The sink runs as a separate process (`python -m fleetstream.sinks.clickhouse`) on a 3-partition topic while a producer
 streams 20,000 signal samples (400 records). It is SIGKILLed at random moments and, through the test-only
 fault point, killed exactly between an insert and its Kafka commit, then restarted each time. At the end the
 stored multiset of (vehicle, channel, ts, value) must equal the sent one, and the rollups must agree with it.
@@ -27,14 +27,14 @@ from typing import Any
 import pytest
 
 from fleetstream.config import Settings, load_settings
-from schemas.codec import encode
-from sinks.clickhouse import rows
-from sinks.clickhouse.client import DATABASE, Client, connect, embedded_path, is_embedded
-from sinks.clickhouse.faults import EXIT_STATUS, Fault
-from sinks.clickhouse.inserts import insert_batch
-from sinks.clickhouse.migrations import migrate
-from sinks.clickhouse.rows import SourcedRecord
-from sinks.query_server import discover, query
+from fleetstream.schemas.codec import encode
+from fleetstream.sinks.clickhouse import rows
+from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect, embedded_path, is_embedded
+from fleetstream.sinks.clickhouse.faults import EXIT_STATUS, Fault
+from fleetstream.sinks.clickhouse.inserts import insert_batch
+from fleetstream.sinks.clickhouse.migrations import migrate
+from fleetstream.sinks.clickhouse.rows import SourcedRecord
+from fleetstream.sinks.query_server import discover, query
 
 REPO = Path(__file__).resolve().parents[2]
 DAY_MS = 86_400_000
@@ -125,7 +125,7 @@ def test_replayed_arrow_batch_is_stored_once_in_samples_and_rollups(store: Clien
 
 
 def test_bench_measures_the_real_path_and_stores_every_row_once(tmp_path: Path) -> None:
-    from sinks.bench import bench_sink, to_table
+    from fleetstream.sinks.bench import bench_sink, to_table
 
     dsn = f"chdb://{tmp_path / 'bench'}"
     report = bench_sink(dsn, batch_sizes=(200, 1_000), repeats=2)
@@ -145,7 +145,7 @@ def test_bench_measures_the_real_path_and_stores_every_row_once(tmp_path: Path) 
 
 
 class SinkProcess:
-    """One `python -m sinks.clickhouse` process on the test topic, with its log captured to a file."""
+    """One `python -m fleetstream.sinks.clickhouse` process on the test topic, with its log captured to a file."""
 
     def __init__(self, env: dict[str, str], args: list[str], log_path: Path, fault: str | None = None):
         self.log_path = log_path
@@ -153,7 +153,7 @@ class SinkProcess:
         if fault:
             env["FLEETSTREAM_FAULT"] = fault
         self._log = log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "sinks.clickhouse", *args], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "fleetstream.sinks.clickhouse", *args], cwd=REPO, env=env,
                                      stdout=subprocess.PIPE, stderr=self._log, text=True)
 
     def wait(self, timeout_s: float) -> int:

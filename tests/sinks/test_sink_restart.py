@@ -25,9 +25,9 @@ from unittest import mock
 import pytest
 
 from fleetstream.config import KafkaSettings, Settings, group_instance_id, load_settings
-from schemas.codec import encode
-from sinks.clickhouse.client import embedded_path, is_embedded
-from sinks.query_server import discover
+from fleetstream.schemas.codec import encode
+from fleetstream.sinks.clickhouse.client import embedded_path, is_embedded
+from fleetstream.sinks.query_server import discover
 from tests.sinks.test_sink_exactly_once import REPO, SinkProcess, make_records, stored_count, wait_until
 
 
@@ -41,17 +41,17 @@ def test_the_default_instance_id_is_stable_per_home_and_configurable(tmp_path: P
 
 
 def test_the_forwarder_consumer_is_a_static_member(tmp_path: Path) -> None:
-    from sinks.graphql.consumer import GraphQLForwarder
+    from fleetstream.sinks.graphql.consumer import GraphQLForwarder
 
     settings = Settings(home=tmp_path, graphql_endpoint="http://127.0.0.1:9/graphql",
                         kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9"))
-    with mock.patch("sinks.graphql.consumer.Consumer") as consumer:
+    with mock.patch("fleetstream.sinks.graphql.consumer.Consumer") as consumer:
         GraphQLForwarder(settings)._consumer_subscribed()
     config = consumer.call_args.args[0]
     topics = " ".join(sorted(settings.graphql.topics))
     assert config["group.instance.id"] == group_instance_id(tmp_path, None, f"{settings.graphql.group_id} {topics}")
     settings.graphql.instance_id = ""
-    with mock.patch("sinks.graphql.consumer.Consumer") as consumer:
+    with mock.patch("fleetstream.sinks.graphql.consumer.Consumer") as consumer:
         GraphQLForwarder(settings)._consumer_subscribed()
     assert "group.instance.id" not in consumer.call_args.args[0]
 

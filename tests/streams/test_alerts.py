@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas import codec
-from streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
+from fleetstream.schemas import codec
+from fleetstream.streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
 
 Batch = list[tuple[int, float]]
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from fleetstream.config import StreamsSettings
-from schemas import codec
-from schemas.topics import record_type_of
-from streams.analytics import AnalyticsConfig, Analyzer
-from streams.kpis import haversine_mi
+from fleetstream.schemas import codec
+from fleetstream.schemas.topics import record_type_of
+from fleetstream.streams.analytics import AnalyticsConfig, Analyzer
+from fleetstream.streams.kpis import haversine_mi
 
 SIGNALS = "telemetry.signals.valid"
 GPS = "telemetry.gps.valid"

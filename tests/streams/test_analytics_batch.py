@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from schemas import codec
-from schemas.topics import record_type_of
-from streams.analytics import Analyzer, Live
-from streams.app import _analyze_events
+from fleetstream.schemas import codec
+from fleetstream.schemas.topics import record_type_of
+from fleetstream.streams.analytics import Analyzer, Live
+from fleetstream.streams.app import _analyze_events
 from tests.streams.test_analytics import SIGNALS, make_config, signal
 
 

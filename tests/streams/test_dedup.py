@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.dedup import ChannelDedup
+from fleetstream.streams.dedup import ChannelDedup
 
 HORIZON_MS = 1_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fleetstream.config import StreamsSettings
-from streams.analytics import AnalyticsConfig, KeyStage
+from fleetstream.streams.analytics import AnalyticsConfig, KeyStage
 
 PERIOD_MS = 300_000
 

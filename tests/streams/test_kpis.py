@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import codec
-from streams.kpis import (
+from fleetstream.schemas import codec
+from fleetstream.streams.kpis import (
     AlertStats,
     DynoRunTracker,
     HealthInputs,
@@ -32,7 +32,7 @@ from streams.kpis import (
     uptime_pct,
     vehicle_records,
 )
-from streams.metrics import MetricDefinition, MetricsAggregator
+from fleetstream.streams.metrics import MetricDefinition, MetricsAggregator
 
 # ---------------------------------------------------------------------------- health
 

@@ -11,8 +11,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from streams import offsets
-from streams.offsets import OffsetBook, instance_id
+from fleetstream.streams import offsets
+from fleetstream.streams.offsets import OffsetBook, instance_id
 
 
 class _Table:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from schemas import codec
-from schemas.deadletter import dead_letter
-from streams.outputs import OUTPUT_LIMIT_BYTES, Output, fit, split_batch
+from fleetstream.schemas import codec
+from fleetstream.schemas.deadletter import dead_letter
+from fleetstream.streams.outputs import OUTPUT_LIMIT_BYTES, Output, fit, split_batch
 
 
 def _batch(samples: int) -> dict[str, Any]:

@@ -5,9 +5,9 @@ import math
 import pytest
 
 from fleetstream.config import ValidationSettings
-from schemas import codec
-from streams.app import StreamStats, validate_message
-from streams.validation import FLAG_ABOVE_WARNING, FLAG_BELOW_WARNING, FLAG_CLAMPED, Validator
+from fleetstream.schemas import codec
+from fleetstream.streams.app import StreamStats, validate_message
+from fleetstream.streams.validation import FLAG_ABOVE_WARNING, FLAG_BELOW_WARNING, FLAG_CLAMPED, Validator
 
 NOW_MS = 1_800_000_000_000
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import codec, registry
-from streams.windows import ChannelWindows, WindowSpec, nearest_rank_p95
+from fleetstream.schemas import codec, registry
+from fleetstream.streams.windows import ChannelWindows, WindowSpec, nearest_rank_p95
 
 SMALL_SPECS = (WindowSpec("tumbling", 1_000, 1_000), WindowSpec("hopping", 5_000, 1_000))
 LATENESS_MS = 500

@@ -31,8 +31,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from fleetstream.config import KafkaSettings, Settings, load_settings
 from fleetstream.demo import Services, _wait_for_group
-from schemas import codec
-from schemas.topics import record_type_of
+from fleetstream.schemas import codec
+from fleetstream.schemas.topics import record_type_of
 
 TUMBLING_MS = 1_000
 HOPPING_SIZE_MS, HOPPING_ADVANCE_MS = 5_000, 1_000

@@ -20,8 +20,8 @@ import pytest
 from confluent_kafka import Producer
 
 from fleetstream.demo import Services
-from schemas import codec
-from streams.outputs import OUTPUT_LIMIT_BYTES
+from fleetstream.schemas import codec
+from fleetstream.streams.outputs import OUTPUT_LIMIT_BYTES
 from tests.streams.test_worker_correctness import Outputs, wait_for_worker, worker_env, worker_settings
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from producers.jetdrive import JetDriveSimulator
-from producers.pcap import write_udp_pcap
+from fleetstream.producers.jetdrive import JetDriveSimulator
+from fleetstream.producers.pcap import write_udp_pcap
 
 HERE = Path(__file__).parent
 START_EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z

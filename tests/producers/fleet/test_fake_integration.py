@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from producers.fleet.checkpoint import CheckpointStore
-from producers.fleet.errors import AuthError
-from producers.fleet.fake import FakeController, start_fake
-from producers.fleet.motive import MotiveClient, motive_settings
-from producers.fleet.poller import FleetPoller, Publication, start_pollers
-from producers.fleet.samsara import SamsaraClient, samsara_settings
-from schemas.codec import decode, encode
+from fleetstream.producers.fleet.checkpoint import CheckpointStore
+from fleetstream.producers.fleet.errors import AuthError
+from fleetstream.producers.fleet.fake import FakeController, start_fake
+from fleetstream.producers.fleet.motive import MotiveClient, motive_settings
+from fleetstream.producers.fleet.poller import FleetPoller, Publication, start_pollers
+from fleetstream.producers.fleet.samsara import SamsaraClient, samsara_settings
+from fleetstream.schemas.codec import decode, encode
 
 NOW = datetime(2026, 3, 2, 12, 0, 7, tzinfo=UTC)
 SINCE = NOW - timedelta(hours=2)

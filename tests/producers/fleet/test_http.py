@@ -12,10 +12,15 @@ import httpx
 import pytest
 import respx
 
-from producers.fleet.errors import AuthError, MalformedResponseError, RequestRejectedError, RetriesExhaustedError
-from producers.fleet.http import ApiClient, HttpSettings, backoff_delay_s, parse_retry_after_s, tls_verify
-from producers.fleet.motive import MotiveClient, motive_settings
-from producers.fleet.samsara import SamsaraClient, samsara_settings
+from fleetstream.producers.fleet.errors import (
+    AuthError,
+    MalformedResponseError,
+    RequestRejectedError,
+    RetriesExhaustedError,
+)
+from fleetstream.producers.fleet.http import ApiClient, HttpSettings, backoff_delay_s, parse_retry_after_s, tls_verify
+from fleetstream.producers.fleet.motive import MotiveClient, motive_settings
+from fleetstream.producers.fleet.samsara import SamsaraClient, samsara_settings
 from tests.producers.fleet.conftest import RecordingSleep, fixture
 
 BASE = "https://api.example.test"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from producers.fleet.checkpoint import Checkpoint, CheckpointStore
-from producers.fleet.poller import FleetPoller, Publication, each_record
-from producers.fleet.unify import UnifiedFault, UnifiedLocation, to_ms
+from fleetstream.producers.fleet.checkpoint import Checkpoint, CheckpointStore
+from fleetstream.producers.fleet.poller import FleetPoller, Publication, each_record
+from fleetstream.producers.fleet.unify import UnifiedFault, UnifiedLocation, to_ms
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

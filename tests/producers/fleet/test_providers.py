@@ -8,8 +8,8 @@ import httpx
 import pytest
 import respx
 
-from producers.fleet.errors import MalformedResponseError
-from producers.fleet.models import (
+from fleetstream.producers.fleet.errors import MalformedResponseError
+from fleetstream.producers.fleet.models import (
     MotiveFaultCodesPage,
     MotiveLocationsResponse,
     MotiveVehiclesPage,
@@ -18,8 +18,8 @@ from producers.fleet.models import (
     SamsaraVehiclesPage,
     parse,
 )
-from producers.fleet.motive import MotiveClient, date_chunks, motive_settings
-from producers.fleet.samsara import SamsaraClient, samsara_settings
+from fleetstream.producers.fleet.motive import MotiveClient, date_chunks, motive_settings
+from fleetstream.producers.fleet.samsara import SamsaraClient, samsara_settings
 from tests.producers.fleet.conftest import fixture
 
 MOTIVE = "https://api.gomotive.com"

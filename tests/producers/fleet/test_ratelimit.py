@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.fleet.ratelimit import TokenBucket
+from fleetstream.producers.fleet.ratelimit import TokenBucket
 from tests.producers.fleet.conftest import RecordingSleep
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from producers.fleet.models import (
+from fleetstream.producers.fleet.models import (
     MotiveFaultCodesPage,
     MotiveLocation,
     MotiveLocationsResponse,
@@ -17,7 +17,7 @@ from producers.fleet.models import (
     SamsaraVehicleStats,
     parse,
 )
-from producers.fleet.unify import (
+from fleetstream.producers.fleet.unify import (
     AssignmentIndex,
     fault_batches,
     location_batches,
@@ -28,7 +28,7 @@ from producers.fleet.unify import (
     samsara_locations,
     to_ms,
 )
-from schemas.codec import decode, encode
+from fleetstream.schemas.codec import decode, encode
 from tests.producers.fleet.conftest import fixture
 
 
