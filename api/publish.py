@@ -31,7 +31,7 @@ class PublishError(RuntimeError):
 class Publisher:
     def __init__(self, kafka: KafkaSettings, codec: Codec | None = None,
                  on_failure: Callable[[str], None] | None = None):
-        self._codec = codec or Codec(kafka.schema_registry_url)
+        self._codec = codec or kafka.serializer()
         self._producer = Producer(kafka.client(**{"enable.idempotence": True, "acks": "all", "linger.ms": 20,
                                                   "compression.type": kafka.compression_type}))
         self._on_failure = on_failure

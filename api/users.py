@@ -102,7 +102,7 @@ class UserStore:
     def __init__(self, kafka: KafkaSettings, topic: str, codec: Codec | None = None):
         self._kafka = kafka
         self.topic = topic
-        self._codec = codec or Codec(kafka.schema_registry_url)
+        self._codec = codec or kafka.serializer()
         self._users: dict[str, User] = {}
         self._lock = threading.Lock()
         self._consumer: Consumer | None = None

@@ -10,6 +10,11 @@ offered rate, each batch's newest sample stamped with the send time (the 99 befo
   for `max(ts)` per (vehicle, channel). A batch is queryable at the first poll that shows its channel at or past
   the batch's newest sample; latency = that poll's answer time - the sample's device timestamp. Resolution is
   the poll interval plus the query's own time (reported). p50/p95/p99 over the batches sent after a warm-up.
+* Latency per stage (`latency.stages`), so the slowest stage is visible: a tracer consumer in this process
+  reads `telemetry.signals` and `telemetry.signals.valid` from their ends and notes when each batch id
+  arrives on each. edge -> broker = raw arrival - device timestamp (the producer's linger, the broker's append,
+  the fetch); worker = `.valid` arrival - raw arrival; sink = queryable (the poll above) - `.valid` arrival;
+  query = the poll query's own time. p50/p95/p99 per stage over the same batches as the total.
 * Sustained rate: offered rates step up (each for `step_seconds`, 60 s in the full run, 10 s with `quick`);
   every 2 s the backlog (samples handed to the producer - rows of the benchmark in `fleetstream.samples`, asked
   of the sink's query endpoint) is sampled; the noise stays within 3 sigma so every sample passes validation.
@@ -52,9 +57,9 @@ SINK_TOPICS = ("telemetry.signals.valid",)
 
 @dataclass
 class _Sent:
-    """Newest device timestamp of each batch sent, per (vehicle, channel), in send order."""
+    """Newest device timestamp and batch id of each batch sent, per (vehicle, channel), in send order."""
 
-    batches: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    batches: dict[tuple[str, str], list[tuple[int, str]]] = field(default_factory=dict)
     offered_samples: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -97,8 +102,9 @@ class _PacedProducer:
         def value() -> float:  # within 3 sigma: inside every channel's range, so every sample is stored
             return round(typical + max(-3.0, min(3.0, self.rng.gauss(0, 1))) * noise, 3)
 
+        batch_id = f"e2e-{vehicle_id}-{name}-{now_ms}-{self.turn}"
         record = {
-            "batch_id": f"e2e-{vehicle_id}-{name}-{now_ms}-{self.turn}", "source": "bench-e2e", "org_id": "7",
+            "batch_id": batch_id, "source": "bench-e2e", "org_id": "7",
             "fleet_id": "42", "vehicle_id": vehicle_id, "device_id": str(51_001 + vehicle), "name": name,
             "unit": unit,
             "samples": [{"timestamp_ms": now_ms - (SAMPLES_PER_MESSAGE - 1 - i),
@@ -106,7 +112,7 @@ class _PacedProducer:
         }
         self.edge.publish("telemetry.signals", vehicle_id, record)
         with self.sent.lock:
-            self.sent.batches.setdefault((vehicle_id, name), []).append(now_ms)
+            self.sent.batches.setdefault((vehicle_id, name), []).append((now_ms, batch_id))
             self.sent.offered_samples += SAMPLES_PER_MESSAGE
 
 
@@ -119,8 +125,76 @@ def _visible(settings: Settings, since_ms: int) -> dict[tuple[str, str], int]:
     return {(str(v), str(c)): int(t) for v, c, t in rows}
 
 
+class _StageTracer:
+    """Notes when each batch id arrives on the raw and on the `.valid` topic (wall ms), from a thread."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.arrived: dict[str, dict[str, float]] = {topic: {} for topic in WORKER_TOPICS}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="e2e-stage-tracer")
+
+    def __enter__(self) -> _StageTracer:
+        self.thread.start()
+        if not self.ready.wait(60):
+            raise RuntimeError("the e2e stage tracer did not get its partitions within 60 s")
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+    def _run(self) -> None:
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        codec = self.settings.kafka.serializer()
+        consumer = Consumer(self.settings.kafka.client(**{"group.id": "bench-e2e-stages",
+                                                          "enable.auto.commit": False}))
+        try:
+            metadata = consumer.list_topics(timeout=30).topics
+            consumer.assign([TopicPartition(t, p, OFFSET_END) for t in WORKER_TOPICS for p in metadata[t].partitions])
+            self.ready.set()
+            while not self.stop.is_set():
+                for message in consumer.consume(num_messages=1000, timeout=0.1):
+                    if message.error() is None and message.value():
+                        arrived_ms = time.time() * 1000
+                        batch = codec.decode_batch(message.value() or b"", "signal_batch")
+                        with self.lock:
+                            self.arrived[message.topic() or ""][str(batch["batch_id"])] = arrived_ms
+        finally:
+            consumer.close()
+
+    def stages(self, sent_ms: int, batch_id: str, queryable_ms: float) -> tuple[float, float, float] | None:
+        """(edge -> broker, worker, sink) in ms for one batch, or None if the tracer missed one of its arrivals."""
+        with self.lock:
+            raw = self.arrived[WORKER_TOPICS[0]].get(batch_id)
+            valid = self.arrived[WORKER_TOPICS[1]].get(batch_id)
+        if raw is None or valid is None:
+            return None
+        return raw - sent_ms, valid - raw, queryable_ms - valid
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+    return {"p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "max_ms": ordered[-1]}
+
+
 def _measure_latency(settings: Settings, producer: _PacedProducer, rate: float, seconds: float, warmup_s: float,
                      poll_s: float) -> dict[str, Any]:
+    with _StageTracer(settings) as tracer:
+        return _measure_latency_traced(settings, producer, rate, seconds, warmup_s, poll_s, tracer)
+
+
+def _measure_latency_traced(settings: Settings, producer: _PacedProducer, rate: float, seconds: float,
+                            warmup_s: float, poll_s: float, tracer: _StageTracer) -> dict[str, Any]:
     sent = producer.sent
     stop = threading.Event()
     since_ms = int(time.time() * 1000)
@@ -129,6 +203,7 @@ def _measure_latency(settings: Settings, producer: _PacedProducer, rate: float, 
     thread.start()
     measure_from_ms = since_ms + int(warmup_s * 1000)
     latencies_ms: list[float] = []
+    stages: list[tuple[float, float, float]] = []
     cursor: dict[tuple[str, str], int] = {}
     query_s: list[float] = []
     deadline = time.monotonic() + seconds + 60
@@ -142,9 +217,13 @@ def _measure_latency(settings: Settings, producer: _PacedProducer, rate: float, 
             for channel, times in sent.batches.items():
                 i = cursor.get(channel, 0)
                 newest = visible.get(channel)
-                while i < len(times) and newest is not None and times[i] <= newest:
-                    if times[i] >= measure_from_ms:
-                        latencies_ms.append(answered * 1000 - times[i])
+                while i < len(times) and newest is not None and times[i][0] <= newest:
+                    sent_ms, batch_id = times[i]
+                    if sent_ms >= measure_from_ms:
+                        latencies_ms.append(answered * 1000 - sent_ms)
+                        traced = tracer.stages(sent_ms, batch_id, answered * 1000)
+                        if traced is not None:
+                            stages.append(traced)
                     i += 1
                 cursor[channel] = i
                 pending += len(times) - i
@@ -156,14 +235,12 @@ def _measure_latency(settings: Settings, producer: _PacedProducer, rate: float, 
     producer.edge.flush()
     if not latencies_ms:
         raise RuntimeError("no batch became queryable; see the worker and sink logs")
-    latencies_ms.sort()
-
-    def pct(p: float) -> float:
-        return latencies_ms[min(len(latencies_ms) - 1, max(0, round(p / 100 * len(latencies_ms)) - 1))]
-
+    stage_names = ("edge_to_broker", "worker", "sink")
     return {"offered_samples_per_s": rate, "achieved_samples_per_s": achieved[0] if achieved else 0.0,
-            "batches_measured": len(latencies_ms), "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
-            "max_ms": latencies_ms[-1], "query_median_ms": statistics.median(query_s) * 1000, "poll_s": poll_s}
+            "batches_measured": len(latencies_ms), **_percentiles(latencies_ms),
+            "query_median_ms": statistics.median(query_s) * 1000, "poll_s": poll_s,
+            "stages": {name: _percentiles([s[k] for s in stages]) for k, name in enumerate(stage_names)},
+            "batches_traced": len(stages)}
 
 
 def _lag(admin: Any, consumer: Any, group: str, topics: tuple[str, ...], attempts: int = 10) -> int:
@@ -330,6 +407,10 @@ def to_table(report: dict[str, Any]) -> str:
     rows: list[list[Any]] = [[f"latency at {lat['offered_samples_per_s']:,.0f}/s (achieved "
                               f"{lat['achieved_samples_per_s']:,.0f})", f"{lat['p50_ms']:,.0f}",
                               f"{lat['p95_ms']:,.0f}", f"{lat['p99_ms']:,.0f}", ""]]
+    for name, stage in lat.get("stages", {}).items():
+        if stage:
+            rows.append([f"  stage {name.replace('_', ' ')}", f"{stage['p50_ms']:,.0f}", f"{stage['p95_ms']:,.0f}",
+                         f"{stage['p99_ms']:,.0f}", ""])
     for step in report["steps"]:
         rows.append([f"step {step['offered_samples_per_s']:,.0f}/s (achieved {step['achieved_samples_per_s']:,.0f})",
                      f"backlog slope {step['backlog_slope_samples_per_s']:,.0f}/s",

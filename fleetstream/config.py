@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 from contextvars import ContextVar
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -49,6 +50,7 @@ from fleetstream.config_sources import (
     read_yaml_mapping,
 )
 from fleetstream.logs import librdkafka_log
+from fleetstream.schemas.codec import Codec
 
 __all__ = [
     "CLICKHOUSE_SCHEMES",
@@ -110,6 +112,18 @@ class KafkaSettings(_Section):
     def producer(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration for a confluent-kafka Producer: `client()` with the murmur2 partitioner."""
         return self.client(**{"partitioner": KEY_PARTITIONER, **overrides})
+
+    def serializer(self) -> Codec:
+        """The process's one Avro serializer for this cluster: Confluent framing with `schema_registry_url`, else
+        single-object encoding; it reads both. Edge, worker and sinks all take it from here, so they frame alike
+        (a worker reading only single-object framing dead-lettered every registry-framed edge message)."""
+        return _serializer(self.schema_registry_url)
+
+
+@cache
+def _serializer(schema_registry_url: str | None) -> Codec:
+    """One codec per registry URL and process: its schema-id cache is shared by every part that uses it."""
+    return Codec(schema_registry_url)
 
 
 class TopicSpec(_Section):

@@ -35,7 +35,6 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from fleetstream.config import Settings
-from fleetstream.schemas import codec
 from fleetstream.schemas.topics import RAW_TOPICS, dlq_topic, record_type_of, sample_count, valid_topic
 
 __all__ = ["Services", "TopicTally", "run_demo", "summary_text"]
@@ -122,7 +121,7 @@ class TopicTally:
 
     def _count(self, topic: str, value: bytes) -> None:
         record_type = record_type_of(topic)
-        record = codec.decode(value, record_type)
+        record = self.settings.kafka.serializer().decode(value, record_type)
         if topic in _DERIVED:
             self.derived[topic if record_type != "alert" else f"alerts_{record['event']}"] += 1
             return

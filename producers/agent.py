@@ -27,7 +27,6 @@ from fleetstream.config_sources import ConfigError, Layer, build, read_yaml_mapp
 from fleetstream.producers.edge import EdgeProducer
 from fleetstream.producers.reliability import Backoff, CircuitBreaker, SourceHealth
 from fleetstream.producers.spool import PRIORITIES, Spool, SpoolEntry
-from fleetstream.schemas.codec import Codec
 from fleetstream.schemas.topics import record_type_of, sample_count
 
 __all__ = ["Agent", "AgentConfig", "Emit", "Source", "SourceSpec", "load_agent_config", "read_status"]
@@ -123,7 +122,7 @@ class Agent:
 
         self.config = config
         self.spool = Spool(config.spool_dir, budget_bytes=config.spool_budget_mb * 1024 * 1024)
-        self.codec = Codec(kafka.schema_registry_url)
+        self.codec = kafka.serializer()
         self.producer = EdgeProducer(kafka, self.codec)
         self._sources = sources if sources is not None else {
             spec.name: build_source(spec, config.station_id) for spec in config.sources}

@@ -52,7 +52,7 @@ class EdgeProducer:
         # Precedence: our durable defaults < the configured client_config (SASL, tuning) < explicit overrides;
         # the partitioner is murmur2 whatever the client_config, so keys land where the worker's outputs do.
         self._config = {**defaults, **kafka.producer(**overrides)}
-        self._codec = codec or Codec(kafka.schema_registry_url)
+        self._codec = codec or kafka.serializer()
         self._producer: Producer | None = None
         self.deliveries = DeliveryTracker(kafka.bootstrap_servers)
         self.delivered_samples: Counter[str] = Counter()

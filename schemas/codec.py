@@ -14,10 +14,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import fastavro
+import numpy as np
 
 from fleetstream.schemas import registry, sample_arrays
+from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES, SampleBatch
 
-__all__ = ["SINGLE_OBJECT_MARKER", "Codec", "DecodeError", "decode", "encode"]
+__all__ = ["SINGLE_OBJECT_MARKER", "Codec", "DecodeError", "SampleBatch", "decode", "encode"]
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 _CONFLUENT_MAGIC = 0
@@ -36,6 +38,19 @@ def _write_body(version: registry.SchemaVersion, record: dict[str, Any]) -> byte
         return buf.getvalue()
     # samples is the last field: write the others with an empty array, then put the samples in its place.
     fastavro.schemaless_writer(buf, version.parsed, {**record, "samples": ()})
+    return buf.getvalue()[:-1] + samples
+
+
+def _write_batch_body(version: registry.SchemaVersion, batch: SampleBatch) -> bytes:
+    """A batch straight from its columns when its samples are the fixed-width numeric rows, else via fastavro."""
+    numeric = version.head is not None and batch.svalue is None and not batch.tail and bool(batch.has_value.all())
+    samples = sample_arrays.encode_columns(batch.timestamp_ms, batch.value,
+                                           batch.flags if batch.flags.any() else None,
+                                           len(version.sample_tail)) if numeric else None
+    if samples is None:
+        return _write_body(version, batch.to_record())
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, version.parsed, {**batch.fields, "samples": ()})
     return buf.getvalue()[:-1] + samples
 
 
@@ -71,6 +86,25 @@ def _read_body(data: bytes, start: int, writer: registry.SchemaVersion, record_t
         return fastavro.schemaless_reader(io.BytesIO(data[start:]), writer.parsed, reader_schema)
     except Exception as exc:  # fastavro raises several types for truncated or corrupt bodies
         raise DecodeError(f"corrupt {writer.record_type} v{writer.version} body: {exc!r}") from exc
+
+
+def _read_batch(data: bytes, start: int, writer: registry.SchemaVersion, record_type: str) -> SampleBatch:
+    """A signal or dyno batch as columns: the numeric rows read by numpy when they are that layout."""
+    if writer.record_type != record_type:
+        raise DecodeError(f"expected a {record_type} record, got {writer.record_type} v{writer.version}")
+    if writer.head is not None and registry.latest(record_type) is writer:
+        try:
+            buf = io.BytesIO(data)
+            buf.seek(start)
+            head = fastavro.schemaless_reader(buf, writer.head, None)
+            columns = sample_arrays.decode_columns(data, buf.tell(), len(writer.sample_tail))
+        except Exception as exc:  # fastavro raises several types for truncated or corrupt bodies
+            raise DecodeError(f"corrupt {writer.record_type} v{writer.version} body: {exc!r}") from exc
+        if columns is not None and isinstance(head, dict):
+            timestamps, values, flags = columns
+            return SampleBatch(record_type, head, timestamps, values, flags, np.ones(timestamps.size, np.bool_),
+                               tail_fields=writer.sample_tail)
+    return SampleBatch.from_record(record_type, _read_body(data, start, writer, record_type))
 
 
 def _read_with_fast_samples(data: bytes, start: int, writer: registry.SchemaVersion) -> dict[str, Any] | None:
@@ -116,27 +150,53 @@ class Codec:
 
     def encode(self, record_type: str, record: dict[str, Any], topic: str = "") -> bytes:
         """Encode one record; `topic` names the registry subject (`<topic>-value`)."""
-        if not self.registry_url:
-            return encode(record_type, record)
         latest = registry.latest(record_type)
-        schema_id = self._schema_id(f"{topic or record_type}-value", latest)
-        return struct.pack(">bI", _CONFLUENT_MAGIC, schema_id) + _write_body(latest, record)
+        return self._frame(latest, topic or record_type) + _write_body(latest, record)
 
     def encode_many(self, record_type: str, records: Iterable[dict[str, Any]], topic: str = "") -> list[bytes]:
         return [self.encode(record_type, r, topic) for r in records]
 
+    def encode_batch(self, batch: SampleBatch, topic: str = "") -> bytes:
+        """Encode a sample batch from its columns (the bytes `encode` writes for its record form)."""
+        latest = registry.latest(batch.record_type)
+        return self._frame(latest, topic or batch.record_type) + _write_batch_body(latest, batch)
+
+    def decode_batch(self, data: bytes, record_type: str) -> SampleBatch:
+        """Decode a signal or dyno batch (either framing) straight into columns."""
+        if record_type not in SAMPLE_BATCH_TYPES:
+            raise ValueError(f"{record_type} records have no sample columns; decode them with `decode`")
+        writer, start = self._writer(data)
+        return _read_batch(data, start, writer, record_type)
+
+    def encode_record(self, record_type: str, record: dict[str, Any] | SampleBatch, topic: str = "") -> bytes:
+        """`encode` or `encode_batch`, whichever form the record is in."""
+        if isinstance(record, SampleBatch):
+            return self.encode_batch(record, topic)
+        return self.encode(record_type, record, topic)
+
+    def _frame(self, version: registry.SchemaVersion, subject_topic: str) -> bytes:
+        """The framing prefix this codec writes: single-object, or Confluent's with the registry's schema id."""
+        if not self.registry_url:
+            return SINGLE_OBJECT_MARKER + version.fingerprint
+        return struct.pack(">bI", _CONFLUENT_MAGIC, self._schema_id(f"{subject_topic}-value", version))
+
+    def _writer(self, data: bytes) -> tuple[registry.SchemaVersion, int]:
+        """The writer schema a message names, and where its body starts (either framing)."""
+        if data[:1] == b"\x00" and len(data) >= 5:
+            (schema_id,) = struct.unpack(">I", data[1:5])
+            writer = self._by_id.get(schema_id)
+            return (writer if writer is not None else self._lookup(schema_id)), 5
+        if len(data) < 10 or data[:2] != SINGLE_OBJECT_MARKER:
+            raise DecodeError(f"not Avro single-object encoding (starts with {data[:2].hex() or 'nothing'})")
+        found = registry.by_fingerprint(data[2:10])
+        if found is None:
+            raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()}")
+        return found, 10
+
     def decode(self, data: bytes, record_type: str | None = None) -> Any:
         """Decode either framing."""
-        if data[:1] == b"\x00" and len(data) >= 5:
-            return self._decode_confluent(data, record_type)
-        return decode(data, record_type)
-
-    def _decode_confluent(self, data: bytes, record_type: str | None) -> Any:
-        (schema_id,) = struct.unpack(">I", data[1:5])
-        writer = self._by_id.get(schema_id)
-        if writer is None:
-            writer = self._lookup(schema_id)
-        return _read_body(data, 5, writer, record_type)
+        writer, start = self._writer(data)
+        return _read_body(data, start, writer, record_type)
 
     def _lookup(self, schema_id: int) -> registry.SchemaVersion:
         if not self.registry_url:

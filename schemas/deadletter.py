@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetstream.schemas import codec
+from fleetstream.schemas.codec import Codec
 from fleetstream.schemas.topics import dlq_topic
 
 __all__ = ["dead_letter"]
@@ -26,8 +26,11 @@ def dead_letter(
     sample_count: int,
     now_ms: int,
     attempt: int = 1,
+    codec: Codec | None = None,
 ) -> tuple[str, bytes | None, bytes]:
-    """(dlq topic, key, encoded envelope) for one failure; the key is kept so a vehicle's letters stay together."""
+    """(dlq topic, key, encoded envelope) for one failure; the key is kept so a vehicle's letters stay together.
+
+    `codec`: the process's serializer (single-object framing by default)."""
     envelope: dict[str, Any] = {
         "source_topic": source_topic,
         "partition": partition,
@@ -41,4 +44,5 @@ def dead_letter(
         "first_seen_ms": now_ms,
         "attempt": attempt,
     }
-    return dlq_topic(source_topic), key, codec.encode("dead_letter", envelope)
+    topic = dlq_topic(source_topic)
+    return topic, key, (codec or Codec()).encode("dead_letter", envelope, topic)

@@ -21,8 +21,9 @@ from itertools import repeat
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["decode_samples", "encode_samples", "sample_tail", "writes_samples_of"]
+__all__ = ["decode_columns", "decode_samples", "encode_columns", "encode_samples", "sample_tail", "writes_samples_of"]
 
 _SAMPLE_FIELDS = (("timestamp_ms", "long"), ("value", ["null", "double"]), ("svalue", ["null", "string"]),
                   ("flags", "int"))
@@ -98,16 +99,28 @@ def encode_samples(samples: Sequence[dict[str, Any]], tail: Sequence[str] = ()) 
         doubles = np.array(values, "<f8")
     except OverflowError:
         return None
-    zigzag = ((stamps << 1) ^ (stamps >> 63)).view(np.uint64)
+    return encode_columns(stamps, doubles, np.array(flags, np.int64) if any(flags) else None, len(tail))
+
+
+def encode_columns(timestamps_ms: npt.NDArray[np.int64], values: npt.NDArray[np.float64],
+                   flags: npt.NDArray[np.int64] | None, tail_fields: int = 0) -> bytes | None:
+    """The Avro array encoding of numeric samples given as columns (`flags` None: all zero), with
+    `tail_fields` null tail fields per sample; None when the fixed-width row does not fit them (no samples,
+    flags beyond 0..63, or timestamps whose varints differ in length)."""
+    n = int(timestamps_ms.size)
+    if n == 0 or (flags is not None and (int(flags.min()) < 0 or int(flags.max()) > _MAX_FLAGS)):
+        return None
+    zigzag = ((timestamps_ms << 1) ^ (timestamps_ms >> 63)).view(np.uint64)
     width = _width(int(zigzag.max()))
     if _width(int(zigzag.min())) != width:
         return None
-    rows = np.zeros((n, width + 11 + len(tail)), np.uint8)  # tail fields: union branch 0, null
+    rows = np.zeros((n, width + 11 + tail_fields), np.uint8)  # tail fields: union branch 0, null
     rows[:, :width] = ((zigzag[:, None] >> _SHIFTS[:width]) & _LOW7).astype(np.uint8) | _CONTINUE[width - 1]
     rows[:, width] = 2  # union branch 1: double
-    rows[:, width + 1:width + 9] = doubles.view(np.uint8).reshape(n, 8)
+    rows[:, width + 1:width + 9] = np.ascontiguousarray(values, "<f8").view(np.uint8).reshape(n, 8)
     rows[:, width + 9] = 0  # svalue: union branch 0, null
-    rows[:, width + 10] = np.array(flags, np.uint8) << 1 if any(flags) else 0
+    if flags is not None:
+        rows[:, width + 10] = flags.astype(np.uint8) << 1
     return _varint(n) + rows.tobytes() + b"\x00"  # one block of n items, then the empty block that ends the array
 
 
@@ -119,11 +132,28 @@ def decode_samples(data: bytes, start: int, tail: Sequence[str] = ()) -> list[di
     null svalue, a one-byte flags varint), so row i ends where row i + 1 is read: the layout is proven, not
     guessed.
     """
+    columns = decode_columns(data, start, len(tail))
+    if columns is None:
+        return None
+    stamps, values, flags = columns
+    rows = zip(stamps.tolist(), values.tolist(), flags.tolist(), strict=True)
+    if tail == ("time_text",):  # v3 spelt out: merging a dict of nulls into each sample cost ~3.5 % of a decode
+        return [{"timestamp_ms": t, "value": v, "svalue": None, "flags": f, "time_text": None} for t, v, f in rows]
+    nulls = dict.fromkeys(tail)
+    return [{"timestamp_ms": t, "value": v, "svalue": None, "flags": f, **nulls} for t, v, f in rows]
+
+
+Columns = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]]
+
+
+def decode_columns(data: bytes, start: int, tail_fields: int = 0) -> Columns | None:
+    """(timestamps, values, flags) of the samples array that ends `data` at `start`, or None when it is not
+    one block of fixed-width numeric rows with `tail_fields` null tail fields (see `decode_samples`)."""
     count, first = _read_count(data, start)
     if count is None or count == 0:
         return None
     width = next((i + 1 for i in range(10) if first + i < len(data) and not data[first + i] & 0x80), 0)
-    row = width + 11 + len(tail)
+    row = width + 11 + tail_fields
     if width == 0 or len(data) != first + count * row + 1 or data[-1] != 0:
         return None
     rows = np.frombuffer(data, np.uint8, count * row, first).reshape(count, row)
@@ -136,11 +166,7 @@ def decode_samples(data: bytes, start: int, tail: Sequence[str] = ()) -> list[di
     values = rows[:, width + 1:width + 9].copy().view("<f8").ravel()
     flag_bytes = rows[:, width + 10].astype(np.int64)
     flags = (flag_bytes >> 1) ^ -(flag_bytes & 1)
-    columns = zip(stamps.tolist(), values.tolist(), flags.tolist(), strict=True)
-    if tail == ("time_text",):  # v3 spelt out: merging a dict of nulls into each sample cost ~3.5 % of a decode
-        return [{"timestamp_ms": t, "value": v, "svalue": None, "flags": f, "time_text": None} for t, v, f in columns]
-    nulls = dict.fromkeys(tail)
-    return [{"timestamp_ms": t, "value": v, "svalue": None, "flags": f, **nulls} for t, v, f in columns]
+    return stamps, values, flags
 
 
 def _read_count(data: bytes, start: int) -> tuple[int | None, int]:

@@ -7,7 +7,10 @@ because one message carries a batch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from fleetstream.schemas.sample_batch import SampleBatch
 
 __all__ = [
     "RAW_TOPICS",
@@ -68,8 +71,10 @@ def record_type_of(topic: str) -> str:
         raise KeyError(f"no record type is configured for topic {topic!r}") from None
 
 
-def sample_count(record_type: str, record: dict[str, Any]) -> int:
+def sample_count(record_type: str, record: Mapping[str, Any] | SampleBatch) -> int:
     """How many samples a decoded record carries (one for unbatched record types)."""
+    if isinstance(record, SampleBatch):
+        return len(record)
     if record_type == "dead_letter":
         return int(record["sample_count"])
     field = SAMPLES_FIELD[record_type]

@@ -2,7 +2,7 @@
 
 For each batch size, in a fresh migrated store (a temporary chDB directory unless a DSN is given), it measures
 
-* `sink`: what the sink does per batch: `rows.samples_arrow` (row mapping of decoded signal batches) and
+* `sink`: what the sink does per batch: `rows.samples_arrow` (Arrow from the decoded batches' columns) and
   `inserts.insert_batch` (Arrow insert into `samples` with the deduplication token, so the two rollup
   materialized views run too), and
 * `baseline`: a plain clickhouse-connect column-oriented insert of the same rows (already as column lists)
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fleetstream.schemas.codec import Codec
 from fleetstream.sinks.clickhouse import rows
 from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect, is_embedded
 from fleetstream.sinks.clickhouse.inserts import insert_batch
@@ -35,7 +36,10 @@ _BASELINE = "bench_samples_plain"
 
 
 def signal_records(n_rows: int, seq: int, start_ms: int) -> list[SourcedRecord]:
-    """Decoded signal batches of `n_rows` samples (100 per record, 50 vehicles, 20 channels), new rows per `seq`."""
+    """Signal batches of `n_rows` samples (100 per record, 50 vehicles, 20 channels), new rows per `seq`, in the
+    form the sink holds them: decoded from their Avro bytes into `SampleBatch` columns (untimed, like the
+    baseline's column lists)."""
+    codec = Codec()
     records = []
     for i in range(max(1, n_rows // SAMPLES_PER_RECORD)):
         t0 = start_ms + (seq * 10_000_000 + i) * 1_000
@@ -43,7 +47,8 @@ def signal_records(n_rows: int, seq: int, start_ms: int) -> list[SourcedRecord]:
                  "vehicle_id": f"veh-{i % 50}", "device_id": f"dev-{i % 50}", "name": f"ch{i % 20}", "unit": "rpm",
                  "samples": [{"timestamp_ms": t0 + j, "value": float(j), "svalue": None, "flags": 0}
                              for j in range(min(SAMPLES_PER_RECORD, n_rows))]}
-        records.append(SourcedRecord(value, "bench.signals", 0, seq * 1_000_000 + i))
+        batch = codec.decode_batch(codec.encode("signal_batch", value), "signal_batch")
+        records.append(SourcedRecord(batch, "bench.signals", 0, seq * 1_000_000 + i))
     return records
 
 

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from fleetstream.config import StreamsSettings
-from fleetstream.schemas import codec
+from fleetstream.schemas.codec import Codec
 from fleetstream.schemas.deadletter import dead_letter
-from fleetstream.schemas.topics import dlq_topic
+from fleetstream.schemas.sample_batch import SampleBatch
+from fleetstream.schemas.topics import dlq_topic, record_type_of
 from fleetstream.schemas.units import is_unknown_unit
 from fleetstream.streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
 from fleetstream.streams.dedup import ChannelDedup
@@ -349,13 +350,22 @@ class Analyzer:
     drop the whole batch's changes.
     """
 
-    def __init__(self, config: AnalyticsConfig):
+    def __init__(self, config: AnalyticsConfig, codec: Codec | None = None):
         self.config = config
+        self.codec = codec or Codec()
+        """The process's serializer: it decodes the inputs and encodes every output."""
         self.late_samples = 0
         self.duplicates = 0
 
-    def process(self, topic: str, partition: int, offset: int, key: bytes | None, record: dict[str, Any],
-                now_ms: int, wall_s: float, channels: State, keys: State, live: bool = False) -> list[Output]:
+    def decode(self, topic: str, value: bytes) -> dict[str, Any] | SampleBatch:
+        """A validated message as `process` takes it: signal and dyno batches straight into columns."""
+        if topic in _SAMPLE_TOPICS:
+            return self.codec.decode_batch(value, record_type_of(topic))
+        return self.codec.decode(value, record_type_of(topic))
+
+    def process(self, topic: str, partition: int, offset: int, key: bytes | None,
+                record: dict[str, Any] | SampleBatch, now_ms: int, wall_s: float, channels: State, keys: State,
+                live: bool = False) -> list[Output]:
         record_key = (key or b"").decode() or str(record.get("vehicle_id") or record.get("station_id") or "")
         key_state = keys.get(record_key)
         key_applied = applied_offsets(key_state)
@@ -365,8 +375,12 @@ class Analyzer:
         out = StageOutput()
         outputs: list[Output] = []
         if topic in _SAMPLE_TOPICS:
-            outputs += self._samples(topic, partition, offset, key, record, record_key, stage, out, now_ms, wall_s,
+            batch = record if isinstance(record, SampleBatch) else \
+                SampleBatch.from_record(record_type_of(topic), record)
+            outputs += self._samples(topic, partition, offset, key, batch, record_key, stage, out, now_ms, wall_s,
                                      channels, live, key_done)
+        elif isinstance(record, SampleBatch):
+            raise TypeError(f"a sample batch on {topic}, which carries {record_type_of(topic)} records")
         elif key_done:
             return []
         elif topic == "telemetry.dtcs.valid":
@@ -378,16 +392,14 @@ class Analyzer:
         if not key_done:
             key_applied[topic] = offset + 1
             keys[record_key] = Live(stage, partition, key_applied) if live else _state(stage, partition, key_applied)
-        return outputs + encode_outputs(out, record_key)
+        return outputs + encode_outputs(out, record_key, self.codec)
 
-    def _samples(self, topic: str, partition: int, offset: int, key: bytes | None, record: dict[str, Any],
+    def _samples(self, topic: str, partition: int, offset: int, key: bytes | None, record: SampleBatch,
                  record_key: str, stage: KeyStage, out: StageOutput, now_ms: int, wall_s: float,
                  channels: State, live: bool, key_done: bool = False) -> list[Output]:
         channel = str(record[_SAMPLE_TOPICS[topic]])
-        numeric = [s for s in record["samples"] if s.get("value") is not None]
-        ts = np.array([s["timestamp_ms"] for s in numeric], dtype=np.int64)
-        values = np.array([s["value"] for s in numeric], dtype=np.float64)
-        flags = np.array([s.get("flags", 0) for s in numeric], dtype=np.int64)
+        numeric = record if record.has_value.all() else record.take(record.has_value)
+        ts, values, flags = numeric.timestamp_ms, numeric.value, numeric.flags
         channel_key = f"{record_key}\x1f{channel}"
         channel_state = channels.get(channel_key)
         channel_applied = applied_offsets(channel_state)
@@ -409,19 +421,18 @@ class Analyzer:
             accepted = kept.copy()
             accepted[result.late_indices] = False
             new = np.flatnonzero(accepted)
-            out.extend(stage.samples(record, channel, ts[new], values[new], flags[new], now_ms, wall_s,
+            out.extend(stage.samples(record.fields, channel, ts[new], values[new], flags[new], now_ms, wall_s,
                                      dyno=topic == "dyno.samples.valid"))
         if not result.late_indices:
             return []
         self.late_samples += len(result.late_indices)
-        late = [numeric[i] for i in result.late_indices]
-        record_type = "signal_batch" if topic == "telemetry.signals.valid" else "dyno_sample_batch"
+        late = numeric.take(np.asarray(result.late_indices, np.int64))
         _, _, letter = dead_letter(source_topic=topic, partition=partition, offset=offset, key=key,
-                                   original=codec.encode(record_type, {**record, "samples": late}), stage="window",
+                                   original=self.codec.encode_batch(late, topic), stage="window",
                                    error_code="late", reason=f"{len(late)} samples arrived after every window "
                                    f"containing them had closed (allowed lateness "
                                    f"{self.config.settings.allowed_lateness_ms} ms)",
-                                   sample_count=len(late), now_ms=now_ms)
+                                   sample_count=len(late), now_ms=now_ms, codec=self.codec)
         return [(dlq_topic(topic), key, letter)]
 
     def flush_idle(self, channels: State, keys: State, now_ms: int, wall_s: float, active_since_s: float = 0.0,
@@ -454,27 +465,30 @@ class Analyzer:
                 continue
             key, channel = channel_key.split("\x1f", 1)
             stage = ChannelStage(self.config, key, channel, "", "", state)
-            outputs += encode_outputs(StageOutput(windows=stage.flush()), key)
+            outputs += encode_outputs(StageOutput(windows=stage.flush()), key, self.codec)
             updates.append((channels, channel_key, {**_state(stage, state["_partition"], applied_offsets(state)),
                                                     "flushed": True}))
         for key_name, state in list(keys.items()):
             if not idle(state):
                 continue
             key_stage = KeyStage(self.config, key_name, state)
-            outputs += encode_outputs(key_stage.flush(now_ms), key_name)
+            outputs += encode_outputs(key_stage.flush(now_ms), key_name, self.codec)
             updates.append((keys, key_name, {**_state(key_stage, state["_partition"], applied_offsets(state)),
                                               "flushed": True}))
         return outputs, updates
 
 
-def encode_outputs(out: StageOutput, key: str) -> list[Output]:
+def encode_outputs(out: StageOutput, key: str, codec: Codec | None = None) -> list[Output]:
     """Windows, alerts (fired ones also on alert.created) and KPIs as encoded messages keyed by `key`."""
+    codec = codec or Codec()
     key_bytes = key.encode()
-    encoded: list[Output] = [("telemetry.windows", key_bytes, codec.encode("window_aggregate", w)) for w in out.windows]
+    encoded: list[Output] = [("telemetry.windows", key_bytes, codec.encode("window_aggregate", w, "telemetry.windows"))
+                             for w in out.windows]
     for alert in out.alerts:
-        value = codec.encode("alert", alert)
+        # one value on both topics: with a registry, the subject is the alert topic's (same schema either way)
+        value = codec.encode("alert", alert, "analytics.threshold.exceeded")
         encoded.append(("analytics.threshold.exceeded", key_bytes, value))
         if alert["event"] == "fired":
             encoded.append(("alert.created", key_bytes, value))
-    encoded += [("analytics.kpi", key_bytes, codec.encode("kpi", k)) for k in out.kpis]
+    encoded += [("analytics.kpi", key_bytes, codec.encode("kpi", k, "analytics.kpi")) for k in out.kpis]
     return encoded

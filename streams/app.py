@@ -22,8 +22,9 @@ from typing import Any, cast
 import faust
 
 from fleetstream.config import Settings
-from fleetstream.schemas import codec
+from fleetstream.schemas.codec import Codec, DecodeError
 from fleetstream.schemas.deadletter import dead_letter
+from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES, SampleBatch
 from fleetstream.schemas.topics import record_type_of, sample_count, valid_topic
 from fleetstream.streams.analytics import AnalyticsConfig, Analyzer, settle
 from fleetstream.streams.offsets import OFFSETS_TABLE, OffsetBook, OwnedOffsetsConsumer, instance_id
@@ -55,18 +56,26 @@ def validate_message(
     value: bytes,
     now_ms: int,
     stats: StreamStats | None = None,
+    codec: Codec | None = None,
 ) -> list[Output]:
     """Everything one raw message turns into: at most one valid record and any number of dead letters.
 
-    Never raises: an undecodable message, and any unexpected error, becomes a dead letter with its reason.
+    Signal and dyno batches are decoded straight into columns (`SampleBatch`) and the valid part is encoded
+    from them. `codec` is the process's serializer (`KafkaSettings.serializer()`); by default single-object
+    framing is written. Never raises: an undecodable message, and any unexpected error, becomes a dead letter
+    with its reason.
     """
     stats = stats or StreamStats()
+    codec = codec or Codec()
     stats.messages += 1
-    letter = partial(dead_letter, source_topic=topic, partition=partition, offset=offset, key=key, now_ms=now_ms)
+    letter = partial(dead_letter, source_topic=topic, partition=partition, offset=offset, key=key, now_ms=now_ms,
+                     codec=codec)
     record_type = record_type_of(topic)
     try:
-        record = codec.decode(value, record_type)
-    except codec.DecodeError as exc:
+        record: dict[str, Any] | SampleBatch = (codec.decode_batch(value, record_type)
+                                                if record_type in SAMPLE_BATCH_TYPES
+                                                else codec.decode(value, record_type))
+    except DecodeError as exc:
         stats.dead_letter_samples += 1
         stats.dead_letters_by_code["malformed"] += 1
         return [letter(original=value, stage="decode", error_code="malformed", reason=str(exc),
@@ -75,9 +84,10 @@ def validate_message(
         outcome = validator.validate(record_type, record, now_ms)
         outputs: list[Output] = []
         if outcome.valid is not None:
-            outputs.append((valid_topic(topic), key, codec.encode(record_type, outcome.valid)))
+            out_topic = valid_topic(topic)
+            outputs.append((out_topic, key, codec.encode_record(record_type, outcome.valid, out_topic)))
         for rejected in outcome.rejected:
-            outputs.append(letter(original=codec.encode(record_type, rejected.record),
+            outputs.append(letter(original=codec.encode_record(record_type, rejected.record, topic),
                                        stage="validate", error_code=rejected.error_code, reason=rejected.reason,
                                        sample_count=rejected.sample_count))
             stats.dead_letters_by_code[rejected.error_code] += 1
@@ -94,7 +104,7 @@ def validate_message(
                             reason=f"{type(exc).__name__}: {exc}", sample_count=count)]
 
 
-def _safe_count(record_type: str, record: dict[str, Any]) -> int:
+def _safe_count(record_type: str, record: dict[str, Any] | SampleBatch) -> int:
     try:
         return sample_count(record_type, record)
     except Exception:
@@ -144,6 +154,7 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
     sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
              for name in [valid_topic(t) for t in raw_topics] + [f"dlq.{t}" for t in raw_topics]}
     validator = Validator(settings.validation)
+    codec = settings.kafka.serializer()
     stats = StreamStats()
     app.stats = stats  # type: ignore[attr-defined]
 
@@ -157,13 +168,13 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
             outputs: list[Output] = []
             for event in events:
                 message = event.message
-                outputs += _fitted(message, now_ms, validate_message(
+                outputs += _fitted(codec, message, now_ms, validate_message(
                     validator, message.topic, message.partition, message.offset, message.key,
-                    message.value or b"", now_ms, stats))
+                    message.value or b"", now_ms, stats, codec))
             await deliver(sinks, outputs)
             await book.persist(events)
 
-    _add_analytics(app, settings, sinks, book, valid_topics)
+    _add_analytics(app, settings, sinks, book, valid_topics, codec)
 
     @app.timer(interval=1.0)
     async def commit_owned() -> None:
@@ -186,33 +197,33 @@ def _forget(book: OffsetBook, sender: Any, /, *revoked: Any, signal: Any = None,
     book.forget(set().union(*revoked))
 
 
-def _fitted(message: Any, now_ms: int, outputs: list[Output]) -> list[Output]:
+def _fitted(codec: Codec, message: Any, now_ms: int, outputs: list[Output]) -> list[Output]:
     """One input's outputs made to fit the producer's limit (`fleetstream.streams.outputs.fit`); if they cannot be (a
     single sample too large), the input becomes a dead letter instead, never a send that fails."""
     try:
-        return fit(outputs)
+        return fit(outputs, codec=codec)
     except ValueError as exc:
         letter = dead_letter(source_topic=message.topic, partition=message.partition, offset=message.offset,
                              key=message.key, original=message.value or b"", stage="validate",
                              error_code="too_large", reason=str(exc),
-                             sample_count=sum(_letter_count(o) for o in outputs), now_ms=now_ms)
-        return fit([letter])
+                             sample_count=sum(_letter_count(codec, o) for o in outputs), now_ms=now_ms, codec=codec)
+        return fit([letter], codec=codec)
 
 
-def _letter_count(output: Output) -> int:
+def _letter_count(codec: Codec, output: Output) -> int:
     topic, _, value = output
     return sample_count(record_type_of(topic), codec.decode(value, record_type_of(topic)))
 
 
 def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.TopicT], book: OffsetBook,
-                   valid_topics: list[str]) -> None:
+                   valid_topics: list[str], codec: Codec) -> None:
     """The analytics agent (dedup, windows, alerts, KPIs) over the validated topics, with its state tables.
 
     The idle flush visits only keys of partitions this worker owns in every input topic and has read to their
     end (`_ready`): a key's backlog may wait in its raw partition while its state is idle.
     """
     config = AnalyticsConfig.from_settings(settings.streams)
-    analyzer = Analyzer(config)
+    analyzer = Analyzer(config, codec)
     partitions = {t.partitions for t in settings.topics.topics}
     # No value_type: faust would rebuild every recovered changelog value with `value_type.from_data`, which a
     # plain dict lacks, so recovery failed on each record and never finished. Untyped JSON values come back
@@ -242,7 +253,7 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
                 # skips what it has applied (`applied_offsets`), so the replay emits the same records again
                 # (identical) and counts nothing twice. Key states before channel states: a channel state that
                 # has a message applied implies its key state has it too.
-                await deliver(sinks, fit(outputs))
+                await deliver(sinks, fit(outputs, codec=codec))
                 await _persist(keys, staged_keys.changes)
                 await _persist(channels, staged_channels.changes)
                 await book.persist(events)
@@ -257,7 +268,7 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
         async with lock:
             outputs, updates = analyzer.flush_idle(channels.data, keys.data, int(time.time() * 1000), time.time(),
                                                    active_since_s=active_since_s[0], ready=ready.__contains__)
-            await deliver(sinks, fit(outputs))
+            await deliver(sinks, fit(outputs, codec=codec))
             await _persist(keys, {state_key: state for store, state_key, state in updates if store is keys.data})
             await _persist(channels, {state_key: state for store, state_key, state in updates
                                       if store is channels.data})
@@ -342,9 +353,9 @@ def _analyze_batch(analyzer: Analyzer, events: Sequence[Any], channels: _Staged,
         message = event.message
         now_ms = int(time.time() * 1000)
         try:
-            record = codec.decode(message.value, record_type_of(message.topic))
-        except codec.DecodeError as exc:
-            outputs.append(_analytics_letter(message, now_ms, error_code="malformed", reason=str(exc)))
+            record = analyzer.decode(message.topic, message.value)
+        except DecodeError as exc:
+            outputs.append(_analytics_letter(analyzer.codec, message, now_ms, error_code="malformed", reason=str(exc)))
             continue
         outputs += analyzer.process(message.topic, message.partition, message.offset, message.key, record, now_ms,
                                     time.time(), channels, keys, live=True)
@@ -353,23 +364,23 @@ def _analyze_batch(analyzer: Analyzer, events: Sequence[Any], channels: _Staged,
     return outputs
 
 
-def _analytics_letter(message: Any, now_ms: int, error_code: str, reason: str) -> Output:
+def _analytics_letter(codec: Codec, message: Any, now_ms: int, error_code: str, reason: str) -> Output:
     """The dead letter of a validated message the analytics stage could not handle (counted as one sample)."""
     return dead_letter(source_topic=message.topic, partition=message.partition, offset=message.offset,
                        key=message.key, original=message.value, stage="analytics", sample_count=1, now_ms=now_ms,
-                       error_code=error_code, reason=reason)
+                       error_code=error_code, reason=reason, codec=codec)
 
 
 def _analyze_one(analyzer: Analyzer, message: Any, channels: _Staged, keys: _Staged) -> list[Output]:
     """One validated message through the analyzer; its state changes join the batch's only if it succeeded."""
     now_ms = int(time.time() * 1000)
-    letter = partial(_analytics_letter, message, now_ms)
+    letter = partial(_analytics_letter, analyzer.codec, message, now_ms)
     own_channels, own_keys = _Staged(channels), _Staged(keys)
     try:
-        record = codec.decode(message.value, record_type_of(message.topic))
+        record = analyzer.decode(message.topic, message.value)
         outputs = analyzer.process(message.topic, message.partition, message.offset, message.key, record, now_ms,
                                    time.time(), own_channels, own_keys)
-    except codec.DecodeError as exc:
+    except DecodeError as exc:
         return [letter(error_code="malformed", reason=str(exc))]
     except Exception as exc:  # a bug or an unforeseen record must not stop the agent
         log.exception("analytics failed for %s[%d]@%d", message.topic, message.partition, message.offset)

@@ -20,7 +20,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from fleetstream.schemas import codec
+from fleetstream.schemas.codec import Codec
 from fleetstream.schemas.topics import SAMPLES_FIELD, record_type_of
 
 __all__ = ["OUTPUT_LIMIT_BYTES", "Output", "deliver", "fit"]
@@ -32,27 +32,31 @@ OUTPUT_LIMIT_BYTES = 990_000
 broker's default `max.message.bytes`."""
 
 
-def fit(outputs: list[Output], limit: int = OUTPUT_LIMIT_BYTES) -> list[Output]:
-    """`outputs` with every value above `limit` split (batches) or stripped of its original (dead letters)."""
+def fit(outputs: list[Output], limit: int = OUTPUT_LIMIT_BYTES, codec: Codec | None = None) -> list[Output]:
+    """`outputs` with every value above `limit` split (batches) or stripped of its original (dead letters);
+    `codec` is the worker's serializer (single-object framing by default)."""
     if all(len(value) <= limit for _, _, value in outputs):
         return outputs
+    codec = codec or Codec()
     fitted: list[Output] = []
     for topic, key, value in outputs:
         if len(value) <= limit:
             fitted.append((topic, key, value))
         elif topic.startswith("dlq."):
-            fitted.append((topic, key, _strip_letter(value, limit)))
+            fitted.append((topic, key, _strip_letter(codec, topic, value, limit)))
         else:
-            fitted += [(topic, key, part) for part in split_batch(record_type_of(topic), value, limit)]
+            fitted += [(topic, key, part) for part in split_batch(record_type_of(topic), value, limit, codec, topic)]
     return fitted
 
 
-def split_batch(record_type: str, value: bytes, limit: int) -> list[bytes]:
+def split_batch(record_type: str, value: bytes, limit: int, codec: Codec | None = None, topic: str = ""
+                ) -> list[bytes]:
     """An encoded batch as consecutive parts of at most `limit` bytes each (ValueError if it has no samples
     array, or one sample alone is too large)."""
     field = SAMPLES_FIELD.get(record_type)
     if field is None:
         raise ValueError(f"a {record_type} record of {len(value)} bytes exceeds {limit} bytes and cannot be split")
+    codec = codec or Codec()
     record = codec.decode(value, record_type)
     items: list[Any] = record[field]
     parts = max(2, math.ceil(len(value) / (limit * 0.9)))
@@ -60,7 +64,7 @@ def split_batch(record_type: str, value: bytes, limit: int) -> list[bytes]:
         size = math.ceil(len(items) / parts)
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
         encoded = [codec.encode(record_type, {**record, field: chunk,
-                                              "batch_id": f"{record['batch_id']}/{n + 1}-of-{len(chunks)}"})
+                                              "batch_id": f"{record['batch_id']}/{n + 1}-of-{len(chunks)}"}, topic)
                    for n, chunk in enumerate(chunks)]
         if all(len(part) <= limit for part in encoded):
             return encoded
@@ -68,12 +72,13 @@ def split_batch(record_type: str, value: bytes, limit: int) -> list[bytes]:
     raise ValueError(f"a {record_type} record of {len(value)} bytes cannot be split under {limit} bytes")
 
 
-def _strip_letter(value: bytes, limit: int) -> bytes:
+def _strip_letter(codec: Codec, topic: str, value: bytes, limit: int) -> bytes:
     envelope = codec.decode(value, "dead_letter")
     original = envelope["original"]
     note = (f" [original of {len(original)} bytes not carried: the dead letter would exceed {limit} bytes; it is "
             f"{envelope['source_topic']}[{envelope['partition']}]@{envelope['offset']} until retention]")
-    stripped = codec.encode("dead_letter", {**envelope, "original": b"", "reason": envelope["reason"][:10_000] + note})
+    stripped = codec.encode("dead_letter", {**envelope, "original": b"", "reason": envelope["reason"][:10_000] + note},
+                            topic)
     if len(stripped) > limit:  # pragma: no cover - the envelope's other fields are small
         raise ValueError(f"a dead letter of {len(stripped)} bytes exceeds {limit} bytes without its original")
     return stripped

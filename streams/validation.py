@@ -4,6 +4,10 @@ A batch is split, not judged whole: its good samples go on to `<topic>.valid` (w
 bad samples leave as dead letters grouped by reason, so every sample ends in exactly one place and the
 counts add up. Ranges are per channel and unit (config); `sanitize` mode clamps to the hard limits and
 flags the sample instead of rejecting it.
+
+Signal and dyno batches (`SampleBatch`, nearly all traffic) are judged as masks over their columns: one numpy
+expression per rule for the whole batch, the input batch left as it was; only the rejected samples, which are
+rare, get a reason string each. The other record types are judged sample by sample on their dicts.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from fleetstream.config import ChannelRange, ValidationSettings
+from fleetstream.schemas.sample_batch import SampleBatch
 from fleetstream.schemas.topics import SAMPLES_FIELD
 from fleetstream.schemas.units import UnknownUnitError, to_canonical
 
@@ -42,13 +50,13 @@ class Rejected:
 
     error_code: str
     reason: str
-    record: dict[str, Any]
+    record: dict[str, Any] | SampleBatch
     sample_count: int
 
 
 @dataclass
 class Outcome:
-    valid: dict[str, Any] | None
+    valid: dict[str, Any] | SampleBatch | None
     rejected: list[Rejected] = field(default_factory=list)
     valid_samples: int = 0
     warnings: int = 0
@@ -80,13 +88,15 @@ class Validator:
             "fleet_fault_batch": _check_fault,
         }
 
-    def validate(self, record_type: str, record: dict[str, Any], now_ms: int) -> Outcome:
+    def validate(self, record_type: str, record: dict[str, Any] | SampleBatch, now_ms: int) -> Outcome:
         """Split one decoded record into its valid part and its rejected parts."""
         missing = [name for name in _REQUIRED.get(record_type, ()) if not str(record.get(name) or "").strip()]
         if missing:
-            count = _count(record_type, record)
+            count = len(record) if isinstance(record, SampleBatch) else _count(record_type, record)
             return Outcome(None, [Rejected("missing_field", f"required field(s) empty: {', '.join(missing)}",
                                            record, count)])
+        if isinstance(record, SampleBatch):
+            return self._validate_columns(record, now_ms)
         if record_type == "network_stats":
             return self._validate_single(record, now_ms)
         return self._validate_batch(record_type, record, now_ms)
@@ -126,13 +136,110 @@ class Validator:
                             for (code, reason), samples in bad.items()]
         return outcome
 
+    def _validate_columns(self, batch: SampleBatch, now_ms: int) -> Outcome:
+        """A signal or dyno batch judged with masks: the same verdicts, reasons and flags as sample by sample."""
+        codes = np.zeros(len(batch), np.int8)  # _OK, or the first rule a sample fails (rules in checking order)
+        ts = batch.timestamp_ms
+        codes[ts > now_ms + self.settings.max_future_skew_ms] = _FUTURE
+        _fail(codes, ts < now_ms - self.settings.max_age_ms, _TOO_OLD)
+        if batch.record_type == "signal_batch":
+            channel, unit = str(batch["name"]), str(batch["unit"])
+            has_svalue = (np.zeros(len(batch), np.bool_) if batch.svalue is None
+                          else np.array([v is not None for v in batch.svalue], np.bool_))
+            _fail(codes, ~batch.has_value & ~has_svalue, _MISSING_VALUE)
+        else:
+            channel, unit = str(batch["channel"]), str(batch["unit"])
+        numeric = batch.has_value
+        _fail(codes, numeric & np.isnan(batch.value), _NAN)
+        _fail(codes, numeric & np.isinf(batch.value), _INFINITE)
+        judged = numeric & (codes == _OK)
+        canonical, flags, rule = self._range_columns(channel, unit, batch.value, judged, codes)
+        good = codes == _OK
+        outcome = Outcome(None)
+        if good.any():
+            kept_flags = np.where(flags != 0, flags, batch.flags)
+            clamped = (flags & FLAG_CLAMPED) != 0
+            values = np.where(clamped, canonical, batch.value) if clamped.any() else batch.value
+            outcome.valid = batch.with_columns(value=values, flags=kept_flags).take(good)
+            outcome.valid_samples = int(good.sum())
+            outcome.warnings = int(np.count_nonzero(flags[good] & (FLAG_BELOW_WARNING | FLAG_ABOVE_WARNING)))
+            outcome.clamped = int(np.count_nonzero(clamped[good]))
+        outcome.rejected = self._rejected_groups(batch, codes, canonical, channel, rule)
+        return outcome
+
+    def _range_columns(self, channel: str, unit: str, values: FloatArray, judged: BoolArray, codes: CodeArray
+                       ) -> tuple[FloatArray, IntArray, ChannelRange | None]:
+        """The canonical values, clamped in sanitize mode, and the warning/clamp flags of the `judged` samples;
+        marks out-of-range samples in `codes`. No rule, an unknown unit or another canonical unit: no flags."""
+        flags = np.zeros(values.size, np.int64)
+        rule = self._ranges.get(channel.lower())
+        if rule is None or not judged.any():
+            return values, flags, rule
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # an infinite result is out of any range, as it was
+                converted, canonical_unit = to_canonical(values, unit)  # type: ignore[arg-type]  # affine: arrays
+        except UnknownUnitError:
+            return values, flags, rule
+        if canonical_unit != rule.unit:
+            return values, flags, rule
+        canonical: FloatArray = np.asarray(converted, np.float64)
+        low, high = rule.hard_min, rule.hard_max
+        with np.errstate(invalid="ignore"):
+            outside = judged & (((canonical < low) if low is not None else False)
+                                | ((canonical > high) if high is not None else False))
+        if outside.any():
+            if self.settings.mode != "sanitize" or unit != rule.unit:
+                codes[outside] = _OUT_OF_RANGE
+                judged = judged & ~outside
+            else:
+                canonical = np.clip(canonical, low, high)
+                flags[outside] |= FLAG_CLAMPED
+        with np.errstate(invalid="ignore"):
+            if rule.warn_min is not None:
+                flags[judged & (canonical < rule.warn_min)] |= FLAG_BELOW_WARNING
+            if rule.warn_max is not None:
+                flags[judged & (canonical > rule.warn_max)] |= FLAG_ABOVE_WARNING
+        return canonical, flags, rule
+
+    def _rejected_groups(self, batch: SampleBatch, codes: CodeArray, canonical: FloatArray, channel: str,
+                         rule: ChannelRange | None) -> list[Rejected]:
+        """The rejected samples grouped by (code, reason) in order of first appearance, one batch per group."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        bad = np.flatnonzero(codes != _OK)
+        for i, code, ts, value in zip(bad.tolist(), codes[bad].tolist(), batch.timestamp_ms[bad].tolist(),
+                                      canonical[bad].tolist(), strict=True):
+            groups.setdefault(self._reason(code, ts, value, channel, rule), []).append(i)
+        return [Rejected(code, reason, batch.take(np.array(index, np.int64)), len(index))
+                for (code, reason), index in groups.items()]
+
+    def _reason(self, code: int, timestamp_ms: int, value: float, channel: str, rule: ChannelRange | None
+                ) -> tuple[str, str]:
+        """The error code and reason of one rejected sample, worded as the per-sample checks word them."""
+        if code == _FUTURE:
+            return "future", self._future_reason(timestamp_ms)
+        if code == _TOO_OLD:
+            return "too_old", self._too_old_reason(timestamp_ms)
+        if code == _MISSING_VALUE:
+            return "missing_value", "sample has neither value nor svalue"
+        if code == _NAN:
+            return "nan", f"{channel} value is NaN"
+        if code == _INFINITE:
+            return "infinite", f"{channel} value is infinite"
+        assert rule is not None
+        return "out_of_range", (f"{channel} = {value:g} {rule.unit} is outside the hard range "
+                                f"[{_fmt(rule.hard_min)}, {_fmt(rule.hard_max)}]")
+
     def _check_time(self, timestamp_ms: int, now_ms: int) -> None:
         if timestamp_ms > now_ms + self.settings.max_future_skew_ms:
-            raise _Failure("future", f"event time {timestamp_ms} is more than "
-                           f"{self.settings.max_future_skew_ms} ms ahead of the worker clock")
+            raise _Failure("future", self._future_reason(timestamp_ms))
         if timestamp_ms < now_ms - self.settings.max_age_ms:
-            raise _Failure("too_old", f"event time {timestamp_ms} is older than the "
-                           f"{self.settings.max_age_ms} ms horizon")
+            raise _Failure("too_old", self._too_old_reason(timestamp_ms))
+
+    def _future_reason(self, timestamp_ms: int) -> str:
+        return f"event time {timestamp_ms} is more than {self.settings.max_future_skew_ms} ms ahead of the worker clock"
+
+    def _too_old_reason(self, timestamp_ms: int) -> str:
+        return f"event time {timestamp_ms} is older than the {self.settings.max_age_ms} ms horizon"
 
     def _check_signal(self, record: dict[str, Any], sample: dict[str, Any]) -> int:
         value = sample.get("value")
@@ -178,6 +285,20 @@ class Validator:
         if rule.warn_max is not None and value > rule.warn_max:
             flags |= FLAG_ABOVE_WARNING
         return flags
+
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+CodeArray = npt.NDArray[np.int8]
+
+_OK, _FUTURE, _TOO_OLD, _MISSING_VALUE, _NAN, _INFINITE, _OUT_OF_RANGE = range(7)
+"""A sample's verdict in `_validate_columns`: the first rule it fails, in the per-sample checking order."""
+
+
+def _fail(codes: CodeArray, mask: BoolArray, code: int) -> None:
+    """Mark the samples of `mask` that have not failed an earlier rule."""
+    codes[mask & (codes == _OK)] = code
 
 
 def _fmt(limit: float | None) -> str:

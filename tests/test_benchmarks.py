@@ -61,4 +61,7 @@ def test_bench_e2e_measures_latency_and_a_sustained_rate(kafka_bootstrap):
     assert latency["batches_measured"] > 0
     assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
     assert math.isfinite(latency["p99_ms"])
+    assert latency["batches_traced"] > 0 and set(latency["stages"]) == {"edge_to_broker", "worker", "sink"}
+    # the stages of a batch add up to its total (less the query's own time), so none exceeds the total's p99
+    assert all(0 <= stage["p50_ms"] <= latency["p99_ms"] for stage in latency["stages"].values())
     assert report["steps"] and "sustained_samples_per_s" in report

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fleetstream.schemas.sample_batch import SampleBatch
 
 from fleetstream.sinks.clickhouse.offsets import InFlight, RangeState
 
@@ -26,7 +29,8 @@ class Buffered:
     offset: int
     key: bytes | None
     raw: bytes
-    record: dict[str, Any] | None
+    record: dict[str, Any] | SampleBatch | None
+    """A signal or dyno batch is held as columns (`SampleBatch`), other records as decoded dicts."""
     error: str | None
     rows: int
 

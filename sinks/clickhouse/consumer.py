@@ -35,7 +35,8 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from fleetstream.config import Settings, group_instance_id
 from fleetstream.kafka import DeliveryTracker
-from fleetstream.schemas.codec import Codec, DecodeError
+from fleetstream.schemas.codec import DecodeError
+from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES
 from fleetstream.sinks.clickhouse import rows
 from fleetstream.sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
 from fleetstream.sinks.clickhouse.client import Client, connect, is_embedded
@@ -163,7 +164,7 @@ class ClickHouseSink:
         self._owns_client = client is None
         self._consumer_overrides = dict(consumer_overrides or {})
         self._serve_queries = serve_queries
-        self._codec = Codec(settings.kafka.schema_registry_url)
+        self._codec = settings.kafka.serializer()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._deliveries = DeliveryTracker(settings.kafka.bootstrap_servers)
@@ -309,7 +310,8 @@ class ClickHouseSink:
         raw = message.value() or b""
         route = self._route(topic)
         try:
-            record = self._codec.decode(raw, route.record_type)
+            record = (self._codec.decode_batch(raw, route.record_type) if route.record_type in SAMPLE_BATCH_TYPES
+                      else self._codec.decode(raw, route.record_type))
             return Buffered(offset, message.key(), raw, record, None, rows.rows_of(route.record_type, record))
         except (DecodeError, KeyError, TypeError) as exc:
             return Buffered(offset, message.key(), raw, None, str(exc), 1)

@@ -6,17 +6,21 @@ with list multiplication and per-sample fields gathered with one comprehension p
 Python work per sample to a few list appends. Timestamps stay integer milliseconds: clickhouse-connect writes
 ints into DateTime64(3) as-is, with no datetime objects in between.
 
-The samples table, which takes nearly all rows, has a faster path: `samples_arrow` builds an Arrow table in
-which the per-record columns are gathered by index in C (`take`) and only the four per-sample fields are
-touched in Python; the sink inserts it with `insert_arrow` (see `sinks/bench.py` for the figures).
+The samples table, which takes nearly all rows, has a faster path: `samples_arrow` builds an Arrow table from
+the records' `SampleBatch` columns (numpy arrays handed to Arrow, no Python object per sample), with the
+per-record columns gathered by index in C (`take`); the sink inserts it with `insert_arrow` (see
+`sinks/bench.py` for the figures).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from operator import itemgetter
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES, SampleBatch
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -42,7 +46,7 @@ Columns = dict[str, list[Any]]
 class SourcedRecord:
     """A decoded record and where it was read from (kept in every row as provenance)."""
 
-    value: dict[str, Any]
+    value: dict[str, Any] | SampleBatch
     topic: str
     partition: int
     offset: int
@@ -92,7 +96,7 @@ def _provenance(cols: Columns, rec: SourcedRecord, n: int) -> None:
     cols["kafka_offset"] += [rec.offset] * n
 
 
-def _repeat(cols: Columns, value: dict[str, Any], fields: Sequence[str], n: int) -> None:
+def _repeat(cols: Columns, value: dict[str, Any] | SampleBatch, fields: Sequence[str], n: int) -> None:
     for field in fields:
         cols[field] += [value[field]] * n
 
@@ -334,7 +338,7 @@ def to_columns(record_type: str, records: Sequence[SourcedRecord]) -> Columns:
         mapper = _MAPPERS[record_type]
     except KeyError:
         raise KeyError(f"no row mapping for record type {record_type!r}") from None
-    return mapper(records)
+    return mapper([replace(r, value=r.value.to_record()) if isinstance(r.value, SampleBatch) else r for r in records])
 
 
 def row_count(columns: Columns) -> int:
@@ -364,35 +368,32 @@ _ROWS_FIELD: dict[str, str] = {
 }
 
 
-def rows_of(record_type: str, value: dict[str, Any]) -> int:
+def rows_of(record_type: str, value: dict[str, Any] | SampleBatch) -> int:
     """How many rows one decoded record becomes (the length of its batch array, else one)."""
+    if isinstance(value, SampleBatch):
+        return len(value)
     field = _ROWS_FIELD.get(record_type)
     return 1 if field is None else len(value[field])
-
-
-_TS = itemgetter("timestamp_ms")
-_VALUE = itemgetter("value")
-_FLAGS = itemgetter("flags")
-_SVALUE = itemgetter("svalue")
 
 
 def samples_arrow(record_type: str, records: Sequence[SourcedRecord]) -> pa.Table:
     """The same rows as `to_columns` for `signal_batch`/`dyno_sample_batch`, as an Arrow table for `samples`.
 
-    Column order and types follow 001_samples.sql (`ingested_at` is left to its default). Record-level values
-    are built once per record and repeated with one `take` per column; decoded records always carry
-    `flags` (the schema default fills it), so per-sample fields are read with `itemgetter`.
+    Column order and types follow 001_samples.sql (`ingested_at` is left to its default). The sink decodes
+    these records straight into `SampleBatch` columns: the per-sample columns are the batches' numpy arrays,
+    concatenated once and handed to Arrow without a Python object per sample; record-level values are built
+    once per record and repeated with one `take` per column. Decoded dicts (tests, tools) are read into
+    batches first.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    values = [r.value for r in records]
-    offsets = [0]
-    for v in values:
-        offsets.append(offsets[-1] + len(v["samples"]))
-    n = offsets[-1]
-    # row → index of its record, computed in C: the parent indices of a list array with those offsets
-    index = pc.list_parent_indices(pa.ListArray.from_arrays(pa.array(offsets, pa.int64()), pa.nulls(n)))
+    if record_type not in SAMPLE_BATCH_TYPES:
+        raise KeyError(f"record type {record_type!r} does not go to the samples table")
+    batches = [r.value if isinstance(r.value, SampleBatch) else SampleBatch.from_record(record_type, r.value)
+               for r in records]
+    counts = np.fromiter((len(b) for b in batches), np.int64, len(batches))
+    n = int(counts.sum())
+    index = pa.array(np.repeat(np.arange(len(batches), dtype=np.int64), counts))  # row -> its record
 
     def per_record(items: list[Any], type_: pa.DataType | None = None) -> pa.Array:
         if type_ is None:  # strings: dictionary-encoded (ClickHouse wants unique entries), no string copy per row
@@ -403,37 +404,48 @@ def samples_arrow(record_type: str, records: Sequence[SourcedRecord]) -> pa.Tabl
     def constant(value: str) -> pa.Array:
         return pa.DictionaryArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), n), pa.array([value]))
 
-    samples = [s for v in values for s in v["samples"]]
+    def column(name: str, dtype: type) -> Any:
+        return np.concatenate([getattr(b, name) for b in batches]) if batches else np.empty(0, dtype)
+
     if record_type == "signal_batch":
-        vehicle = {f: per_record([v[f] for v in values]) for f in _VEHICLE}
-        channel, unit = per_record([v["name"] for v in values]), per_record([v["unit"] for v in values])
-        svalue = pa.array(list(map(_SVALUE, samples)), pa.string()).fill_null("")  # ~1 ms: mostly None
+        vehicle = {f: per_record([b[f] for b in batches]) for f in _VEHICLE}
+        channel, unit = per_record([b["name"] for b in batches]), per_record([b["unit"] for b in batches])
+        svalue = _svalues(batches, n) if any(b.svalue is not None for b in batches) else constant("")
         run_id = provider = sensor_state = constant("")
-        descriptor = {f: per_record([v.get(f, "") for v in values]) for f in _DESCRIPTOR}
-    elif record_type == "dyno_sample_batch":
-        vehicle = {"org_id": constant(""), "fleet_id": constant(""),
-                   "vehicle_id": per_record([v["station_id"] for v in values]),
-                   "device_id": per_record([v["provider"] for v in values]),
-                   "source": per_record([v["source"] for v in values]),
-                   "batch_id": per_record([v["batch_id"] for v in values])}
-        channel, unit = per_record([v["channel"] for v in values]), per_record([v["unit"] for v in values])
-        svalue = constant("")
-        run_id = per_record([v["run_id"] for v in values])
-        provider = per_record([v["provider"] for v in values])
-        sensor_state = per_record([v["sensor_state"] for v in values])
-        descriptor = {f: constant("") for f in _DESCRIPTOR}
+        descriptor = {f: per_record([b.get(f, "") for b in batches]) for f in _DESCRIPTOR}
     else:
-        raise KeyError(f"record type {record_type!r} does not go to the samples table")
+        vehicle = {"org_id": constant(""), "fleet_id": constant(""),
+                   "vehicle_id": per_record([b["station_id"] for b in batches]),
+                   "device_id": per_record([b["provider"] for b in batches]),
+                   "source": per_record([b["source"] for b in batches]),
+                   "batch_id": per_record([b["batch_id"] for b in batches])}
+        channel, unit = per_record([b["channel"] for b in batches]), per_record([b["unit"] for b in batches])
+        svalue = constant("")
+        run_id = per_record([b["run_id"] for b in batches])
+        provider = per_record([b["provider"] for b in batches])
+        sensor_state = per_record([b["sensor_state"] for b in batches])
+        descriptor = {f: constant("") for f in _DESCRIPTOR}
+    has_value = column("has_value", np.bool_)
     return pa.table({
         "org_id": vehicle["org_id"], "fleet_id": vehicle["fleet_id"], "vehicle_id": vehicle["vehicle_id"],
         "device_id": vehicle["device_id"], "source": vehicle["source"], "channel": channel, "unit": unit,
-        "ts": pa.array(list(map(_TS, samples)), pa.int64()).cast(pa.timestamp("ms", "UTC")),
-        "value": pa.array(list(map(_VALUE, samples)), pa.float64()),
+        "ts": pa.array(column("timestamp_ms", np.int64)).cast(pa.timestamp("ms", "UTC")),
+        "value": pa.array(column("value", np.float64), mask=None if has_value.all() else ~has_value),
         "svalue": svalue,
-        "flags": pa.array(list(map(_FLAGS, samples)), pa.uint8()),
+        "flags": pa.array(column("flags", np.int64).astype(np.uint8)),
         "run_id": run_id, "provider": provider, "sensor_state": sensor_state, "batch_id": vehicle["batch_id"],
         "kafka_topic": per_record([r.topic for r in records]),
         "kafka_partition": per_record([r.partition for r in records], pa.uint16()),
         "kafka_offset": per_record([r.offset for r in records], pa.uint64()),
         **descriptor,
     })
+
+
+def _svalues(batches: Sequence[SampleBatch], n: int) -> pa.Array:
+    """The string values of every sample, "" for none (the table's column is not nullable)."""
+    import pyarrow as pa
+
+    values: list[str | None] = []
+    for b in batches:
+        values += b.svalue if b.svalue is not None else [None] * len(b)
+    return pa.array(values, pa.string()).fill_null("")

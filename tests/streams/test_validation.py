@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleetstream.config import ValidationSettings
 from fleetstream.schemas import codec
+from fleetstream.schemas.sample_batch import SampleBatch
 from fleetstream.streams.app import StreamStats, validate_message
 from fleetstream.streams.validation import FLAG_ABOVE_WARNING, FLAG_BELOW_WARNING, FLAG_CLAMPED, Validator
 
@@ -159,3 +163,52 @@ def test_an_unexpected_error_becomes_a_dead_letter_not_a_crash(validator, monkey
                                         codec.encode("signal_batch", record), NOW_MS)
     letter = codec.decode(value, "dead_letter")
     assert letter["error_code"] == "internal_error" and letter["sample_count"] == 2 and "bug" in letter["reason"]
+
+
+# --- the columnar path (signal and dyno batches as SampleBatch) judges exactly as the per-sample one ----------
+
+batch_values = st.one_of(st.none(), st.floats(), st.sampled_from([400.0, 25_000.0, -5.0, 21.0, 160.0, 350.0]))
+batch_samples = st.lists(st.fixed_dictionaries({
+    "timestamp_ms": st.sampled_from([NOW_MS - 1000, NOW_MS + 10**9, NOW_MS - 10**12, NOW_MS - 5]),
+    "value": batch_values, "svalue": st.one_of(st.none(), st.just("ON")), "flags": st.integers(0, 3)}),
+    max_size=30)
+
+
+def _as_dict(record):
+    return record.to_record() if isinstance(record, SampleBatch) else record
+
+
+@settings(max_examples=300, deadline=None)
+@given(samples=batch_samples, mode=st.sampled_from(["reject", "sanitize"]),
+       channel=st.sampled_from([("EngineSpeed", "rpm"), ("IAT", "degC"), ("IAT", "degF"), ("afr", "unknown"),
+                                ("Nothing", "rpm"), ("AFR", "AFR")]),
+       record_type=st.sampled_from(["signal_batch", "dyno_sample_batch"]))
+def test_a_batch_judged_by_masks_matches_sample_by_sample(samples, mode, channel, record_type):
+    validator = Validator(ValidationSettings(mode=mode))
+    name, unit = channel
+    if record_type == "signal_batch":
+        record = signal(name, unit, [])
+    else:
+        record = {"batch_id": "b", "source": "jetdrive", "station_id": "s1", "provider": "p", "channel": name,
+                  "unit": unit, "run_id": "", "sensor_state": ""}
+        samples = [{"timestamp_ms": s["timestamp_ms"], "value": 1.0 if s["value"] is None else s["value"],
+                    "flags": s["flags"]} for s in samples]
+    record = {**record, "samples": samples}
+    decoded = codec.decode(codec.encode(record_type, record), record_type)
+    by_sample = validator.validate(record_type, copy.deepcopy(decoded), NOW_MS)
+    batch = SampleBatch.from_record(record_type, decoded)
+    by_mask = validator.validate(record_type, batch, NOW_MS)
+    assert _same(batch.to_record(), decoded)  # the input batch is not changed
+    assert (by_mask.valid is None) == (by_sample.valid is None)
+    if by_mask.valid is not None:
+        assert _same(_as_dict(by_mask.valid), by_sample.valid)
+    assert [(r.error_code, r.reason, r.sample_count) for r in by_mask.rejected] == \
+        [(r.error_code, r.reason, r.sample_count) for r in by_sample.rejected]
+    assert all(_same(_as_dict(a.record), b.record) for a, b in zip(by_mask.rejected, by_sample.rejected, strict=True))
+    assert (by_mask.valid_samples, by_mask.warnings, by_mask.clamped) == \
+        (by_sample.valid_samples, by_sample.warnings, by_sample.clamped)
+
+
+def _same(a, b):
+    """Equal records, NaN equal to NaN."""
+    return repr(a) == repr(b)
