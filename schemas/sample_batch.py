@@ -1,8 +1,8 @@
 """One in-memory form for a batch of samples, from the wire to ClickHouse: the record's fields plus numpy columns.
 
 A signal or dyno batch is one Kafka message of ~100 samples. The codec decodes it straight into a `SampleBatch`
-(`fleetstream.schemas.codec.Codec.decode_batch`) and encodes it straight from one; validation judges its columns with masks,
-dedup, windows, alerts and KPIs take its arrays, and the ClickHouse sink hands the arrays to Arrow. No stage
+(`fleetstream.schemas.codec.Codec.decode_batch`) and encodes it straight from one; validation judges its columns
+with masks, dedup, windows, alerts and KPIs take its arrays, and the ClickHouse sink hands the arrays to Arrow. No stage
 turns the samples into per-sample dicts and back, which was most of the worker's time.
 
 The columns follow the Avro sample layouts (`SignalSample`, `DynoSample`):
