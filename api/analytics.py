@@ -20,7 +20,7 @@ from fleetstream.api.rbac import Principal
 from fleetstream.api.scoped import ScopedReader
 
 __all__ = ["BANDS", "DateRange", "alert_stats", "dyno_run", "dyno_runs", "executive_dashboard", "fleet_dashboard",
-           "fleet_health", "owner_dashboard", "technician_dashboard", "uptime", "vehicle_channels",
+           "fleet_health", "health_trend", "owner_dashboard", "technician_dashboard", "uptime", "vehicle_channels",
            "vehicle_exists", "window_series"]
 
 BANDS = ("excellent", "good", "fair", "poor", "critical")
@@ -67,12 +67,17 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def fleet_health(reader: ScopedReader, who: Principal, rng: DateRange) -> dict[str, Any]:
-    vehicles = health_by_vehicle(reader, who, rng)
-    trend = reader.rows(f"""
+def health_trend(reader: ScopedReader, who: Principal, rng: DateRange) -> list[dict[str, Any]]:
+    """Mean vehicle health score (0..100) per UTC day of the range."""
+    return reader.rows(f"""
         SELECT toDate(period_end) AS day, avg(value) AS mean_health, uniqExact(vehicle_id) AS vehicles
         FROM @kpis WHERE scope = 'vehicle' AND name = 'health_score' AND period_end > {_FROM} AND period_end <= {_TO}
         GROUP BY day ORDER BY day""", rng.params(), who)
+
+
+def fleet_health(reader: ScopedReader, who: Principal, rng: DateRange) -> dict[str, Any]:
+    vehicles = health_by_vehicle(reader, who, rng)
+    trend = health_trend(reader, who, rng)
     mean = _mean([v["health"] for v in vehicles])
     return {"range": rng.as_dict(), "vehicles_scored": len(vehicles),
             "average_health_score": None if mean is None else mean / 100,
@@ -178,14 +183,21 @@ def fleet_summary(reader: ScopedReader, who: Principal, rng: DateRange,
 
 
 def fleet_dashboard(reader: ScopedReader, who: Principal, rng: DateRange) -> dict[str, Any]:
-    """Seed 003's fleet dashboard on our data; the parts we have no data for are listed, not invented."""
+    """Seed 003's fleet dashboard on our data; the parts we have no data for are listed, not invented.
+
+    Also what the fleet web page draws (alerts by severity, the daily health trend, each vehicle's health),
+    so the page needs one computation of the health scores and alert statistics rather than three."""
     vehicles = health_by_vehicle(reader, who, rng)
+    stats = alert_stats(reader, who, rng)
     return {
         "range": rng.as_dict(),
         "fleet_summary": fleet_summary(reader, who, rng, vehicles),
         "health_distribution": _distribution(vehicles),
         "top_issues": _top_issues(reader, who, rng),
-        "alert_stats": alert_stats(reader, who, rng)["total"],
+        "alert_stats": stats["total"],
+        "alerts_by_severity": stats["by_severity"],
+        "health_trend": health_trend(reader, who, rng),
+        "vehicle_health": vehicles,
         "data_quality": _data_quality(reader, who, rng),
         "recent_alerts": recent_alerts(reader, who, rng, limit=10),
         "unavailable": ["in_maintenance", "cost_metrics"],

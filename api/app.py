@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from fleetstream.api import board, live
+from fleetstream.api.pages import mount_pages
 from fleetstream.api.routes import router
 from fleetstream.api.services import Services
 from fleetstream.api.store import QueryError
@@ -39,6 +41,9 @@ def create_app(services: Services) -> FastAPI:
                               "pipeline's ClickHouse store, per tenant and role.", version="1")
     app.state.services = services
     app.include_router(router)
+    app.include_router(board.router)
+    app.include_router(live.router)
+    mount_pages(app)
     _add_login(app)
     _add_health(app)
     app.middleware("http")(_audited)

@@ -75,6 +75,7 @@ SOURCES: dict[str, str] = {
     "samples_1m": _org_table("samples_1m"),
     "samples_1h": _org_table("samples_1h"),
     "dtcs": _org_table("dtcs"),
+    "gps_points": _org_table("gps_points"),
     "alert_acks": _org_table("alert_acks", "key"),
     "audit_log": f"(SELECT * FROM fleetstream.audit_log WHERE org_id IN {_ORGS})",
     "alerts": _keyed_table("alerts"),

@@ -19,7 +19,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     services = Services.start(settings)
     try:
         config = uvicorn.Config(create_app(services), host=host or settings.api.host, port=port or settings.api.port,
-                                log_level=settings.log_level.lower(), access_log=False)
+                                log_level=settings.log_level.lower(), access_log=False,
+                                timeout_graceful_shutdown=5)  # open event streams end after 5 s
         log.info("fleetstream serve on http://%s:%d (OpenAPI at /docs)", config.host, config.port)
         uvicorn.Server(config).run()
     finally:

@@ -30,6 +30,11 @@ TopicFactory = Callable[..., str]
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--screenshots", default=None, metavar="DIR",
+                     help="write the browser tests' page screenshots to DIR (default: the test run's tmp folder)")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Fail a test that uses a real service without the `integration` marker, before any service starts."""
     used = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))

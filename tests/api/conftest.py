@@ -178,7 +178,7 @@ _ROUTES = {"signals": rows.Route("samples", "signal_batch"), "dyno": rows.Route(
            "dtcs": rows.Route("dtcs", "dtc_batch"), "kpis": rows.Route("kpis", "kpi"),
            "alerts": rows.Route("alerts", "alert"), "windows": rows.Route("window_aggregates", "window_aggregate"),
            "dead_letters": rows.DEAD_LETTERS, "acks": rows.Route("alert_acks", "alert_ack"),
-           "audit": rows.Route("audit_log", "audit_entry")}
+           "audit": rows.Route("audit_log", "audit_entry"), "gps": rows.Route("gps_points", "gps_batch")}
 
 
 def _produce(bootstrap: str, topics: dict[str, str], records: dict[str, list[tuple[str, str, dict[str, Any]]]]) -> None:
@@ -251,6 +251,7 @@ def world(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     w.base_url, w.app, w.services, w.sink = f"http://127.0.0.1:{port}", server.config.app, services, sink
+    w.app.state.live_max_s = 3.0  # event streams end after 3 s, so a test reading a whole response gets one
     try:
         yield w
     finally:
