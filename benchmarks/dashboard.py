@@ -28,7 +28,7 @@ from typing import Any
 import uvicorn
 from pydantic import SecretStr
 
-import fleetstream.producers
+from fleetstream import producers
 from fleetstream.api.app import create_app
 from fleetstream.api.cache import TtlCache
 from fleetstream.api.rbac import Role
