@@ -272,10 +272,9 @@ def bench_e2e(settings: Settings, rate: float = 50_000, seconds: float = 30, qui
     """Run the pipeline on `settings` (its broker and home must be the benchmark's own) and measure."""
     import os
 
-    from fleetstream.demo import Services, _wait_for_group, _wait_for_sink
+    from fleetstream.admin import create_topics, ensure_topics, wait_for_group
+    from fleetstream.demo import Services, _wait_for_sink
     from fleetstream.services import free_ports
-    from fleetstream.stack import ensure_topics
-    from fleetstream.topics import create_topics
 
     step_seconds = step_seconds or (10.0 if quick else 60.0)
     # The children read their settings from the environment; give the sink's query endpoint a free port.
@@ -290,7 +289,7 @@ def bench_e2e(settings: Settings, rate: float = 50_000, seconds: float = 30, qui
         services.start("worker", "worker")
         services.start("sink-clickhouse", "sink", "clickhouse")
         _wait_for_sink(settings, services)
-        _wait_for_group(settings, services, WORKER_GROUP)
+        wait_for_group(settings.kafka, WORKER_GROUP, check=services.check)
         producer = _PacedProducer(settings, sent)
         latency = _measure_latency(settings, producer, rate, seconds, warmup_s, poll_s)
         services.check()

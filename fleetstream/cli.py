@@ -154,8 +154,8 @@ def config_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
 @topics_app.command("create")
 def topics_create(ctx: typer.Context) -> None:
     """Create every configured topic that does not exist yet (idempotent)."""
+    from fleetstream.admin import create_topics
     from fleetstream.kafka import require_kafka
-    from fleetstream.topics import create_topics
 
     settings = settings_of(ctx)
     require_kafka(settings.kafka, [])  # one line within seconds, not librdkafka's retries
@@ -605,15 +605,15 @@ def sink_graphql(
     Kafka, and the offsets were committed.
     """
     from fleetstream.kafka import require_kafka
-    from fleetstream.schemas.topics import dlq_topic
     from fleetstream.sinks.graphql import GraphQLForwarder
+    from fleetstream.topics import dead_letter_topic
 
     settings = settings_of(ctx)
     if not settings.graphql_endpoint:
         typer.echo("error: set GRAPHQL_ENDPOINT (or graphql_endpoint in the config)", err=True)
         raise typer.Exit(2)
     topics = settings.graphql.topics
-    require_kafka(settings.kafka, [*topics, *map(dlq_topic, topics)])
+    require_kafka(settings.kafka, [*topics, *map(dead_letter_topic, topics)])
     forwarder = GraphQLForwarder(settings)
     forwarder.client.probe()
     stats = forwarder.drain() if drain else forwarder.run(_until_signalled(seconds))

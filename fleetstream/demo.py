@@ -16,7 +16,6 @@ it is the only writer on the cluster while it runs.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import signal
@@ -32,11 +31,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
+from fleetstream.admin import create_topics, wait_for_group
 from fleetstream.config import Settings
 from fleetstream.schemas import codec
-from fleetstream.schemas.topics import RAW_TOPICS, dlq_topic, record_type_of, sample_count, valid_topic
+from fleetstream.topics import RAW_TOPICS, dead_letter_topic, record_type_of, sample_count, valid_topic
 
 __all__ = ["Services", "TopicTally", "run_demo", "summary_text"]
 
@@ -62,7 +62,7 @@ _DERIVED = ("telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded"
 
 
 def _tallied_topics() -> list[str]:
-    return [valid_topic(t) for t in RAW_TOPICS] + [dlq_topic(t) for t in RAW_TOPICS] + list(_DERIVED)
+    return [valid_topic(t) for t in RAW_TOPICS] + [dead_letter_topic(t) for t in RAW_TOPICS] + list(_DERIVED)
 
 
 def end_offsets(settings: Settings, topics: list[str], timeout_s: float = 60.0) -> Watermarks:
@@ -206,7 +206,7 @@ def _stored_counts(settings: Settings, start: Watermarks) -> tuple[int, int]:
     stored = " + ".join(f"(SELECT count() FROM fleetstream.{table} WHERE {_provenance(start, topics)})"
                         for table, topics in _TABLE_TOPICS.items())
     dead = (f"SELECT sum(sample_count) FROM fleetstream.dead_letters FINAL WHERE stage IN {_STREAM_STAGES} "
-            f"AND ({_provenance(start, [dlq_topic(t) for t in RAW_TOPICS])})")
+            f"AND ({_provenance(start, [dead_letter_topic(t) for t in RAW_TOPICS])})")
     stored_rows = run_sql(settings, f"SELECT {stored}")[1][0][0]
     dead_rows = run_sql(settings, dead)[1][0][0]
     return int(stored_rows or 0), int(dead_rows or 0)
@@ -371,7 +371,6 @@ def run_demo(
     from fleetstream.kafka import require_kafka
     from fleetstream.sinks.backend import ContractBackend
     from fleetstream.stack import running_broker
-    from fleetstream.topics import create_topics
 
     services = Services(settings)
     forwarder_stop = threading.Event()
@@ -389,7 +388,7 @@ def run_demo(
             services.start("sink-clickhouse", "sink", "clickhouse")
             forwarder, forwarder_thread = _start_forwarder(settings, forwarder_stop)
             _wait_for_sink(settings, services)
-            _wait_for_group(settings, services, settings.streams.app_id)
+            wait_for_group(settings.kafka, settings.streams.app_id, check=services.check)
             log.info("publishing for %.0f s: vehicles, a dyno cell, a file import, a vehicle client, fleet APIs",
                      seconds)
             sources = _run_sources(settings, seconds, vehicles)
@@ -489,34 +488,6 @@ def _wait_for_derived(tally: TopicTally, idle_flush_s: float, quiet_s: float = 3
             return
         time.sleep(0.2)
 
-
-_COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                          KafkaError.COORDINATOR_NOT_AVAILABLE}
-
-
-def _wait_for_group(settings: Settings, services: Services, group: str, timeout_s: float = 120.0) -> None:
-    """Wait until the consumer group is stable with partitions assigned (the worker is consuming)."""
-    from confluent_kafka import ConsumerGroupState, KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(settings.kafka.client())
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        services.check()
-        try:
-            description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-        except concurrent.futures.TimeoutError:  # a busy broker (the offsets topic being created): ask again
-            continue
-        except KafkaException as exc:  # a fresh broker's group coordinator may still be loading: ask again
-            if exc.args[0].code() not in _COORDINATOR_NOT_READY:
-                raise
-            time.sleep(0.5)
-            continue
-        if description.state == ConsumerGroupState.STABLE and any(
-                m.assignment.topic_partitions for m in description.members):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"consumer group {group} did not become stable within {timeout_s:.0f} s")
 
 
 def _settle(settings: Settings, services: Services, tally: TopicTally, produced: int, start: Watermarks,

@@ -28,7 +28,7 @@ from fleetstream.producers.edge import EdgeProducer
 from fleetstream.producers.reliability import Backoff, CircuitBreaker, SourceHealth
 from fleetstream.producers.spool import PRIORITIES, Spool, SpoolEntry
 from fleetstream.schemas.codec import Codec
-from fleetstream.schemas.topics import record_type_of, sample_count
+from fleetstream.topics import record_type_of, sample_count
 
 __all__ = ["Agent", "AgentConfig", "Emit", "Source", "SourceSpec", "load_agent_config", "read_status"]
 

@@ -76,7 +76,7 @@ def _work_dir(work_dir: Path | None) -> Iterator[Path]:
 
 
 def _bench_topic(bootstrap: str, what: str) -> str:
-    from fleetstream.stack import ensure_topics
+    from fleetstream.admin import ensure_topics
 
     topic = f"bench.edge-{what}.{uuid.uuid4().hex[:10]}"
     ensure_topics(bootstrap, [topic], partitions=1)

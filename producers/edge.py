@@ -22,7 +22,7 @@ from fleetstream.config import KafkaSettings
 from fleetstream.kafka import DeliveryError, DeliveryTracker
 from fleetstream.producers.spool import SpoolEntry
 from fleetstream.schemas.codec import Codec
-from fleetstream.schemas.topics import record_type_of, sample_count
+from fleetstream.topics import record_type_of, sample_count
 
 __all__ = ["DeliveryCallback", "EdgeProducer"]
 

@@ -48,7 +48,7 @@ from fleetstream.config import KafkaSettings, Settings, load_settings
 from fleetstream.producers.edge import EdgeProducer
 from fleetstream.producers.spool import Spool, SpoolEntry
 from fleetstream.schemas.codec import Codec
-from fleetstream.schemas.topics import sample_count
+from fleetstream.topics import sample_count
 
 __all__ = ["AsyncIcsAnalytics", "IcsAnalytics", "normalize_param_type", "parse_time_ms"]
 

@@ -25,7 +25,6 @@ import numpy as np
 from fleetstream.config import StreamsSettings
 from fleetstream.schemas import codec
 from fleetstream.schemas.deadletter import dead_letter
-from fleetstream.schemas.topics import dlq_topic
 from fleetstream.schemas.units import is_unknown_unit
 from fleetstream.streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
 from fleetstream.streams.dedup import ChannelDedup
@@ -43,6 +42,7 @@ from fleetstream.streams.kpis import (
 )
 from fleetstream.streams.metrics import MetricDefinition, MetricsAggregator
 from fleetstream.streams.windows import ChannelWindows, WindowSpec
+from fleetstream.topics import dead_letter_topic
 
 __all__ = ["AnalyticsConfig", "Analyzer", "ChannelStage", "KeyStage", "StageOutput", "encode_outputs"]
 
@@ -422,7 +422,7 @@ class Analyzer:
                                    f"containing them had closed (allowed lateness "
                                    f"{self.config.settings.allowed_lateness_ms} ms)",
                                    sample_count=len(late), now_ms=now_ms)
-        return [(dlq_topic(topic), key, letter)]
+        return [(dead_letter_topic(topic), key, letter)]
 
     def flush_idle(self, channels: State, keys: State, now_ms: int, wall_s: float, active_since_s: float = 0.0,
                    ready: Callable[[int], bool] | None = None

@@ -24,11 +24,11 @@ import faust
 from fleetstream.config import Settings
 from fleetstream.schemas import codec
 from fleetstream.schemas.deadletter import dead_letter
-from fleetstream.schemas.topics import record_type_of, sample_count, valid_topic
 from fleetstream.streams.analytics import AnalyticsConfig, Analyzer, settle
 from fleetstream.streams.offsets import OFFSETS_TABLE, OffsetBook, OwnedOffsetsConsumer, instance_id
 from fleetstream.streams.outputs import Output, deliver, fit
 from fleetstream.streams.validation import Validator
+from fleetstream.topics import dead_letter_topic, record_type_of, sample_count, valid_topic
 
 __all__ = ["Output", "StreamStats", "create_app", "validate_message"]
 
@@ -142,7 +142,7 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
     app.on_partitions_revoked.connect(partial(_forget, book))
     source = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
     sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
-             for name in [valid_topic(t) for t in raw_topics] + [f"dlq.{t}" for t in raw_topics]}
+             for name in [valid_topic(t) for t in raw_topics] + [dead_letter_topic(t) for t in raw_topics]}
     validator = Validator(settings.validation)
     stats = StreamStats()
     app.stats = stats  # type: ignore[attr-defined]
@@ -223,7 +223,7 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
     input_topics = [*settings.topics.raw, *valid_topics]
     source = app.topic(*valid_topics, key_serializer="raw", value_serializer="raw")
     for name in ("telemetry.windows", "analytics.threshold.exceeded", "alert.created", "analytics.kpi",
-                 *[f"dlq.{t}" for t in valid_topics]):
+                 *[dead_letter_topic(t) for t in valid_topics]):
         sinks.setdefault(name, app.topic(name, key_serializer="raw", value_serializer="raw"))
 
     # The agent and the idle-flush timer each read state, emit, then write state: they must not interleave.
@@ -402,7 +402,7 @@ def ensure_changelog_topics(settings: Settings) -> None:
     faust would create them on first use, but a worker that starts on a fresh broker can then see them with
     no partitions yet and refuse to write its tables (PartitionsMismatch); creating them first avoids that.
     """
-    from fleetstream.stack import ensure_topics
+    from fleetstream.admin import ensure_topics
 
     ensure_topics(settings.kafka.bootstrap_servers,
                   [f"{settings.streams.app_id}-{table}-changelog" for table in (*ANALYTICS_TABLES, OFFSETS_TABLE)],

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleetstream.schemas import codec
-from fleetstream.schemas.topics import SAMPLES_FIELD, record_type_of
+from fleetstream.topics import SAMPLES_FIELD, record_type_of
 
 __all__ = ["OUTPUT_LIMIT_BYTES", "Output", "deliver", "fit"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetstream.config import ChannelRange, ValidationSettings
-from fleetstream.schemas.topics import SAMPLES_FIELD
 from fleetstream.schemas.units import UnknownUnitError, to_canonical
+from fleetstream.topics import SAMPLES_FIELD
 
 __all__ = ["FLAG_ABOVE_WARNING", "FLAG_BELOW_WARNING", "FLAG_CLAMPED", "Outcome", "Rejected", "Validator"]
 

@@ -66,7 +66,7 @@ def topic_factory(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Itera
     """`make(prefix="test", partitions=1, config=None) -> name`: a new, empty topic with leaders, unique per call."""
     from confluent_kafka.admin import AdminClient
 
-    from fleetstream.stack import ensure_topics
+    from fleetstream.admin import ensure_topics
 
     created: list[str] = []
     base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]

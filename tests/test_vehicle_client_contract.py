@@ -21,11 +21,11 @@ from fleetstream.config import GraphQLSinkSettings, ValidationSettings
 from fleetstream.producers.spool import Spool, SpoolEntry
 from fleetstream.producers.vehicle_client import IcsAnalytics
 from fleetstream.schemas import codec
-from fleetstream.schemas.topics import record_type_of
 from fleetstream.sinks.backend import ContractBackend, start_backend
 from fleetstream.sinks.graphql import Forwarder, GraphQLClient
 from fleetstream.streams.app import validate_message
 from fleetstream.streams.validation import Validator
+from fleetstream.topics import record_type_of
 from tests import official_client as official
 
 IDS = {"device_id": 123, "vehicle_id": 456, "fleet_id": 789, "org_id": 1011}  # the README's

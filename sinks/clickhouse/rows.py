@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from fleetstream.schemas.deadletter import dead_letter_envelope
+from fleetstream.topics import SAMPLES_FIELD
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -301,9 +304,9 @@ def dead_letter_columns_from_raw(
     """
     records = [
         SourcedRecord(
-            value={"source_topic": rec.topic, "partition": rec.partition, "offset": rec.offset, "key": rec.key,
-                   "original": rec.value["original"], "stage": "sink", "error_code": "malformed", "reason": error,
-                   "sample_count": 1, "first_seen_ms": now_ms, "attempt": 1},
+            value=dead_letter_envelope(source_topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                       key=rec.key, original=rec.value["original"], stage="sink",
+                                       error_code="malformed", reason=error, sample_count=1, now_ms=now_ms),
             topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key,
         )
         for rec, error in raw
@@ -354,19 +357,9 @@ def merge_columns(parts: Sequence[Columns]) -> Columns:
     return out
 
 
-_ROWS_FIELD: dict[str, str] = {
-    "signal_batch": "samples",
-    "dyno_sample_batch": "samples",
-    "dtc_batch": "dtcs",
-    "gps_batch": "points",
-    "fleet_location_batch": "locations",
-    "fleet_fault_batch": "faults",
-}
-
-
 def rows_of(record_type: str, value: dict[str, Any]) -> int:
     """How many rows one decoded record becomes (the length of its batch array, else one)."""
-    field = _ROWS_FIELD.get(record_type)
+    field = SAMPLES_FIELD.get(record_type)
     return 1 if field is None else len(value[field])
 
 

@@ -24,10 +24,10 @@ from fleetstream.config import GraphQLSinkSettings, Settings, group_instance_id
 from fleetstream.kafka import DeliveryTracker
 from fleetstream.schemas import codec
 from fleetstream.schemas.deadletter import dead_letter
-from fleetstream.schemas.topics import record_type_of, sample_count
 from fleetstream.sinks.graphql.client import GraphQLClient, RetryPolicy
 from fleetstream.sinks.graphql.exceptions import OffsetsNotCommitted
 from fleetstream.sinks.graphql.forwarder import Failure, Forwarder
+from fleetstream.topics import record_type_of, sample_count
 
 __all__ = ["ForwarderStats", "GraphQLForwarder"]
 

@@ -172,7 +172,7 @@ def test_topics_route_to_tables() -> None:
     assert rows.route("dlq.fleet.faults").table == "dead_letters"
     with pytest.raises(KeyError):
         rows.route("telemetry.signals")
-    assert dlq_topic_for("telemetry.signals.valid") == "dlq.telemetry.signals"
+    assert dlq_topic_for("telemetry.signals.valid") == "dlq.telemetry.signals.valid"  # dlq.<source topic>
     assert dlq_topic_for("analytics.kpi") == "dlq.analytics.kpi"
 
 

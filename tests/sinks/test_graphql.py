@@ -678,8 +678,8 @@ def test_forwarder_on_a_real_broker_delivers_every_record_to_the_backend(kafka_b
     from confluent_kafka import Producer
     from pydantic import SecretStr
 
+    from fleetstream.admin import create_topics
     from fleetstream.config import load_settings
-    from fleetstream.topics import create_topics
 
     settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
     create_topics(settings.kafka, settings.topics)
