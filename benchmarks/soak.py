@@ -182,13 +182,13 @@ def _wait_for_worker(settings: Settings, services: Any, timeout_s: float = 180.0
     coordinator cannot answer in time."""
     from confluent_kafka import KafkaException
 
-    from fleetstream.demo import _wait_for_group
+    from fleetstream.admin import wait_for_group
 
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             remaining_s = max(1.0, deadline - time.monotonic())
-            _wait_for_group(settings, services, settings.streams.app_id, timeout_s=remaining_s)
+            wait_for_group(settings.kafka, settings.streams.app_id, timeout_s=remaining_s, check=services.check)
             return
         except (KafkaException, TimeoutError):
             if time.monotonic() > deadline:

@@ -17,6 +17,7 @@ PARTS = ("schemas", "producers", "streams", "sinks", "api", "benchmarks")
 @pytest.mark.parametrize("part", PARTS)
 def test_each_part_is_a_module_of_the_namespace_from_its_top_level_folder(part: str) -> None:
     module = __import__(f"fleetstream.{part}", fromlist=["__name__"])
+    assert module.__file__ is not None
     assert Path(module.__file__).resolve().parent == ROOT / part
 
 
