@@ -459,7 +459,7 @@ def _wait_for_sink(settings: Settings, services: Services, timeout_s: float = 12
     """Wait until the sink answers queries. With the embedded store the demo never opens it itself: the
     sink process owns it, so readiness is its query endpoint appearing."""
     from fleetstream.sinks.clickhouse import embedded_path, is_embedded
-    from fleetstream.sinks.query_server import discover
+    from fleetstream.store.query_server import discover
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -4,7 +4,7 @@ processes on the session's broker, with a fresh home (and so a fresh embedded ch
 Test modules import the `pipeline` fixture (`from tests.pipeline import pipeline  # noqa: F401`) and the
 helpers. The children are started and awaited the way `fleetstream demo` does it (`fleetstream.demo.Services`
 and its readiness helpers); the store is read only through the running sink's query endpoint
-(`fleetstream.sinks.query_server.query`), because chDB opens a data directory from one process only.
+(`fleetstream.store.query_server.query`), because chDB opens a data directory from one process only.
 
 Both children use the configured topic names and the fixed consumer groups, so on the shared session broker
 tests isolate themselves by their own vehicle ids (or batch ids) and assert only on those rows.
@@ -36,7 +36,7 @@ from fleetstream.admin import create_topics, wait_for_group
 from fleetstream.config import KafkaSettings, Settings
 from fleetstream.demo import Services, _wait_for_sink
 from fleetstream.schemas import codec
-from fleetstream.sinks.query_server import query
+from fleetstream.store.query_server import query
 from fleetstream.topics import record_type_of
 
 __all__ = ["MAX_AGE_MS", "Pipeline", "TopicReader", "pipeline"]

@@ -226,7 +226,7 @@ HOLDER = """
 import signal, sys, threading
 from fleetstream.config import load_settings
 from fleetstream.sinks.clickhouse import connect, migrate
-from fleetstream.sinks.query_server import QueryServer
+from fleetstream.store.query_server import QueryServer
 settings = load_settings(None)
 client = connect(settings.clickhouse_dsn)
 migrate(client)

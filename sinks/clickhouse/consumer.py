@@ -39,13 +39,13 @@ from fleetstream.schemas.codec import Codec, DecodeError
 from fleetstream.schemas.deadletter import dead_letter_envelope
 from fleetstream.sinks.clickhouse import rows
 from fleetstream.sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
-from fleetstream.sinks.clickhouse.client import Client, connect, is_embedded
 from fleetstream.sinks.clickhouse.faults import Fault
 from fleetstream.sinks.clickhouse.inserts import insert_batch, size_of
 from fleetstream.sinks.clickhouse.metrics import SinkMetrics
 from fleetstream.sinks.clickhouse.migrations import migrate
 from fleetstream.sinks.clickhouse.offsets import OffsetStore, RangeState
 from fleetstream.sinks.clickhouse.rows import Route, SourcedRecord
+from fleetstream.store.client import Client, connect, is_embedded
 from fleetstream.topics import dead_letter_topic
 
 if TYPE_CHECKING:
