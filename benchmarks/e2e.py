@@ -274,7 +274,7 @@ def bench_e2e(settings: Settings, rate: float = 50_000, seconds: float = 30, qui
 
     from fleetstream.admin import create_topics, ensure_topics, wait_for_group
     from fleetstream.demo import Services, _wait_for_sink
-    from fleetstream.services import free_ports
+    from fleetstream.testing import free_ports
 
     step_seconds = step_seconds or (10.0 if quick else 60.0)
     # The children read their settings from the environment; give the sink's query endpoint a free port.

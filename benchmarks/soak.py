@@ -124,7 +124,7 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
 
     from fleetstream.admin import create_topics
     from fleetstream.demo import Services, _wait_for_sink
-    from fleetstream.services import free_ports
+    from fleetstream.testing import free_ports
 
     os.environ["FLEETSTREAM_CLICKHOUSE__QUERY_PORT"] = str(free_ports(1)[0])
     settings = settings.model_copy(update={"clickhouse": settings.clickhouse.model_copy(

@@ -87,7 +87,7 @@ def _positive(value: float) -> float:
     return value
 
 
-InspectFormat = Literal["auto", "wp8", "pvlog", "csv", "jetdrive", "mts"]  # producers.inspect.inspectors()
+InspectFormat = Literal["auto", "wp8", "pvlog", "csv", "jetdrive", "mts"]  # producers.inspection.inspectors()
 ImportFormat = Literal["auto", "wp8", "pvlog", "csv"]  # the file-import parsers (producers.files)
 
 
@@ -257,7 +257,7 @@ def inspect_cmd(
 ) -> None:
     """What a capture or file decodes to, without publishing anything: format, counts, channels with units,
     time span, value ranges, and errors with their offsets. Exits 1 when the file has errors."""
-    from fleetstream.producers.inspect import inspect
+    from fleetstream.producers.inspection import inspect
 
     report = inspect(path, fmt)
     typer.echo(report.to_json() if as_json else report.to_text())
@@ -629,7 +629,7 @@ def fake_backend(
 
     For demos and contract tests: point GRAPHQL_ENDPOINT at the printed URL.
     """
-    from fleetstream.sinks.backend import ContractBackend
+    from fleetstream.sinks.graphql.contract_backend import ContractBackend
 
     try:
         backend = ContractBackend(token=token, port=port)

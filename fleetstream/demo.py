@@ -308,7 +308,7 @@ def _fleet_apis(settings: Settings, counts: Counter[str]) -> None:
     """Both providers' pollers, each against a local fake of its API, polled twice (the second incrementally)."""
     from fleetstream.producers.edge import EdgeProducer
     from fleetstream.producers.fleet import build_poller
-    from fleetstream.producers.fleet.fake import start_fake
+    from fleetstream.producers.fleet.fake_providers import start_fake
 
     now = datetime.now(UTC)
     producer = EdgeProducer(settings.kafka)
@@ -369,7 +369,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the pipeline for `seconds` of traffic and return the summary (see the module docstring)."""
     from fleetstream.kafka import require_kafka
-    from fleetstream.sinks.backend import ContractBackend
+    from fleetstream.sinks.graphql.contract_backend import ContractBackend
     from fleetstream.stack import running_broker
 
     services = Services(settings)

@@ -282,8 +282,8 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = load_settings()
     if args.private_broker:
-        from fleetstream.services import local_stack_settings
         from fleetstream.stack import KafkaStack
+        from fleetstream.testing import local_stack_settings
 
         with tempfile.TemporaryDirectory(prefix="fleetstream-bench-broker-") as home:
             stack = KafkaStack(local_stack_settings(Path(home), settings))

@@ -245,7 +245,7 @@ def test_format_choices_match_the_registries() -> None:
 
     from fleetstream.cli import ImportFormat, InspectFormat, QueryFormat
     from fleetstream.producers.files import _parsers
-    from fleetstream.producers.inspect import inspectors
+    from fleetstream.producers.inspection import inspectors
     from fleetstream.sinks.clickhouse.queries import FORMATS
 
     assert set(get_args(InspectFormat)) == {"auto", *inspectors()}

@@ -30,8 +30,8 @@ from fleetstream.admin import ensure_topics
 from fleetstream.config import KafkaSettings
 from fleetstream.producers.agent import Agent, AgentConfig
 from fleetstream.producers.edge import EdgeProducer
-from fleetstream.services import local_stack_settings
 from fleetstream.stack import KafkaStack
+from fleetstream.testing import local_stack_settings
 from tests.producers.test_agent_integration import read_topic, recording_emits, sample_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,4 +1,6 @@
-"""Real services for integration tests and tools: a Kafka cluster and a ClickHouse DSN, found or started.
+"""Real services for integration tests and benchmarks: a Kafka cluster and a ClickHouse DSN, found or started.
+
+Shipped (not under tests/) because `fleetstream bench` uses it too; nothing in the pipeline imports it.
 
 Resolution, most explicit first:
 - Kafka: `KAFKA_BOOTSTRAP_SERVERS` if set; else a testcontainers Kafka when a Docker engine answers; else the
