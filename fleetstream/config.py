@@ -49,7 +49,7 @@ from fleetstream.config_sources import (
     read_yaml_mapping,
 )
 from fleetstream.logs import librdkafka_log
-from fleetstream.topics import DEAD_LETTER_PREFIX, RAW_TOPICS, Topic, UnknownTopic, default_topic_names, topic
+from fleetstream.topics import RAW_TOPICS, Topic, UnknownTopic, default_topic_names, is_dead_letter_topic, topic
 
 __all__ = [
     "CLICKHOUSE_SCHEMES",
@@ -136,7 +136,7 @@ class TopicSpec(_Section):
     @property
     def keyed(self) -> bool:
         """Records placed by vehicle key (not a dead-letter topic): partitions must match the other keyed topics."""
-        return not self.name.startswith(DEAD_LETTER_PREFIX)
+        return not is_dead_letter_topic(self.name)
 
     @field_validator("retention_ms")
     @classmethod

@@ -26,6 +26,7 @@ __all__ = [
     "UnknownTopic",
     "dead_letter_topic",
     "default_topic_names",
+    "is_dead_letter_topic",
     "record_type_of",
     "sample_count",
     "samples_field_of",
@@ -109,9 +110,14 @@ class UnknownTopic(KeyError):
     """A topic name the pipeline has no record type for."""
 
 
+def is_dead_letter_topic(name: str) -> bool:
+    """Whether `name` is a dead-letter topic (any `dlq.*`, including ones created after a consumer started)."""
+    return name.startswith(DEAD_LETTER_PREFIX)
+
+
 def topic(name: str) -> Topic:
     """The model of topic `name`; UnknownTopic (a KeyError) for a name that is no pipeline topic."""
-    if name.startswith(DEAD_LETTER_PREFIX):
+    if is_dead_letter_topic(name):
         return Topic(name, "dead_letter", "dead_letter")
     if name in RAW_TOPICS:
         return Topic(name, "raw", RAW_TOPICS[name])

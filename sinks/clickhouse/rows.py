@@ -19,7 +19,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from fleetstream.schemas.deadletter import dead_letter_envelope
-from fleetstream.topics import SAMPLES_FIELD
+from fleetstream.topics import SAMPLES_FIELD, is_dead_letter_topic
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -81,7 +81,7 @@ DEAD_LETTERS = Route("dead_letters", "dead_letter")
 
 def route(topic: str) -> Route:
     """The table and record type of `topic`; KeyError for a topic the sink does not store."""
-    if topic.startswith("dlq."):
+    if is_dead_letter_topic(topic):
         return DEAD_LETTERS
     try:
         return ROUTES[topic]
