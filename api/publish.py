@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from fleetstream.config import KafkaSettings
-from fleetstream.schemas.codec import Codec
+from fleetstream.schemas.codec import Codec, serializer
 
 __all__ = ["PublishError", "Publisher"]
 
@@ -31,7 +31,7 @@ class PublishError(RuntimeError):
 class Publisher:
     def __init__(self, kafka: KafkaSettings, codec: Codec | None = None,
                  on_failure: Callable[[str], None] | None = None):
-        self._codec = codec or kafka.serializer()
+        self._codec = codec or serializer(kafka.schema_registry_url)
         self._producer = Producer(kafka.client(**{"enable.idempotence": True, "acks": "all", "linger.ms": 20,
                                                   "compression.type": kafka.compression_type}))
         self._on_failure = on_failure

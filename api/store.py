@@ -2,7 +2,7 @@
 
 - ClickHouse server (`http(s)://` DSN): one clickhouse-connect client, created as the sinks create theirs.
 - Embedded store (`chdb://`), sink running: the sink owns the data directory (chDB allows one process), so
-  reads go to its read-only loopback endpoint (`fleetstream.sinks.query_server`). The endpoint's address is looked up
+  reads go to its read-only loopback endpoint (`fleetstream.store.query_server`). The endpoint's address is looked up
   from the discovery file and kept until a request to it fails.
 - Embedded store, no sink: this process opens the store and keeps it while queries come, closing it after
   `idle_close_s` without one, so a sink that starts meanwhile gets it (the sink waits up to 30 s for the
@@ -24,8 +24,8 @@ import urllib.request
 from typing import Any
 
 from fleetstream.config import Settings
-from fleetstream.sinks.clickhouse.client import Client, connect, embedded_path, is_embedded
-from fleetstream.sinks.query_server import QueryError, QueryResult, check_read_only, discover, execute_read_only
+from fleetstream.store.client import Client, connect, embedded_path, is_embedded
+from fleetstream.store.query_server import QueryError, QueryResult, check_read_only, discover, execute_read_only
 
 __all__ = ["QueryError", "QueryResult", "StoreReader"]
 

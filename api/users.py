@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from fleetstream.api.rbac import ALL_VEHICLES, Principal, Role
 from fleetstream.api.tokens import ApiKeyParts, TokenError, digest_matches, new_api_key, parse_api_key, secret_digest
 from fleetstream.config import KafkaSettings
-from fleetstream.schemas.codec import Codec, DecodeError
+from fleetstream.schemas.codec import Codec, DecodeError, serializer
 
 __all__ = ["ApiKey", "User", "UserError", "UserStore", "hash_password"]
 
@@ -102,7 +102,7 @@ class UserStore:
     def __init__(self, kafka: KafkaSettings, topic: str, codec: Codec | None = None):
         self._kafka = kafka
         self.topic = topic
-        self._codec = codec or kafka.serializer()
+        self._codec = codec or serializer(kafka.schema_registry_url)
         self._users: dict[str, User] = {}
         self._lock = threading.Lock()
         self._consumer: Consumer | None = None

@@ -163,8 +163,8 @@ def private_kafka(scratch: Path | None = None, timeout_s: float = 120.0) -> Iter
     Used when a benchmark needs a cluster nobody else writes to (the worker's consumer group and topics have
     fixed names). The broker and its files are removed afterwards.
     """
-    from fleetstream.services import OWNER_FILE, local_stack_settings
     from fleetstream.stack import KafkaStack
+    from fleetstream.testing import OWNER_FILE, local_stack_settings
 
     with contextlib.ExitStack() as cleanup:
         if scratch is None:

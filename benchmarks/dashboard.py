@@ -29,6 +29,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from fleetstream import producers
+from fleetstream.admin import ensure_topics
 from fleetstream.api.app import create_app
 from fleetstream.api.cache import TtlCache
 from fleetstream.api.rbac import Role
@@ -37,10 +38,9 @@ from fleetstream.benchmarks.common import machine_info, machine_line, private_pi
 from fleetstream.config import Settings
 from fleetstream.producers.files import FileImport
 from fleetstream.sinks.clickhouse import rows
-from fleetstream.sinks.clickhouse.client import connect
 from fleetstream.sinks.clickhouse.inserts import insert_batch
 from fleetstream.sinks.clickhouse.migrations import migrate
-from fleetstream.stack import ensure_topics
+from fleetstream.store.client import connect
 
 __all__ = ["bench_dashboard", "to_table"]
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from fleetstream.benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
 from fleetstream.config import Settings
+from fleetstream.schemas.codec import serializer
 
 __all__ = ["bench_e2e", "bench_e2e_private", "to_table"]
 
@@ -149,7 +150,7 @@ class _StageTracer:
     def _run(self) -> None:
         from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-        codec = self.settings.kafka.serializer()
+        codec = serializer(self.settings.kafka.schema_registry_url)
         consumer = Consumer(self.settings.kafka.client(**{"group.id": "bench-e2e-stages",
                                                           "enable.auto.commit": False}))
         try:
@@ -349,10 +350,9 @@ def bench_e2e(settings: Settings, rate: float = 50_000, seconds: float = 30, qui
     """Run the pipeline on `settings` (its broker and home must be the benchmark's own) and measure."""
     import os
 
-    from fleetstream.demo import Services, _wait_for_group, _wait_for_sink
-    from fleetstream.services import free_ports
-    from fleetstream.stack import ensure_topics
-    from fleetstream.topics import create_topics
+    from fleetstream.admin import create_topics, ensure_topics, wait_for_group
+    from fleetstream.demo import Services, _wait_for_sink
+    from fleetstream.testing import free_ports
 
     step_seconds = step_seconds or (10.0 if quick else 60.0)
     # The children read their settings from the environment; give the sink's query endpoint a free port.
@@ -367,7 +367,7 @@ def bench_e2e(settings: Settings, rate: float = 50_000, seconds: float = 30, qui
         services.start("worker", "worker")
         services.start("sink-clickhouse", "sink", "clickhouse")
         _wait_for_sink(settings, services)
-        _wait_for_group(settings, services, WORKER_GROUP)
+        wait_for_group(settings.kafka, WORKER_GROUP, check=services.check)
         producer = _PacedProducer(settings, sent)
         latency = _measure_latency(settings, producer, rate, seconds, warmup_s, poll_s)
         services.check()

@@ -283,7 +283,7 @@ def _run_worker(settings: Settings, messages: list[tuple[bytes, bytes]], expecte
 def _run_peer(python: Path, script: str, bootstrap: str, messages: list[tuple[bytes, bytes]],
               expected: set[WindowKey], partitions: int, scratch: Path, timeout_s: float
               ) -> tuple[dict[WindowKey, Window], float]:
-    from fleetstream.stack import ensure_topics
+    from fleetstream.admin import ensure_topics
 
     run = uuid.uuid4().hex[:8]
     source, sink, group = f"bench.peers.{script}.in.{run}", f"bench.peers.{script}.out.{run}", f"bench-{script}-{run}"
@@ -355,8 +355,7 @@ def bench_peers(bootstrap: str | None = None, samples: int = 1_000_000, repeats:
 def _bench(bootstrap: str, python: Path, messages: list[tuple[bytes, bytes]], total_samples: int,
            expected_map: dict[WindowKey, Window], expected: set[WindowKey], repeats: int, scratch: Path,
            timeout_s: float, jobs: tuple[str, ...], reset_topics: bool) -> dict[str, Any]:
-    from fleetstream.stack import ensure_topics
-    from fleetstream.topics import create_topics
+    from fleetstream.admin import create_topics, ensure_topics
 
     base = Settings()
     partitions = 3

@@ -62,7 +62,7 @@ def _records(messages: int, seed: int = 7) -> list[dict[str, Any]]:
 
 
 def _fresh_topic(bootstrap: str, label: str) -> str:
-    from fleetstream.stack import ensure_topics
+    from fleetstream.admin import ensure_topics
 
     name = f"bench.produce.{label}.{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, [name], partitions=3)

@@ -122,9 +122,9 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient
 
+    from fleetstream.admin import create_topics
     from fleetstream.demo import Services, _wait_for_sink
-    from fleetstream.services import free_ports
-    from fleetstream.topics import create_topics
+    from fleetstream.testing import free_ports
 
     os.environ["FLEETSTREAM_CLICKHOUSE__QUERY_PORT"] = str(free_ports(1)[0])
     settings = settings.model_copy(update={"clickhouse": settings.clickhouse.model_copy(
@@ -182,13 +182,13 @@ def _wait_for_worker(settings: Settings, services: Any, timeout_s: float = 180.0
     coordinator cannot answer in time."""
     from confluent_kafka import KafkaException
 
-    from fleetstream.demo import _wait_for_group
+    from fleetstream.admin import wait_for_group
 
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             remaining_s = max(1.0, deadline - time.monotonic())
-            _wait_for_group(settings, services, settings.streams.app_id, timeout_s=remaining_s)
+            wait_for_group(settings.kafka, settings.streams.app_id, timeout_s=remaining_s, check=services.check)
             return
         except (KafkaException, TimeoutError):
             if time.monotonic() > deadline:

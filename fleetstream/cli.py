@@ -87,7 +87,7 @@ def _positive(value: float) -> float:
     return value
 
 
-InspectFormat = Literal["auto", "wp8", "pvlog", "csv", "jetdrive", "mts"]  # producers.inspect.inspectors()
+InspectFormat = Literal["auto", "wp8", "pvlog", "csv", "jetdrive", "mts"]  # producers.inspection.inspectors()
 ImportFormat = Literal["auto", "wp8", "pvlog", "csv"]  # the file-import parsers (producers.files)
 
 
@@ -154,8 +154,8 @@ def config_show(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
 @topics_app.command("create")
 def topics_create(ctx: typer.Context) -> None:
     """Create every configured topic that does not exist yet (idempotent)."""
+    from fleetstream.admin import create_topics
     from fleetstream.kafka import require_kafka
-    from fleetstream.topics import create_topics
 
     settings = settings_of(ctx)
     require_kafka(settings.kafka, [])  # one line within seconds, not librdkafka's retries
@@ -257,7 +257,7 @@ def inspect_cmd(
 ) -> None:
     """What a capture or file decodes to, without publishing anything: format, counts, channels with units,
     time span, value ranges, and errors with their offsets. Exits 1 when the file has errors."""
-    from fleetstream.producers.inspect import inspect
+    from fleetstream.producers.inspection import inspect
 
     report = inspect(path, fmt)
     typer.echo(report.to_json() if as_json else report.to_text())
@@ -605,15 +605,15 @@ def sink_graphql(
     Kafka, and the offsets were committed.
     """
     from fleetstream.kafka import require_kafka
-    from fleetstream.schemas.topics import dlq_topic
     from fleetstream.sinks.graphql import GraphQLForwarder
+    from fleetstream.topics import dead_letter_topic
 
     settings = settings_of(ctx)
     if not settings.graphql_endpoint:
         typer.echo("error: set GRAPHQL_ENDPOINT (or graphql_endpoint in the config)", err=True)
         raise typer.Exit(2)
     topics = settings.graphql.topics
-    require_kafka(settings.kafka, [*topics, *map(dlq_topic, topics)])
+    require_kafka(settings.kafka, [*topics, *map(dead_letter_topic, topics)])
     forwarder = GraphQLForwarder(settings)
     forwarder.client.probe()
     stats = forwarder.drain() if drain else forwarder.run(_until_signalled(seconds))
@@ -629,7 +629,7 @@ def fake_backend(
 
     For demos and contract tests: point GRAPHQL_ENDPOINT at the printed URL.
     """
-    from fleetstream.sinks.backend import ContractBackend
+    from fleetstream.sinks.graphql.contract_backend import ContractBackend
 
     try:
         backend = ContractBackend(token=token, port=port)

@@ -19,7 +19,6 @@ import os
 import socket
 import ssl
 from contextvars import ContextVar
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -50,7 +49,7 @@ from fleetstream.config_sources import (
     read_yaml_mapping,
 )
 from fleetstream.logs import librdkafka_log
-from fleetstream.schemas.codec import Codec
+from fleetstream.topics import RAW_TOPICS, Topic, UnknownTopic, default_topic_names, is_dead_letter_topic, topic
 
 __all__ = [
     "CLICKHOUSE_SCHEMES",
@@ -113,25 +112,31 @@ class KafkaSettings(_Section):
         """librdkafka configuration for a confluent-kafka Producer: `client()` with the murmur2 partitioner."""
         return self.client(**{"partitioner": KEY_PARTITIONER, **overrides})
 
-    def serializer(self) -> Codec:
-        """The process's one Avro serializer for this cluster: Confluent framing with `schema_registry_url`, else
-        single-object encoding; it reads both. Edge, worker and sinks all take it from here, so they frame alike
-        (a worker reading only single-object framing dead-lettered every registry-framed edge message)."""
-        return _serializer(self.schema_registry_url)
-
-
-@cache
-def _serializer(schema_registry_url: str | None) -> Codec:
-    """One codec per registry URL and process: its schema-id cache is shared by every part that uses it."""
-    return Codec(schema_registry_url)
-
 
 class TopicSpec(_Section):
-    """One topic `fleetstream topics create` makes; retention -1 keeps records forever (Kafka's convention)."""
+    """One topic `fleetstream topics create` makes; retention -1 keeps records forever (Kafka's convention).
+
+    Partitions and retention are configured; what the topic carries comes from the topic model
+    (`fleetstream.topics`), so `spec.model.record_type` and `spec.model.dead_letter_topic` answer for any
+    configured topic, and a topic the pipeline does not know is allowed (an operator's extra) but unkeyed.
+    """
 
     name: str = Field(min_length=1)
     partitions: int = Field(default=3, ge=1)
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+
+    @property
+    def model(self) -> Topic | None:
+        """What the topic carries, from the topic model; None for a topic the pipeline does not know."""
+        try:
+            return topic(self.name)
+        except UnknownTopic:
+            return None
+
+    @property
+    def keyed(self) -> bool:
+        """Records placed by vehicle key (not a dead-letter topic): partitions must match the other keyed topics."""
+        return not is_dead_letter_topic(self.name)
 
     @field_validator("retention_ms")
     @classmethod
@@ -141,27 +146,9 @@ class TopicSpec(_Section):
         return value
 
 
-RAW_TOPICS = (
-    "telemetry.signals",
-    "telemetry.dtcs",
-    "telemetry.gps",
-    "telemetry.netstats",
-    "dyno.samples",
-    "fleet.locations",
-    "fleet.faults",
-)
-"""The topics producers write and the worker validates (named, not guessed from prefixes: the read side's
-`audit.log` taken for a raw topic made the worker read it and wait for it before any idle flush)."""
-
-
 def _topics() -> list[TopicSpec]:
-    raw = list(RAW_TOPICS)
-    derived = ["telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded", "alert.created",
-               "alert.acknowledged", "audit.log"]
-    valid = [f"{t}.valid" for t in raw]
-    names = raw + valid + derived + [f"dlq.{t}" for t in raw + valid + derived]
-    return [TopicSpec(name=n, retention_ms=30 * 24 * 3600 * 1000 if n.startswith("dlq.") else 7 * 24 * 3600 * 1000)
-            for n in names]
+    return [TopicSpec(name=n, retention_ms=30 * 24 * 3600 * 1000 if topic(n).kind == "dead_letter"
+                      else 7 * 24 * 3600 * 1000) for n in default_topic_names()]
 
 
 class TopicSettings(_Section):
@@ -174,9 +161,9 @@ class TopicSettings(_Section):
     def _co_partitioned(self) -> TopicSettings:
         """Keyed topics the worker reads and writes together need one partition count (see KEY_PARTITIONER)."""
         by_count: dict[int, list[str]] = {}
-        for topic in self.topics:
-            if not topic.name.startswith("dlq."):
-                by_count.setdefault(topic.partitions, []).append(topic.name)
+        for spec in self.topics:
+            if spec.keyed:
+                by_count.setdefault(spec.partitions, []).append(spec.name)
         if len(by_count) > 1:
             listing = "; ".join(f"{n}: {', '.join(names)}" for n, names in sorted(by_count.items()))
             raise ValueError(f"raw, .valid and derived topics must have the same number of partitions, or a "
@@ -187,6 +174,7 @@ class TopicSettings(_Section):
     def raw(self) -> list[str]:
         """Topics producers write and the validator reads."""
         return [t.name for t in self.topics if t.name in RAW_TOPICS]
+
 
 
 class StackSettings(_Section):

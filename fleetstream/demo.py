@@ -16,7 +16,6 @@ it is the only writer on the cluster while it runs.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import signal
@@ -32,10 +31,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
+from fleetstream.admin import create_topics, wait_for_group
 from fleetstream.config import Settings
-from fleetstream.schemas.topics import RAW_TOPICS, dlq_topic, record_type_of, sample_count, valid_topic
+from fleetstream.schemas.codec import serializer
+from fleetstream.topics import RAW_TOPICS, dead_letter_topic, record_type_of, sample_count, valid_topic
 
 __all__ = ["Services", "TopicTally", "run_demo", "summary_text"]
 
@@ -61,7 +62,7 @@ _DERIVED = ("telemetry.windows", "analytics.kpi", "analytics.threshold.exceeded"
 
 
 def _tallied_topics() -> list[str]:
-    return [valid_topic(t) for t in RAW_TOPICS] + [dlq_topic(t) for t in RAW_TOPICS] + list(_DERIVED)
+    return [valid_topic(t) for t in RAW_TOPICS] + [dead_letter_topic(t) for t in RAW_TOPICS] + list(_DERIVED)
 
 
 def end_offsets(settings: Settings, topics: list[str], timeout_s: float = 60.0) -> Watermarks:
@@ -121,7 +122,7 @@ class TopicTally:
 
     def _count(self, topic: str, value: bytes) -> None:
         record_type = record_type_of(topic)
-        record = self.settings.kafka.serializer().decode(value, record_type)
+        record = serializer(self.settings.kafka.schema_registry_url).decode(value, record_type)
         if topic in _DERIVED:
             self.derived[topic if record_type != "alert" else f"alerts_{record['event']}"] += 1
             return
@@ -205,7 +206,7 @@ def _stored_counts(settings: Settings, start: Watermarks) -> tuple[int, int]:
     stored = " + ".join(f"(SELECT count() FROM fleetstream.{table} WHERE {_provenance(start, topics)})"
                         for table, topics in _TABLE_TOPICS.items())
     dead = (f"SELECT sum(sample_count) FROM fleetstream.dead_letters FINAL WHERE stage IN {_STREAM_STAGES} "
-            f"AND ({_provenance(start, [dlq_topic(t) for t in RAW_TOPICS])})")
+            f"AND ({_provenance(start, [dead_letter_topic(t) for t in RAW_TOPICS])})")
     stored_rows = run_sql(settings, f"SELECT {stored}")[1][0][0]
     dead_rows = run_sql(settings, dead)[1][0][0]
     return int(stored_rows or 0), int(dead_rows or 0)
@@ -307,7 +308,7 @@ def _fleet_apis(settings: Settings, counts: Counter[str]) -> None:
     """Both providers' pollers, each against a local fake of its API, polled twice (the second incrementally)."""
     from fleetstream.producers.edge import EdgeProducer
     from fleetstream.producers.fleet import build_poller
-    from fleetstream.producers.fleet.fake import start_fake
+    from fleetstream.producers.fleet.fake_providers import start_fake
 
     now = datetime.now(UTC)
     producer = EdgeProducer(settings.kafka)
@@ -368,9 +369,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the pipeline for `seconds` of traffic and return the summary (see the module docstring)."""
     from fleetstream.kafka import require_kafka
-    from fleetstream.sinks.backend import ContractBackend
+    from fleetstream.sinks.graphql.contract_backend import ContractBackend
     from fleetstream.stack import running_broker
-    from fleetstream.topics import create_topics
 
     services = Services(settings)
     forwarder_stop = threading.Event()
@@ -388,7 +388,7 @@ def run_demo(
             services.start("sink-clickhouse", "sink", "clickhouse")
             forwarder, forwarder_thread = _start_forwarder(settings, forwarder_stop)
             _wait_for_sink(settings, services)
-            _wait_for_group(settings, services, settings.streams.app_id)
+            wait_for_group(settings.kafka, settings.streams.app_id, check=services.check)
             log.info("publishing for %.0f s: vehicles, a dyno cell, a file import, a vehicle client, fleet APIs",
                      seconds)
             sources = _run_sources(settings, seconds, vehicles)
@@ -459,7 +459,7 @@ def _wait_for_sink(settings: Settings, services: Services, timeout_s: float = 12
     """Wait until the sink answers queries. With the embedded store the demo never opens it itself: the
     sink process owns it, so readiness is its query endpoint appearing."""
     from fleetstream.sinks.clickhouse import embedded_path, is_embedded
-    from fleetstream.sinks.query_server import discover
+    from fleetstream.store.query_server import discover
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -488,34 +488,6 @@ def _wait_for_derived(tally: TopicTally, idle_flush_s: float, quiet_s: float = 3
             return
         time.sleep(0.2)
 
-
-_COORDINATOR_NOT_READY = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                          KafkaError.COORDINATOR_NOT_AVAILABLE}
-
-
-def _wait_for_group(settings: Settings, services: Services, group: str, timeout_s: float = 120.0) -> None:
-    """Wait until the consumer group is stable with partitions assigned (the worker is consuming)."""
-    from confluent_kafka import ConsumerGroupState, KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(settings.kafka.client())
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        services.check()
-        try:
-            description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-        except concurrent.futures.TimeoutError:  # a busy broker (the offsets topic being created): ask again
-            continue
-        except KafkaException as exc:  # a fresh broker's group coordinator may still be loading: ask again
-            if exc.args[0].code() not in _COORDINATOR_NOT_READY:
-                raise
-            time.sleep(0.5)
-            continue
-        if description.state == ConsumerGroupState.STABLE and any(
-                m.assignment.topic_partitions for m in description.members):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"consumer group {group} did not become stable within {timeout_s:.0f} s")
 
 
 def _settle(settings: Settings, services: Services, tally: TopicTally, produced: int, start: Watermarks,

@@ -20,7 +20,7 @@ def setup_logging(level: str = "INFO") -> None:
     for noisy in ("aiokafka", "faust", "mode", "httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     # clickhouse-connect (and urllib3 under it) warn about each failed connection attempt that the caller
-    # reports as its own error anyway (sinks.clickhouse.client.ClickHouseUnreachable).
+    # reports as its own error anyway (fleetstream.store.client.ClickHouseUnreachable).
     for chatty in ("clickhouse_connect.driver._backend", "urllib3.connectionpool"):
         logging.getLogger(chatty).setLevel(max(logging.ERROR, logging.getLogger().level))
 

@@ -8,7 +8,7 @@ never mistaken for ours). `down()` stops it with SIGTERM (a clean controlled shu
 Both are idempotent and safe to run from several processes (a lock file serialises them).
 
 Topics are not auto-created (`auto.create.topics.enable=false`), so a misspelt topic fails loudly instead of
-silently creating a new one: create topics with `fleetstream topics create` or `ensure_topics()`.
+silently creating a new one: create topics with `fleetstream topics create` or `fleetstream.admin.ensure_topics()`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ __all__ = [
     "StackStatus",
     "ensure_java",
     "ensure_maven",
-    "ensure_topics",
     "new_cluster_id",
     "render_server_properties",
     "resolve_jars",
@@ -476,50 +475,6 @@ class KafkaStack:
         """True if `pid` runs kafka.Kafka for this home (a reused pid belongs to something else)."""
         cmdline = _cmdline(pid) or []
         return MAIN_CLASS in cmdline and f"-Dfleetstream.home={self.home}" in cmdline
-
-
-# --- topics ------------------------------------------------------------------------------------------------
-
-
-def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int = 3, *, replication_factor: int = 1,
-                  config: Mapping[str, str] | None = None, timeout_s: float = 30.0,
-                  client_config: Mapping[str, str] | None = None) -> list[str]:
-    """Create the topics that do not exist yet and wait until every one has a leader for each partition.
-
-    Returns the names it created. For the configured pipeline topics use `fleetstream.topics.create_topics`;
-    this is for ad-hoc topics (tests, benchmarks) on a broker without auto-creation.
-    """
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(client_config or {})})
-    present = set(admin.list_topics(timeout=timeout_s).topics)
-    wanted = [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor, config=dict(config or {}))
-              for n in dict.fromkeys(names) if n not in present]
-    created: list[str] = []
-    if wanted:
-        for name, future in admin.create_topics(wanted, operation_timeout=timeout_s).items():
-            try:
-                future.result()
-                created.append(name)
-            except KafkaException as exc:
-                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                    raise
-    _wait_for_leaders(admin, names, timeout_s)
-    return created
-
-
-def _wait_for_leaders(admin: Any, names: Sequence[str], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        topics = admin.list_topics(timeout=timeout_s).topics
-        missing = [n for n in names if n not in topics or topics[n].error is not None
-                   or any(p.leader < 0 for p in topics[n].partitions.values())]
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            raise StackError(f"topics without a leader after {timeout_s:.0f} s: {', '.join(missing)}")
-        time.sleep(0.1)
 
 
 # --- process and socket helpers ----------------------------------------------------------------------------

@@ -26,29 +26,16 @@ from fleetstream.config import KafkaSettings
 from fleetstream.config_sources import ConfigError, Layer, build, read_yaml_mapping, validate
 from fleetstream.producers.edge import EdgeProducer
 from fleetstream.producers.reliability import Backoff, CircuitBreaker, SourceHealth
-from fleetstream.producers.spool import PRIORITIES, Spool, SpoolEntry
-from fleetstream.schemas.topics import record_type_of, sample_count
+from fleetstream.producers.sources import SOURCE_TYPES, Emit, Record, Source, SourceSpec, build_source
+from fleetstream.producers.spool import Spool, SpoolEntry
+from fleetstream.schemas.codec import serializer
+from fleetstream.topics import record_type_of, sample_count
 
-__all__ = ["Agent", "AgentConfig", "Emit", "Source", "SourceSpec", "load_agent_config", "read_status"]
+__all__ = ["Agent", "AgentConfig", "Emit", "Record", "Source", "SourceSpec", "load_agent_config", "read_status"]
+# Emit, Record, Source and SourceSpec are defined with the adapters (producers/sources.py), re-exported here
+# because they are the agent's interface to its sources.
 
 log = logging.getLogger(__name__)
-
-Record = tuple[str, str, dict[str, Any]]
-Emit = Callable[[Sequence[Record]], None]
-Source = Callable[[Emit, threading.Event], None]
-"""A source runs until `stop` is set, emitting records; raising means "failed, reconnect me"."""
-
-
-class SourceSpec(BaseModel):
-    """One source in agent.yaml: `type` picks the adapter, `options` are its settings."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    type: str
-    priority: str = Field(default="normal", pattern="^(" + "|".join(PRIORITIES) + ")$")
-    options: dict[str, Any] = Field(default_factory=dict)
-
 
 class AgentConfig(BaseModel):
     """agent.yaml: an unknown key is refused (a mistyped `spool_dir` must not spool into the default)."""
@@ -83,8 +70,6 @@ class AgentConfig(BaseModel):
 
 def load_agent_config(path: Path) -> AgentConfig:
     """Read agent.yaml; an unknown key, a bad value or an unknown source type is a ConfigError naming the file."""
-    from fleetstream.producers.sources import SOURCE_TYPES
-
     data, provenance = build(AgentConfig, [Layer(str(path), read_yaml_mapping(path))])
     config: AgentConfig = validate(AgentConfig, data, provenance)
     for spec in config.sources:
@@ -118,11 +103,9 @@ class Agent:
     """Runs sources, the spool and the drain loop until `stop()` (see the module docstring)."""
 
     def __init__(self, config: AgentConfig, kafka: KafkaSettings, sources: dict[str, Source] | None = None):
-        from fleetstream.producers.sources import build_source
-
         self.config = config
         self.spool = Spool(config.spool_dir, budget_bytes=config.spool_budget_mb * 1024 * 1024)
-        self.codec = kafka.serializer()
+        self.codec = serializer(kafka.schema_registry_url)
         self.producer = EdgeProducer(kafka, self.codec)
         self._sources = sources if sources is not None else {
             spec.name: build_source(spec, config.station_id) for spec in config.sources}

@@ -76,7 +76,7 @@ def _work_dir(work_dir: Path | None) -> Iterator[Path]:
 
 
 def _bench_topic(bootstrap: str, what: str) -> str:
-    from fleetstream.stack import ensure_topics
+    from fleetstream.admin import ensure_topics
 
     topic = f"bench.edge-{what}.{uuid.uuid4().hex[:10]}"
     ensure_topics(bootstrap, [topic], partitions=1)
@@ -282,8 +282,8 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = load_settings()
     if args.private_broker:
-        from fleetstream.services import local_stack_settings
         from fleetstream.stack import KafkaStack
+        from fleetstream.testing import local_stack_settings
 
         with tempfile.TemporaryDirectory(prefix="fleetstream-bench-broker-") as home:
             stack = KafkaStack(local_stack_settings(Path(home), settings))

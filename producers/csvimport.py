@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
-from fleetstream.producers.files import (
+from fleetstream.producers.file_parsing import (
     ChannelInfo,
     CsvReader,
     FileFormatError,

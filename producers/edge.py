@@ -21,8 +21,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from fleetstream.config import KafkaSettings
 from fleetstream.kafka import DeliveryError, DeliveryTracker
 from fleetstream.producers.spool import SpoolEntry
-from fleetstream.schemas.codec import Codec
-from fleetstream.schemas.topics import record_type_of, sample_count
+from fleetstream.schemas.codec import Codec, serializer
+from fleetstream.topics import record_type_of, sample_count
 
 __all__ = ["DeliveryCallback", "EdgeProducer"]
 
@@ -52,7 +52,7 @@ class EdgeProducer:
         # Precedence: our durable defaults < the configured client_config (SASL, tuning) < explicit overrides;
         # the partitioner is murmur2 whatever the client_config, so keys land where the worker's outputs do.
         self._config = {**defaults, **kafka.producer(**overrides)}
-        self._codec = codec or kafka.serializer()
+        self._codec = codec or serializer(kafka.schema_registry_url)
         self._producer: Producer | None = None
         self.deliveries = DeliveryTracker(kafka.bootstrap_servers)
         self.delivered_samples: Counter[str] = Counter()

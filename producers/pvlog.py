@@ -29,7 +29,7 @@ import io
 from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
-from fleetstream.producers.files import (
+from fleetstream.producers.file_parsing import (
     SNIFF_BYTES,
     ChannelInfo,
     CsvReader,

@@ -1,7 +1,9 @@
 """The source adapters an edge agent can run, by `type` in agent.yaml.
 
-Each builder turns a `SourceSpec` into a `Source`: a callable that runs until `stop` is set and hands
-records to `emit` (which makes them durable). Keep adapters thin: decoding lives in the source's own module.
+The interface between the agent and its sources is defined here (`Source`, `Emit`, `SourceSpec`), so the
+adapters need nothing of the agent. Each builder turns a `SourceSpec` into a `Source`: a callable that runs
+until `stop` is set and hands records to `emit` (which makes them durable). Keep adapters thin: decoding
+lives in the source's own module.
 """
 
 from __future__ import annotations
@@ -14,14 +16,31 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from fleetstream.producers.agent import Emit, Source, SourceSpec
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SOURCE_TYPES", "CounterStream", "build_source"]
+from fleetstream.producers.spool import PRIORITIES
+
+__all__ = ["SOURCE_TYPES", "CounterStream", "Emit", "Record", "Source", "SourceSpec", "build_source"]
+
+Record = tuple[str, str, dict[str, Any]]
+Emit = Callable[[Sequence[Record]], None]
+Source = Callable[[Emit, threading.Event], None]
+"""A source runs until `stop` is set, emitting records; raising means "failed, reconnect me"."""
+
+
+class SourceSpec(BaseModel):
+    """One source in agent.yaml: `type` picks the adapter, `options` are its settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    type: str
+    priority: str = Field(default="normal", pattern="^(" + "|".join(PRIORITIES) + ")$")
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 def _vehicle_sim(spec: SourceSpec, station_id: str) -> Source:

@@ -47,7 +47,8 @@ from pydantic import TypeAdapter, ValidationError
 from fleetstream.config import KafkaSettings, Settings, load_settings
 from fleetstream.producers.edge import EdgeProducer
 from fleetstream.producers.spool import Spool, SpoolEntry
-from fleetstream.schemas.topics import sample_count
+from fleetstream.schemas.codec import serializer
+from fleetstream.topics import sample_count
 
 __all__ = ["AsyncIcsAnalytics", "IcsAnalytics", "normalize_param_type", "parse_time_ms"]
 
@@ -304,7 +305,7 @@ class IcsAnalytics:
             spool_dir = settings.home / "vehicle-client" / f"{device_id}-{vehicle_id}"
         self.spool_dir = Path(spool_dir)
         """Where records wait, on disk, until the broker acknowledged them."""
-        self._codec = kafka.serializer()
+        self._codec = serializer(kafka.schema_registry_url)
         self._producer = EdgeProducer(kafka, self._codec)
         self._spool = Spool(self.spool_dir, budget_bytes=spool_budget_mb * 1024 * 1024)
         self._pending_samples = 0

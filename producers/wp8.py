@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
-from fleetstream.producers.files import (
+from fleetstream.producers.file_parsing import (
     ChannelInfo,
     FileFormatError,
     FileSample,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 import fastavro
@@ -52,6 +53,15 @@ def _write_batch_body(version: registry.SchemaVersion, batch: SampleBatch) -> by
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, version.parsed, {**batch.fields, "samples": ()})
     return buf.getvalue()[:-1] + samples
+
+
+@cache
+def serializer(schema_registry_url: str | None = None) -> Codec:
+    """The process's one Avro serializer for a cluster: Confluent framing with `schema_registry_url`, else
+    single-object encoding; it reads both. Edge, worker and sinks all take it from here with their
+    `KafkaSettings.schema_registry_url`, so they frame alike (a worker reading only single-object framing
+    dead-lettered every registry-framed edge message). One per URL and process: its schema-id cache is shared."""
+    return Codec(schema_registry_url)
 
 
 def encode(record_type: str, record: dict[str, Any]) -> bytes:

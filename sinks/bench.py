@@ -23,10 +23,10 @@ from typing import Any
 
 from fleetstream.schemas.codec import Codec
 from fleetstream.sinks.clickhouse import rows
-from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect, is_embedded
 from fleetstream.sinks.clickhouse.inserts import insert_batch
 from fleetstream.sinks.clickhouse.migrations import migrate
 from fleetstream.sinks.clickhouse.rows import SourcedRecord
+from fleetstream.store.client import DATABASE, Client, connect, is_embedded
 
 __all__ = ["SAMPLES_PER_RECORD", "bench_sink", "signal_records", "to_table"]
 

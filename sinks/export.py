@@ -3,7 +3,7 @@
 Layout: `<out_dir>/<table>/date=YYYY-MM-DD/part-0000.parquet`, which BigQuery external tables, Spark, DuckDB and
 `pyarrow.dataset(..., partitioning="hive")` read as one table with a `date` column. The export streams: one day
 at a time, and within a day one query per `chunk_seconds` written as its own row group, so memory holds one
-chunk, never the range. Queries go through `fleetstream.sinks.query_server.query` like `fleetstream query` (the running
+chunk, never the range. Queries go through `fleetstream.store.query_server.query` like `fleetstream query` (the running
 sink's loopback endpoint, else the embedded store, else the server), read-only.
 
 Types come from the table (`system.columns`), not from the values: times are selected as integer epoch units
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetstream.config import Settings
 from fleetstream.errors import InvalidInput
-from fleetstream.sinks.clickhouse.client import DATABASE
+from fleetstream.store.client import DATABASE
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -136,7 +136,7 @@ def _select_expr(name: str, ch_type: str) -> str:
 
 def _columns(settings: Settings, table: str) -> tuple[list[tuple[str, str]], str]:
     """The table's (name, type) columns in order and its time column (the one its partition key is made of)."""
-    from fleetstream.sinks.query_server import query
+    from fleetstream.store.query_server import query
 
     params = {"db": DATABASE, "t": table}
     cols = query(settings, "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
@@ -156,7 +156,7 @@ def _columns(settings: Settings, table: str) -> tuple[list[tuple[str, str]], str
 
 def _exportable(settings: Settings) -> str:
     """The hint for a table that cannot be exported: the ones that can (partitioned by time), or how to get them."""
-    from fleetstream.sinks.query_server import query
+    from fleetstream.store.query_server import query
 
     names = query(settings, "SELECT name FROM system.tables WHERE database = {db:String} AND partition_key != '' "
                             "AND NOT startsWith(name, '.') ORDER BY name", {"db": DATABASE}).rows
@@ -203,7 +203,7 @@ def export_parquet(settings: Settings, table: str, from_: dt.date | dt.datetime,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fleetstream.sinks.query_server import query
+    from fleetstream.store.query_server import query
 
     if not _IDENT.match(table):
         raise ExportError(f"not a table name: {table!r}", "letters, digits and _ only")

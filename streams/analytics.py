@@ -26,7 +26,6 @@ from fleetstream.config import StreamsSettings
 from fleetstream.schemas.codec import Codec
 from fleetstream.schemas.deadletter import dead_letter
 from fleetstream.schemas.sample_batch import SampleBatch
-from fleetstream.schemas.topics import dlq_topic, record_type_of
 from fleetstream.schemas.units import is_unknown_unit
 from fleetstream.streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
 from fleetstream.streams.dedup import ChannelDedup
@@ -44,6 +43,7 @@ from fleetstream.streams.kpis import (
 )
 from fleetstream.streams.metrics import MetricDefinition, MetricsAggregator
 from fleetstream.streams.windows import ChannelWindows, WindowSpec
+from fleetstream.topics import dead_letter_topic, record_type_of
 
 __all__ = ["AnalyticsConfig", "Analyzer", "ChannelStage", "KeyStage", "StageOutput", "encode_outputs"]
 
@@ -433,7 +433,7 @@ class Analyzer:
                                    f"containing them had closed (allowed lateness "
                                    f"{self.config.settings.allowed_lateness_ms} ms)",
                                    sample_count=len(late), now_ms=now_ms, codec=self.codec)
-        return [(dlq_topic(topic), key, letter)]
+        return [(dead_letter_topic(topic), key, letter)]
 
     def flush_idle(self, channels: State, keys: State, now_ms: int, wall_s: float, active_since_s: float = 0.0,
                    ready: Callable[[int], bool] | None = None

@@ -22,14 +22,14 @@ from typing import Any, cast
 import faust
 
 from fleetstream.config import Settings
-from fleetstream.schemas.codec import Codec, DecodeError
+from fleetstream.schemas.codec import Codec, DecodeError, serializer
 from fleetstream.schemas.deadletter import dead_letter
 from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES, SampleBatch
-from fleetstream.schemas.topics import record_type_of, sample_count, valid_topic
 from fleetstream.streams.analytics import AnalyticsConfig, Analyzer, settle
 from fleetstream.streams.offsets import OFFSETS_TABLE, OffsetBook, OwnedOffsetsConsumer, instance_id
 from fleetstream.streams.outputs import Output, deliver, fit
 from fleetstream.streams.validation import Validator
+from fleetstream.topics import dead_letter_topic, record_type_of, sample_count, valid_topic
 
 __all__ = ["Output", "StreamStats", "create_app", "validate_message"]
 
@@ -61,9 +61,9 @@ def validate_message(
     """Everything one raw message turns into: at most one valid record and any number of dead letters.
 
     Signal and dyno batches are decoded straight into columns (`SampleBatch`) and the valid part is encoded
-    from them. `codec` is the process's serializer (`KafkaSettings.serializer()`); by default single-object
-    framing is written. Never raises: an undecodable message, and any unexpected error, becomes a dead letter
-    with its reason.
+    from them. `codec` is the process's serializer (`fleetstream.schemas.codec.serializer`); by default
+    single-object framing is written. Never raises: an undecodable message, and any unexpected error, becomes a
+    dead letter with its reason.
     """
     stats = stats or StreamStats()
     codec = codec or Codec()
@@ -152,9 +152,9 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
     app.on_partitions_revoked.connect(partial(_forget, book))
     source = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
     sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
-             for name in [valid_topic(t) for t in raw_topics] + [f"dlq.{t}" for t in raw_topics]}
+             for name in [valid_topic(t) for t in raw_topics] + [dead_letter_topic(t) for t in raw_topics]}
     validator = Validator(settings.validation)
-    codec = settings.kafka.serializer()
+    codec = serializer(settings.kafka.schema_registry_url)
     stats = StreamStats()
     app.stats = stats  # type: ignore[attr-defined]
 
@@ -234,7 +234,7 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
     input_topics = [*settings.topics.raw, *valid_topics]
     source = app.topic(*valid_topics, key_serializer="raw", value_serializer="raw")
     for name in ("telemetry.windows", "analytics.threshold.exceeded", "alert.created", "analytics.kpi",
-                 *[f"dlq.{t}" for t in valid_topics]):
+                 *[dead_letter_topic(t) for t in valid_topics]):
         sinks.setdefault(name, app.topic(name, key_serializer="raw", value_serializer="raw"))
 
     # The agent and the idle-flush timer each read state, emit, then write state: they must not interleave.
@@ -413,7 +413,7 @@ def ensure_changelog_topics(settings: Settings) -> None:
     faust would create them on first use, but a worker that starts on a fresh broker can then see them with
     no partitions yet and refuse to write its tables (PartitionsMismatch); creating them first avoids that.
     """
-    from fleetstream.stack import ensure_topics
+    from fleetstream.admin import ensure_topics
 
     ensure_topics(settings.kafka.bootstrap_servers,
                   [f"{settings.streams.app_id}-{table}-changelog" for table in (*ANALYTICS_TABLES, OFFSETS_TABLE)],

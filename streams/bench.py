@@ -33,6 +33,7 @@ import numpy as np
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from fleetstream.admin import wait_for_group
 from fleetstream.config import KafkaSettings, Settings, load_settings
 from fleetstream.schemas import codec
 
@@ -205,8 +206,7 @@ def bench_streams(bootstrap: str | None = None, samples: int = 2_000_000, rate: 
                   duration_s: float = 30.0, settings: Settings | None = None,
                   timeout_s: float = 600.0) -> dict[str, Any]:
     """Throughput of the worker on a preloaded backlog, then latency at a fixed offered rate (see module doc)."""
-    from fleetstream.demo import _wait_for_group
-    from fleetstream.topics import create_topics
+    from fleetstream.admin import create_topics
 
     base = settings or load_settings()
     if bootstrap:
@@ -239,7 +239,7 @@ def bench_streams(bootstrap: str | None = None, samples: int = 2_000_000, rate: 
             throughput = {"samples": loaded, "messages": loaded // SAMPLES_PER_MESSAGE, "seconds": round(elapsed, 2),
                           "samples_per_s": round(loaded / elapsed), "windows": windows_at_done,
                           "windows_stable": len(watcher.windows) == windows_at_done}
-            _wait_for_group(settings, worker, app_id)
+            wait_for_group(settings.kafka, app_id, check=worker.check)
             live = f"bench-{run}L-".encode()
             offered = _offered_load(settings, f"{run}L", rate, duration_s)
             time.sleep(3.0)  # the tail of the run: last windows close once 0.5 s of event time follows them

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleetstream.schemas.codec import Codec
-from fleetstream.schemas.topics import SAMPLES_FIELD, record_type_of
+from fleetstream.topics import SAMPLES_FIELD, is_dead_letter_topic, record_type_of
 
 __all__ = ["OUTPUT_LIMIT_BYTES", "Output", "deliver", "fit"]
 
@@ -42,7 +42,7 @@ def fit(outputs: list[Output], limit: int = OUTPUT_LIMIT_BYTES, codec: Codec | N
     for topic, key, value in outputs:
         if len(value) <= limit:
             fitted.append((topic, key, value))
-        elif topic.startswith("dlq."):
+        elif is_dead_letter_topic(topic):
             fitted.append((topic, key, _strip_letter(codec, topic, value, limit)))
         else:
             fitted += [(topic, key, part) for part in split_batch(record_type_of(topic), value, limit, codec, topic)]

@@ -22,8 +22,8 @@ import numpy.typing as npt
 
 from fleetstream.config import ChannelRange, ValidationSettings
 from fleetstream.schemas.sample_batch import SampleBatch
-from fleetstream.schemas.topics import SAMPLES_FIELD
 from fleetstream.schemas.units import UnknownUnitError, to_canonical
+from fleetstream.topics import SAMPLES_FIELD
 
 __all__ = ["FLAG_ABOVE_WARNING", "FLAG_BELOW_WARNING", "FLAG_CLAMPED", "Outcome", "Rejected", "Validator"]
 

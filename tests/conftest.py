@@ -1,11 +1,11 @@
-"""Fixtures that give integration tests real services (see fleetstream.services for how they are found).
+"""Fixtures that give integration tests real services (see fleetstream.testing for how they are found).
 
 - `kafka_bootstrap`: bootstrap servers of a real broker, once per session (env, testcontainers or the local
   KafkaStack on free ports, stopped at the end only if this session started it).
 - `clickhouse_dsn`: a ClickHouse DSN (env, testcontainers, else `chdb://<session tmp dir>`).
 - `topic_factory`: creates uniquely named topics (the local broker does not auto-create topics) and deletes
   them after the test.
-- `fleetstream.services.docker_available()`: for `pytest.mark.skipif` on tests of the testcontainers path.
+- `fleetstream.testing.docker_available()`: for `pytest.mark.skipif` on tests of the testcontainers path.
 
 Tests that use the service fixtures must be marked `integration`, so `pytest -m "not integration"` never
 starts a broker; an unmarked one fails with a message saying so.
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
-from fleetstream.services import ResolvedService, clickhouse_service, kafka_service, reap_orphaned_stacks
+from fleetstream.testing import ResolvedService, clickhouse_service, kafka_service, reap_orphaned_stacks
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def topic_factory(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Itera
     """`make(prefix="test", partitions=1, config=None) -> name`: a new, empty topic with leaders, unique per call."""
     from confluent_kafka.admin import AdminClient
 
-    from fleetstream.stack import ensure_topics
+    from fleetstream.admin import ensure_topics
 
     created: list[str] = []
     base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]

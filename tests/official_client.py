@@ -2,7 +2,8 @@
 its code, for the seed README's examples (shared/seeds/000_0d2b86ae41defc7a.txt) and for inputs beyond them.
 
 The expected payloads below are written out by hand from that client's source; each comment names the place
-that decides the value. They were checked once by running that client against `fleetstream.sinks.backend` (same
+that decides the value. They were checked once by running that client against
+`fleetstream.sinks.graphql.contract_backend` (same
 variables, null for null); the client is not a dependency of this project and the tests do not run it.
 
 Its request building, in short (paths under `analytics_ingest/internal/`):

@@ -4,7 +4,7 @@ processes on the session's broker, with a fresh home (and so a fresh embedded ch
 Test modules import the `pipeline` fixture (`from tests.pipeline import pipeline  # noqa: F401`) and the
 helpers. The children are started and awaited the way `fleetstream demo` does it (`fleetstream.demo.Services`
 and its readiness helpers); the store is read only through the running sink's query endpoint
-(`fleetstream.sinks.query_server.query`), because chDB opens a data directory from one process only.
+(`fleetstream.store.query_server.query`), because chDB opens a data directory from one process only.
 
 Both children use the configured topic names and the fixed consumer groups, so on the shared session broker
 tests isolate themselves by their own vehicle ids (or batch ids) and assert only on those rows.
@@ -32,12 +32,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from fleetstream.admin import create_topics, wait_for_group
 from fleetstream.config import KafkaSettings, Settings
-from fleetstream.demo import Services, _wait_for_group, _wait_for_sink
+from fleetstream.demo import Services, _wait_for_sink
 from fleetstream.schemas import codec
-from fleetstream.schemas.topics import record_type_of
-from fleetstream.sinks.query_server import query
-from fleetstream.topics import create_topics
+from fleetstream.store.query_server import query
+from fleetstream.topics import record_type_of
 
 __all__ = ["MAX_AGE_MS", "Pipeline", "TopicReader", "pipeline"]
 
@@ -142,7 +142,7 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
             services.start("worker", "worker")
             services.start("sink-clickhouse", "sink", "clickhouse")
         _wait_for_sink(settings, services)
-        _wait_for_group(settings, services, WORKER_GROUP)
+        wait_for_group(settings.kafka, WORKER_GROUP, check=services.check)
         yield Pipeline(settings, services)
     finally:
         services.stop()

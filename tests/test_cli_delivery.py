@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from fleetstream.stack import ensure_topics
+from fleetstream.admin import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "producers" / "samples" / "dyno_pull.csv"

@@ -226,7 +226,7 @@ HOLDER = """
 import signal, sys, threading
 from fleetstream.config import load_settings
 from fleetstream.sinks.clickhouse import connect, migrate
-from fleetstream.sinks.query_server import QueryServer
+from fleetstream.store.query_server import QueryServer
 settings = load_settings(None)
 client = connect(settings.clickhouse_dsn)
 migrate(client)
@@ -245,7 +245,7 @@ def test_format_choices_match_the_registries() -> None:
 
     from fleetstream.cli import ImportFormat, InspectFormat, QueryFormat
     from fleetstream.producers.files import _parsers
-    from fleetstream.producers.inspect import inspectors
+    from fleetstream.producers.inspection import inspectors
     from fleetstream.sinks.clickhouse.queries import FORMATS
 
     assert set(get_args(InspectFormat)) == {"auto", *inspectors()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
 import zipfile
@@ -37,3 +39,40 @@ def test_the_wheel_installs_only_the_fleetstream_namespace(tmp_path: Path) -> No
     assert "fleetstream/py.typed" in names
     assert "fleetstream/schemas/avro/fingerprints.lock" in names
     assert not [name for name in names if "/peers/" in name], "the peers' jobs run in their own virtualenv"
+
+
+def _exports_declared(part: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(module, name) pairs the part's `__init__` imports for type checkers, and those it re-exports lazily."""
+    tree = ast.parse((ROOT / part / "__init__.py").read_text())
+    typed = {(node.module or "", alias.name) for block in tree.body if isinstance(block, ast.If)
+             for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    lazy: set[tuple[str, str]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "lazy_exports":
+            mapping = ast.literal_eval(node.args[1])
+            lazy = {(module, name) for module, names in mapping.items() for name in names}
+    return typed, lazy
+
+
+@pytest.mark.parametrize("part", [p for p in PARTS if p != "api"])
+def test_each_part_re_exports_its_public_names_from_its_init(part: str) -> None:
+    module = importlib.import_module(f"fleetstream.{part}")
+    typed, lazy = _exports_declared(part)
+    assert typed == lazy, "the TYPE_CHECKING imports and the lazy_exports mapping must name the same things"
+    assert set(module.__all__) == {name for _, name in lazy}
+    for source, name in lazy:
+        assert getattr(module, name) is getattr(importlib.import_module(source), name)
+        assert name in dir(module)
+
+
+def test_the_api_part_re_exports_its_public_names() -> None:
+    module = importlib.import_module("fleetstream.api")
+    assert all(getattr(module, name) for name in module.__all__)
+
+
+def test_importing_a_part_loads_none_of_its_modules() -> None:
+    """A caller of `fleetstream.streams.validation` does not pay for faust, nor the CLI for every part."""
+    code = ("import sys, fleetstream.streams, fleetstream.sinks, fleetstream.producers; "
+            "print(sorted(m for m in sys.modules if m.startswith(('faust', 'clickhouse_connect', 'serial'))))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"

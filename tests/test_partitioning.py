@@ -20,10 +20,10 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from pydantic import ValidationError
 
+from fleetstream.admin import create_topics, wait_for_group
 from fleetstream.config import KEY_PARTITIONER, KafkaSettings, Settings, TopicSettings, TopicSpec
-from fleetstream.demo import Services, _wait_for_group
+from fleetstream.demo import Services
 from fleetstream.producers.edge import EdgeProducer
-from fleetstream.topics import create_topics
 
 # Apache Kafka's UtilsTest.testMurmur2: what the Java client's partitioner hashes these keys to (signed int32).
 KAFKA_MURMUR2 = {
@@ -170,7 +170,7 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
             env.setenv("FLEETSTREAM_STREAMS__IDLE_FLUSH_S", "2")
             env.delenv("FLEETSTREAM_CONFIG", raising=False)
             services.start("worker", "worker")
-        _wait_for_group(settings, services, WORKER_GROUP)
+        wait_for_group(settings.kafka, WORKER_GROUP, check=services.check)
         yield settings
     finally:
         services.stop()

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from fleetstream.schemas.topics import sample_count
+from fleetstream.topics import sample_count
 from tests.pipeline import Pipeline, TopicReader, pipeline  # noqa: F401  (pipeline is a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -23,7 +23,7 @@ import pytest
 from fleetstream.config import FleetSettings, KafkaSettings
 from fleetstream.producers.edge import EdgeProducer
 from fleetstream.producers.fleet import CheckpointStore, FleetPoller, Publication, build_poller, start_pollers
-from fleetstream.producers.fleet.fake import FakeController, start_fake
+from fleetstream.producers.fleet.fake_providers import FakeController, start_fake
 from tests.pipeline import Pipeline, Row, pipeline  # noqa: F401  (pipeline is a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

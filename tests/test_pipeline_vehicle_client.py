@@ -21,9 +21,9 @@ import pytest
 
 from fleetstream.config import GraphQLSinkSettings, KafkaSettings
 from fleetstream.producers.vehicle_client import IcsAnalytics
-from fleetstream.schemas.topics import record_type_of
-from fleetstream.sinks.backend import start_backend
 from fleetstream.sinks.graphql import Forwarder, GraphQLClient
+from fleetstream.sinks.graphql.contract_backend import start_backend
+from fleetstream.topics import record_type_of
 from tests import official_client as official
 from tests.official_client import (
     README_DTC,

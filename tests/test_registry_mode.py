@@ -16,13 +16,14 @@ from typing import Any
 
 from fleetstream.config import Settings, load_settings
 from fleetstream.producers.edge import EdgeProducer
+from fleetstream.schemas import codec
 from fleetstream.schemas.codec import SINGLE_OBJECT_MARKER
-from fleetstream.schemas.topics import record_type_of
 from fleetstream.sinks.clickhouse import rows
 from fleetstream.sinks.clickhouse.consumer import ClickHouseSink
 from fleetstream.streams.analytics import AnalyticsConfig, Analyzer
 from fleetstream.streams.app import StreamStats, validate_message
 from fleetstream.streams.validation import Validator
+from fleetstream.topics import record_type_of
 
 
 def registry_settings(tmp_path: Path) -> Settings:
@@ -35,7 +36,7 @@ def message(value: bytes) -> Any:
 
 def test_every_part_uses_the_one_serializer_and_reads_registry_framing(tmp_path: Path) -> None:
     settings = registry_settings(tmp_path)
-    serializer = settings.kafka.serializer()
+    serializer = codec.serializer(settings.kafka.schema_registry_url)
     edge = EdgeProducer(settings.kafka)
     sink = ClickHouseSink(settings, serve_queries=False)
     assert edge._codec is serializer and sink._codec is serializer

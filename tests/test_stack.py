@@ -14,17 +14,17 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from fleetstream import stack as stack_module
+from fleetstream.admin import ensure_topics
 from fleetstream.config import Settings, StackSettings
-from fleetstream.services import docker_available, kafka_service, local_stack_settings, reap_orphaned_stacks
 from fleetstream.stack import (
     KafkaStack,
     StackError,
     _java_major,
-    ensure_topics,
     new_cluster_id,
     render_server_properties,
     resolve_jars,
 )
+from fleetstream.testing import docker_available, kafka_service, local_stack_settings, reap_orphaned_stacks
 
 HAS_DOCKER, DOCKER_WHY = docker_available()
 

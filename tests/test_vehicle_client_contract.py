@@ -3,7 +3,8 @@ them), what reaches the backend is what the official client sends, field by fiel
 
 The path is the real one without a broker: the drop-in encodes and spools the records, the worker's
 `validate_message` turns each spooled message into its `.valid` message, and the GraphQL `Forwarder` posts the
-decoded `.valid` records over HTTP to the contract-checking backend (`fleetstream.sinks.backend`) on 127.0.0.1. The
+decoded `.valid` records over HTTP to the contract-checking backend
+(`fleetstream.sinks.graphql.contract_backend`) on 127.0.0.1. The
 expected payloads are rebuilt from the official client's code in `tests/official_client.py`. The same check
 on the real broker and `fleetstream worker` is in `tests/test_pipeline_vehicle_client.py`.
 """
@@ -21,11 +22,11 @@ from fleetstream.config import GraphQLSinkSettings, ValidationSettings
 from fleetstream.producers.spool import Spool, SpoolEntry
 from fleetstream.producers.vehicle_client import IcsAnalytics
 from fleetstream.schemas import codec
-from fleetstream.schemas.topics import record_type_of
-from fleetstream.sinks.backend import ContractBackend, start_backend
 from fleetstream.sinks.graphql import Forwarder, GraphQLClient
+from fleetstream.sinks.graphql.contract_backend import ContractBackend, start_backend
 from fleetstream.streams.app import validate_message
 from fleetstream.streams.validation import Validator
+from fleetstream.topics import record_type_of
 from tests import official_client as official
 
 IDS = {"device_id": 123, "vehicle_id": 456, "fleet_id": 789, "org_id": 1011}  # the README's

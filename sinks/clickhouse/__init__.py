@@ -4,7 +4,6 @@
 `fleetstream query NAME` → `run_query` and `render`.
 """
 
-from fleetstream.sinks.clickhouse.client import DATABASE, StoreLockedError, connect, embedded_path, is_embedded
 from fleetstream.sinks.clickhouse.consumer import GROUP_ID, ClickHouseSink, SinkStats, dlq_topic_for
 from fleetstream.sinks.clickhouse.migrations import (
     Migration,
@@ -24,6 +23,7 @@ from fleetstream.sinks.clickhouse.queries import (
     run_sql,
 )
 from fleetstream.sinks.clickhouse.rows import ROUTES, Route, SourcedRecord, route, to_columns
+from fleetstream.store.client import DATABASE, StoreLockedError, connect, embedded_path, is_embedded
 
 __all__ = [
     "DATABASE",

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 
 from fleetstream.config import load_settings
 from fleetstream.logs import setup_logging
-from fleetstream.sinks.clickhouse.client import StoreLockedError
 from fleetstream.sinks.clickhouse.consumer import GROUP_ID, ClickHouseSink
 from fleetstream.sinks.clickhouse.faults import Fault
 from fleetstream.sinks.clickhouse.rows import Route
+from fleetstream.store.client import StoreLockedError
 
 __all__ = ["main", "parse_route"]
 

@@ -35,17 +35,19 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from fleetstream.config import Settings, group_instance_id
 from fleetstream.kafka import DeliveryTracker
-from fleetstream.schemas.codec import DecodeError
+from fleetstream.schemas.codec import DecodeError, serializer
+from fleetstream.schemas.deadletter import dead_letter_envelope
 from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES
 from fleetstream.sinks.clickhouse import rows
 from fleetstream.sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
-from fleetstream.sinks.clickhouse.client import Client, connect, is_embedded
 from fleetstream.sinks.clickhouse.faults import Fault
 from fleetstream.sinks.clickhouse.inserts import insert_batch, size_of
 from fleetstream.sinks.clickhouse.metrics import SinkMetrics
 from fleetstream.sinks.clickhouse.migrations import migrate
 from fleetstream.sinks.clickhouse.offsets import OffsetStore, RangeState
 from fleetstream.sinks.clickhouse.rows import Route, SourcedRecord
+from fleetstream.store.client import Client, connect, is_embedded
+from fleetstream.topics import dead_letter_topic
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -67,12 +69,8 @@ def _stream(topic: str) -> str:
 
 
 def dlq_topic_for(topic: str) -> str:
-    """Where the sink sends a record it cannot decode: the dead-letter topic of the stream it came from.
-
-    `telemetry.signals.valid` → `dlq.telemetry.signals` (the configured dead-letter topics are per stream);
-    the envelope's source_topic keeps the exact topic.
-    """
-    return f"dlq.{topic.removesuffix('.valid')}"
+    """Where the sink sends a record of `topic` it cannot store: `dlq.<topic>`, the topic model's rule."""
+    return dead_letter_topic(topic)
 
 
 @dataclass(frozen=True)
@@ -164,7 +162,7 @@ class ClickHouseSink:
         self._owns_client = client is None
         self._consumer_overrides = dict(consumer_overrides or {})
         self._serve_queries = serve_queries
-        self._codec = settings.kafka.serializer()
+        self._codec = serializer(settings.kafka.schema_registry_url)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._deliveries = DeliveryTracker(settings.kafka.bootstrap_servers)
@@ -475,10 +473,10 @@ class ClickHouseSink:
 
         for rejected in dead:
             item = rejected.item
-            envelope = {"source_topic": topic, "partition": partition, "offset": item.offset, "key": item.key,
-                        "original": item.raw, "stage": "sink", "error_code": rejected.error_code,
-                        "reason": rejected.reason, "sample_count": rejected.sample_count,
-                        "first_seen_ms": now_ms, "attempt": 1}
+            envelope = dead_letter_envelope(source_topic=topic, partition=partition, offset=item.offset,
+                                            key=item.key, original=item.raw, stage="sink",
+                                            error_code=rejected.error_code, reason=rejected.reason,
+                                            sample_count=rejected.sample_count, now_ms=now_ms)
             self._producer.produce(target, self._codec.encode("dead_letter", envelope, target), key=item.key,
                                    on_delivery=delivered)
             self._deliveries.produced()

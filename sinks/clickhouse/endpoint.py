@@ -1,6 +1,6 @@
 """The sink's loopback endpoint: the read-only query server plus `GET /metrics` (Prometheus text format).
 
-Imported only when a sink starts serving (it imports `fleetstream.sinks.query_server`, which imports this package).
+Imported only when a sink starts serving: a sink run with `serve_queries=False` never loads the HTTP server.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from fleetstream.config import Settings
-from fleetstream.sinks.clickhouse.client import Client
 from fleetstream.sinks.clickhouse.metrics import SinkMetrics
-from fleetstream.sinks.query_server import QueryServer
+from fleetstream.store.client import Client
+from fleetstream.store.query_server import QueryServer
 
 __all__ = ["SinkEndpoint"]
 

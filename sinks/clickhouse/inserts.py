@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fleetstream.sinks.clickhouse.client import DATABASE, Client
 from fleetstream.sinks.clickhouse.rows import Columns, row_count
+from fleetstream.store.client import DATABASE, Client
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fleetstream.errors import StoreError
-from fleetstream.sinks.clickhouse.client import DATABASE, Client
+from fleetstream.store.client import DATABASE, Client
 
 __all__ = [
     "MIGRATIONS_DIR",

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fleetstream.sinks.clickhouse.client import DATABASE, Client
+from fleetstream.store.client import DATABASE, Client
 
 __all__ = ["InFlight", "OffsetStore", "RangeState"]
 

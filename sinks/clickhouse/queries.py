@@ -4,7 +4,7 @@ Each file starts with a one-line `-- description` and uses ClickHouse query para
 (`{vehicle:String}`, `{from:DateTime64(3)}`, ...), bound by the server, never spliced into the SQL.
 Parameters the caller leaves out take `DEFAULTS` (no vehicle filter, the whole retained time range),
 except those a `-- requires: name, ...` line lists; any other missing parameter is an error naming it.
-Queries run through `fleetstream.sinks.query_server.query`, so `fleetstream query` works the same beside a running
+Queries run through `fleetstream.store.query_server.query`, so `fleetstream query` works the same beside a running
 sink, on an idle embedded store or on a server.
 """
 
@@ -155,7 +155,7 @@ def list_queries(directory: Path = QUERIES_DIR) -> list[NamedQuery]:
 
 def run_query(settings: Settings, name: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[list[Any]]]:
     """Run the named query; returns column names and rows (JSON-ready values)."""
-    from fleetstream.sinks.query_server import query
+    from fleetstream.store.query_server import query
 
     named = load_query(name)
     result = query(settings, named.sql, named.bind(params or {}))
@@ -164,7 +164,7 @@ def run_query(settings: Settings, name: str, params: dict[str, Any] | None = Non
 
 def run_sql(settings: Settings, sql: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[list[Any]]]:
     """Run one read statement (ad-hoc SQL, same routing and read-only rule as the pack); columns and rows."""
-    from fleetstream.sinks.query_server import query
+    from fleetstream.store.query_server import query
 
     result = query(settings, sql, params)
     return result.columns, result.rows

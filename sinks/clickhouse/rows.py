@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fleetstream.schemas.deadletter import dead_letter_envelope
 from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES, SampleBatch
+from fleetstream.topics import SAMPLES_FIELD, is_dead_letter_topic
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -82,7 +84,7 @@ DEAD_LETTERS = Route("dead_letters", "dead_letter")
 
 def route(topic: str) -> Route:
     """The table and record type of `topic`; KeyError for a topic the sink does not store."""
-    if topic.startswith("dlq."):
+    if is_dead_letter_topic(topic):
         return DEAD_LETTERS
     try:
         return ROUTES[topic]
@@ -305,9 +307,9 @@ def dead_letter_columns_from_raw(
     """
     records = [
         SourcedRecord(
-            value={"source_topic": rec.topic, "partition": rec.partition, "offset": rec.offset, "key": rec.key,
-                   "original": rec.value["original"], "stage": "sink", "error_code": "malformed", "reason": error,
-                   "sample_count": 1, "first_seen_ms": now_ms, "attempt": 1},
+            value=dead_letter_envelope(source_topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                       key=rec.key, original=rec.value["original"], stage="sink",
+                                       error_code="malformed", reason=error, sample_count=1, now_ms=now_ms),
             topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key,
         )
         for rec, error in raw
@@ -358,21 +360,11 @@ def merge_columns(parts: Sequence[Columns]) -> Columns:
     return out
 
 
-_ROWS_FIELD: dict[str, str] = {
-    "signal_batch": "samples",
-    "dyno_sample_batch": "samples",
-    "dtc_batch": "dtcs",
-    "gps_batch": "points",
-    "fleet_location_batch": "locations",
-    "fleet_fault_batch": "faults",
-}
-
-
 def rows_of(record_type: str, value: dict[str, Any] | SampleBatch) -> int:
     """How many rows one decoded record becomes (the length of its batch array, else one)."""
     if isinstance(value, SampleBatch):
         return len(value)
-    field = _ROWS_FIELD.get(record_type)
+    field = SAMPLES_FIELD.get(record_type)
     return 1 if field is None else len(value[field])
 
 

@@ -4,7 +4,8 @@
 - `client`: httpx transport with the bearer token, TLS options and retries.
 - `forwarder`: one batch through the id caches and the batched mutations.
 - `consumer`: the Kafka shell (`GraphQLForwarder`), committing per partition after the backend accepted.
-The local contract-checking backend for the demo and tests is `fleetstream.sinks.backend`.
+- `contract_backend`: `ContractBackend`, a local stand-in for the real backend that checks every request
+  against the contract (shipped for the demo and the tests; the forwarder never imports it).
 """
 
 from fleetstream.config import FORWARDED_TOPICS, GraphQLSinkSettings

@@ -22,12 +22,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from fleetstream.config import GraphQLSinkSettings, Settings, group_instance_id
 from fleetstream.kafka import DeliveryTracker
-from fleetstream.schemas.codec import DecodeError
+from fleetstream.schemas.codec import DecodeError, serializer
 from fleetstream.schemas.deadletter import dead_letter
-from fleetstream.schemas.topics import record_type_of, sample_count
 from fleetstream.sinks.graphql.client import GraphQLClient, RetryPolicy
 from fleetstream.sinks.graphql.exceptions import OffsetsNotCommitted
 from fleetstream.sinks.graphql.forwarder import Failure, Forwarder
+from fleetstream.topics import record_type_of, sample_count
 
 __all__ = ["ForwarderStats", "GraphQLForwarder"]
 
@@ -200,7 +200,8 @@ class GraphQLForwarder:
         topic, value = message.topic(), message.value() or b""
         record_type = record_type_of(topic)
         try:
-            record: dict[str, Any] | None = self.settings.kafka.serializer().decode(value, record_type)
+            codec = serializer(self.settings.kafka.schema_registry_url)
+            record: dict[str, Any] | None = codec.decode(value, record_type)
             entry = _Entry(message.offset(), message.key(), value, record_type, record,
                            sample_count(record_type, record))  # type: ignore[arg-type]
         except DecodeError as exc:
@@ -235,7 +236,8 @@ class GraphQLForwarder:
             dlq, key, value = dead_letter(source_topic=topic, partition=number, offset=entry.offset, key=entry.key,
                                           original=entry.value, stage="forward", error_code=failure.code,
                                           reason=failure.reason, sample_count=entry.samples, now_ms=now_ms,
-                                          attempt=failure.attempts, codec=self.settings.kafka.serializer())
+                                          attempt=failure.attempts,
+                                          codec=serializer(self.settings.kafka.schema_registry_url))
             producer.produce(dlq, value=value, key=key, on_delivery=delivered)
             self._deliveries.produced()
         # The dead letters must be acknowledged before the offsets that they account for are committed:

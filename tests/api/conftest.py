@@ -21,16 +21,16 @@ import pytest
 import uvicorn
 from confluent_kafka import Producer
 
+from fleetstream.admin import ensure_topics
 from fleetstream.api.app import create_app
 from fleetstream.api.rbac import Role
 from fleetstream.api.services import Services
 from fleetstream.config import Settings, load_settings
 from fleetstream.schemas.codec import encode
 from fleetstream.sinks.clickhouse import rows
-from fleetstream.sinks.clickhouse.client import embedded_path
 from fleetstream.sinks.clickhouse.consumer import ClickHouseSink
-from fleetstream.sinks.query_server import discover, query
-from fleetstream.stack import ensure_topics
+from fleetstream.store.client import embedded_path
+from fleetstream.store.query_server import discover, query
 
 HOUR_MS = 3_600_000
 MIN_MS = 60_000

@@ -25,7 +25,7 @@ _READER = textwrap.dedent("""
 
 _OPENER = textwrap.dedent("""
     import sys
-    from fleetstream.sinks.clickhouse.client import connect
+    from fleetstream.store.client import connect
     connect("chdb://" + sys.argv[1], lock_wait_s=60).close()
     print("opened", flush=True)
 """)

@@ -26,11 +26,12 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from fleetstream.admin import ensure_topics
 from fleetstream.config import KafkaSettings
 from fleetstream.producers.agent import Agent, AgentConfig
 from fleetstream.producers.edge import EdgeProducer
-from fleetstream.services import local_stack_settings
-from fleetstream.stack import KafkaStack, ensure_topics
+from fleetstream.stack import KafkaStack
+from fleetstream.testing import local_stack_settings
 from tests.producers.test_agent_integration import read_topic, recording_emits, sample_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

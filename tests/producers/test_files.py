@@ -13,7 +13,7 @@ import pytest
 
 from fleetstream.producers import files
 from fleetstream.producers.files import FileFormatError, detect_format, file_identity, import_file
-from fleetstream.producers.inspect import inspect, inspectors, register_inspector
+from fleetstream.producers.inspection import inspect, inspectors, register_inspector
 from fleetstream.schemas import codec, registry
 from tests.data.files import make_files
 
@@ -268,7 +268,7 @@ def test_inspect_registry_accepts_new_formats(tmp_path: Path) -> None:
     path.write_bytes(b"\xb2\x82\x43\x13\x03\x2c")
 
     def inspect_mts(location: Path):
-        from fleetstream.producers.inspect import InspectReport
+        from fleetstream.producers.inspection import InspectReport
         return InspectReport(str(location), "mts-test", location.stat().st_size, file_identity(location), records=1)
 
     register_inspector("mts-test", inspect_mts, sniff=lambda head: head[:2] == b"\xb2\x82")
@@ -276,7 +276,7 @@ def test_inspect_registry_accepts_new_formats(tmp_path: Path) -> None:
         assert "mts-test" in inspectors()
         assert inspect(path).format == "mts-test"
     finally:
-        from fleetstream.producers import inspect as module
+        from fleetstream.producers import inspection as module
         module._REGISTRY.pop("mts-test")
 
 

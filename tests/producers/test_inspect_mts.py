@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleetstream.producers.files import FileFormatError
-from fleetstream.producers.inspect import inspect, looks_byte_swapped_mts, looks_like_mts
+from fleetstream.producers.inspection import inspect, looks_byte_swapped_mts, looks_like_mts
 
 CAPTURES = Path(__file__).parents[1] / "data" / "innovate"
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from fleetstream.producers import wp8
 from fleetstream.producers.files import FileFormatError, FileSample, ParsedFile, ParseOptions, load_mapping
-from fleetstream.producers.inspect import inspect
+from fleetstream.producers.inspection import inspect
 from tests.data.files.make_files import (
     ECU_CHANNELS,
     HERE,

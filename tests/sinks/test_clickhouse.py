@@ -16,11 +16,11 @@ from fleetstream.config import Settings, load_settings
 from fleetstream.schemas.codec import encode
 from fleetstream.sinks.clickhouse import rows
 from fleetstream.sinks.clickhouse.batches import Buffered, PartitionBatcher
-from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect
 from fleetstream.sinks.clickhouse.consumer import ClickHouseSink, dlq_topic_for
 from fleetstream.sinks.clickhouse.migrations import MIGRATIONS_DIR, MigrationError, load_migrations, migrate, status
 from fleetstream.sinks.clickhouse.offsets import InFlight, OffsetStore, RangeState
 from fleetstream.sinks.clickhouse.rows import SourcedRecord
+from fleetstream.store.client import DATABASE, Client, connect
 
 NOW_MS = (int(time.time()) // 3600 - 2) * 3600 * 1000  # two hours ago, on the hour: inside any retention
 
@@ -172,7 +172,7 @@ def test_topics_route_to_tables() -> None:
     assert rows.route("dlq.fleet.faults").table == "dead_letters"
     with pytest.raises(KeyError):
         rows.route("telemetry.signals")
-    assert dlq_topic_for("telemetry.signals.valid") == "dlq.telemetry.signals"
+    assert dlq_topic_for("telemetry.signals.valid") == "dlq.telemetry.signals.valid"  # dlq.<source topic>
     assert dlq_topic_for("analytics.kpi") == "dlq.analytics.kpi"
 
 

@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 
 from fleetstream.config import load_settings
-from fleetstream.services import docker_available
 from fleetstream.sinks.clickhouse import rows
-from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect, is_embedded
 from fleetstream.sinks.clickhouse.endpoint import SinkEndpoint
 from fleetstream.sinks.clickhouse.inserts import insert_batch
 from fleetstream.sinks.clickhouse.metrics import SinkMetrics
 from fleetstream.sinks.clickhouse.migrations import fallback_statement, load_migrations, migrate, status
 from fleetstream.sinks.clickhouse.offsets import InFlight, OffsetStore, RangeState
 from fleetstream.sinks.clickhouse.rows import SourcedRecord
-from fleetstream.sinks.query_server import execute_read_only
+from fleetstream.store.client import DATABASE, Client, connect, is_embedded
+from fleetstream.store.query_server import execute_read_only
+from fleetstream.testing import docker_available
 
 NOW_MS = (int(time.time()) // 3600 - 2) * 3600 * 1000
 

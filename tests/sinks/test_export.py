@@ -13,11 +13,11 @@ import pytest
 
 from fleetstream.config import Settings, load_settings
 from fleetstream.sinks.clickhouse import rows
-from fleetstream.sinks.clickhouse.client import connect
 from fleetstream.sinks.clickhouse.inserts import insert_batch
 from fleetstream.sinks.clickhouse.migrations import migrate
 from fleetstream.sinks.clickhouse.rows import SourcedRecord
 from fleetstream.sinks.export import arrow_type, day_range, export_parquet
+from fleetstream.store.client import connect
 
 DAY_MS = 86_400_000
 DAY0 = (int(time.time() * 1000) // DAY_MS - 5) * DAY_MS  # midnight UTC five days ago

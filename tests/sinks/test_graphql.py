@@ -2,7 +2,8 @@
 retries and dead letters, all over real HTTP to the contract-checking backend on 127.0.0.1.
 
 Expected variables below are what `ics-wivi-analytics-ingest` 26.3.3 sent for the same README inputs
-(captured against `fleetstream.sinks.backend`; rebuilt from its code in `tests/official_client.py`). The README records
+(captured against `fleetstream.sinks.graphql.contract_backend`; rebuilt from its code in
+`tests/official_client.py`). The README records
 here are written as the `IcsAnalytics` drop-in writes them (which keys were left out, the client's time text);
 records without that information (other producers) get the fallbacks tested at the end of the README tests.
 """
@@ -24,7 +25,6 @@ from hypothesis import strategies as st
 from fleetstream.config import Settings
 from fleetstream.kafka import DeliveryError
 from fleetstream.schemas import codec
-from fleetstream.sinks.backend import ContractBackend, start_backend
 from fleetstream.sinks.contracts import graphql_backend_sdl
 from fleetstream.sinks.graphql import (
     BackendAuthError,
@@ -35,6 +35,7 @@ from fleetstream.sinks.graphql import (
     RetryPolicy,
 )
 from fleetstream.sinks.graphql import payloads as p
+from fleetstream.sinks.graphql.contract_backend import ContractBackend, start_backend
 
 TOKEN = "s3cr3t-token-value"
 
@@ -678,8 +679,8 @@ def test_forwarder_on_a_real_broker_delivers_every_record_to_the_backend(kafka_b
     from confluent_kafka import Producer
     from pydantic import SecretStr
 
+    from fleetstream.admin import create_topics
     from fleetstream.config import load_settings
-    from fleetstream.topics import create_topics
 
     settings = load_settings(kafka={"bootstrap_servers": kafka_bootstrap})
     create_topics(settings.kafka, settings.topics)

@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 
 from fleetstream.config import Settings, load_settings
-from fleetstream.sinks import query_server
 from fleetstream.sinks.clickhouse import rows
-from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect
 from fleetstream.sinks.clickhouse.migrations import migrate
 from fleetstream.sinks.clickhouse.queries import (
     QueryParameterError,
@@ -31,7 +29,9 @@ from fleetstream.sinks.clickhouse.queries import (
     run_sql,
 )
 from fleetstream.sinks.clickhouse.rows import SourcedRecord
-from fleetstream.sinks.query_server import QueryError, QueryServer, check_read_only, discover, execute_read_only
+from fleetstream.store import query_server
+from fleetstream.store.client import DATABASE, Client, connect
+from fleetstream.store.query_server import QueryError, QueryServer, check_read_only, discover, execute_read_only
 
 H = (int(time.time()) // 3600 - 2) * 3600 * 1000  # two hours ago, on the hour
 HOUR = 3_600_000

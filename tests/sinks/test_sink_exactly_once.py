@@ -29,12 +29,12 @@ import pytest
 from fleetstream.config import Settings, load_settings
 from fleetstream.schemas.codec import encode
 from fleetstream.sinks.clickhouse import rows
-from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect, embedded_path, is_embedded
 from fleetstream.sinks.clickhouse.faults import EXIT_STATUS, Fault
 from fleetstream.sinks.clickhouse.inserts import insert_batch
 from fleetstream.sinks.clickhouse.migrations import migrate
 from fleetstream.sinks.clickhouse.rows import SourcedRecord
-from fleetstream.sinks.query_server import discover, query
+from fleetstream.store.client import DATABASE, Client, connect, embedded_path, is_embedded
+from fleetstream.store.query_server import discover, query
 
 REPO = Path(__file__).resolve().parents[2]
 DAY_MS = 86_400_000

@@ -26,8 +26,8 @@ import pytest
 
 from fleetstream.config import KafkaSettings, Settings, group_instance_id, load_settings
 from fleetstream.schemas.codec import encode
-from fleetstream.sinks.clickhouse.client import embedded_path, is_embedded
-from fleetstream.sinks.query_server import discover
+from fleetstream.store.client import embedded_path, is_embedded
+from fleetstream.store.query_server import discover
 from tests.sinks.test_sink_exactly_once import REPO, SinkProcess, make_records, stored_count, wait_until
 
 

@@ -17,9 +17,9 @@ import pytest
 
 from fleetstream.config import StreamsSettings
 from fleetstream.schemas import codec
-from fleetstream.schemas.topics import record_type_of
 from fleetstream.streams.analytics import AnalyticsConfig, Analyzer
 from fleetstream.streams.kpis import haversine_mi
+from fleetstream.topics import record_type_of
 
 SIGNALS = "telemetry.signals.valid"
 GPS = "telemetry.gps.valid"

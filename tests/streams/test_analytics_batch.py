@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from fleetstream.schemas import codec
-from fleetstream.schemas.topics import record_type_of
 from fleetstream.streams.analytics import Analyzer, Live
 from fleetstream.streams.app import _analyze_events
+from fleetstream.topics import record_type_of
 from tests.streams.test_analytics import SIGNALS, make_config, signal
 
 

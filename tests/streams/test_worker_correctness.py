@@ -29,10 +29,11 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from fleetstream.admin import wait_for_group
 from fleetstream.config import KafkaSettings, Settings, load_settings
-from fleetstream.demo import Services, _wait_for_group
+from fleetstream.demo import Services
 from fleetstream.schemas import codec
-from fleetstream.schemas.topics import record_type_of
+from fleetstream.topics import record_type_of
 
 TUMBLING_MS = 1_000
 HOPPING_SIZE_MS, HOPPING_ADVANCE_MS = 5_000, 1_000
@@ -259,7 +260,7 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, app_id: str) -> None:
 
 
 def worker_settings(kafka_bootstrap: str, home: Path) -> Settings:
-    from fleetstream.topics import create_topics
+    from fleetstream.admin import create_topics
 
     settings = load_settings(home=home, kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap))
     create_topics(settings.kafka, settings.topics)
@@ -272,8 +273,8 @@ def wait_for_worker(settings: Settings, services: Services, timeout_s: float = 9
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            _wait_for_group(settings, services, settings.streams.app_id,
-                            timeout_s=max(1.0, deadline - time.monotonic()))
+            wait_for_group(settings.kafka, settings.streams.app_id,
+                           timeout_s=max(1.0, deadline - time.monotonic()), check=services.check)
             return
         except KafkaException:
             if time.monotonic() > deadline:

@@ -13,7 +13,7 @@ import pytest
 
 from fleetstream.producers.fleet.checkpoint import CheckpointStore
 from fleetstream.producers.fleet.errors import AuthError
-from fleetstream.producers.fleet.fake import FakeController, start_fake
+from fleetstream.producers.fleet.fake_providers import FakeController, start_fake
 from fleetstream.producers.fleet.motive import MotiveClient, motive_settings
 from fleetstream.producers.fleet.poller import FleetPoller, Publication, start_pollers
 from fleetstream.producers.fleet.samsara import SamsaraClient, samsara_settings

@@ -2,7 +2,7 @@
 
 Both give a clickhouse-connect `Client` with the same API, so nothing above this module knows which one
 it talks to. The embedded engine locks its data directory to one process (see DESIGN.md); callers that
-may run beside the sink go through `fleetstream.sinks.query_server.query` instead of opening the store themselves.
+may run beside the sink go through `fleetstream.store.query_server.query` instead of opening the store themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from fleetstream.errors import FleetstreamError, StoreError
+from fleetstream.store.discovery import store_owner
 
 __all__ = [
     "DATABASE",
@@ -63,8 +64,6 @@ def store_holder(path: Path) -> int | None:
 
 def _is_sink(path: Path, pid: int) -> bool:
     """Whether `pid` is the sink serving the store (it announces itself in the query endpoint's discovery file)."""
-    from fleetstream.sinks.query_server import store_owner  # it imports this module
-
     return store_owner(path) == pid
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fleetstream.sinks.backend import ContractBackend, start_backend
 from fleetstream.sinks.graphql import payloads as p
+from fleetstream.sinks.graphql.contract_backend import ContractBackend, start_backend
 
 CONFIG = {"input": {"deviceId": 1, "fleetId": 2, "organizationId": 3, "vehicleId": 4}}
 

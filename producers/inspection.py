@@ -1,4 +1,4 @@
-"""`inspect`: what is in a capture or log file, before (or instead of) importing it.
+"""`fleetstream inspect`: what is in a capture or log file, before (or instead of) importing it.
 
 One report shape for every source: format, identity (SHA-256), record count (rows, data points, packets),
 channels with units, sample counts, value ranges and time spans, errors with their positions, and

@@ -1,4 +1,6 @@
-"""Real services for integration tests and tools: a Kafka cluster and a ClickHouse DSN, found or started.
+"""Real services for integration tests and benchmarks: a Kafka cluster and a ClickHouse DSN, found or started.
+
+Shipped (not under tests/) because `fleetstream bench` uses it too; nothing in the pipeline imports it.
 
 Resolution, most explicit first:
 - Kafka: `KAFKA_BOOTSTRAP_SERVERS` if set; else a testcontainers Kafka when a Docker engine answers; else the
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from fleetstream.config import Settings, StackSettings, load_settings
 from fleetstream.stack import KafkaStack
+from fleetstream.store.discovery import process_alive
 
 __all__ = [
     "CLICKHOUSE_IMAGE",
@@ -105,7 +108,7 @@ def reap_orphaned_stacks(root: Path) -> list[int]:
             owner = int(owner_file.read_text().strip())
         except (OSError, ValueError):
             continue
-        if _alive(owner):
+        if process_alive(owner):
             continue
         stack = KafkaStack(Settings(home=owner_file.parent / "stack"))
         status = stack.status()
@@ -115,16 +118,6 @@ def reap_orphaned_stacks(root: Path) -> list[int]:
             stopped.append(status.pid)
         owner_file.unlink(missing_ok=True)
     return stopped
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

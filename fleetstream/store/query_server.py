@@ -31,12 +31,12 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from fleetstream.config import Settings
 from fleetstream.errors import FleetstreamError
-from fleetstream.sinks.clickhouse.client import DATABASE, Client, connect, embedded_path, is_embedded
+from fleetstream.store.client import DATABASE, Client, connect, embedded_path, is_embedded
+from fleetstream.store.discovery import DISCOVERY_FILE, discover, store_owner
 
 __all__ = [
     "DISCOVERY_FILE",
@@ -53,7 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DISCOVERY_FILE = "query_server.json"
 _READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
 _QUOTES = "'\"`"
 _MAX_BODY_BYTES = 1 << 20
@@ -294,44 +293,6 @@ def _handler(client: Client) -> type[BaseHTTPRequestHandler]:
             log.debug("%s " + format, self.address_string(), *args)
 
     return Handler
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def store_owner(store: Path) -> int | None:
-    """The pid of the live process (not this one) whose discovery file says it serves `store`: the sink owning it."""
-    try:
-        pid = int(json.loads((store / DISCOVERY_FILE).read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return pid if pid != os.getpid() and _alive(pid) else None
-
-
-def discover(store: Path, timeout_s: float = 2.0) -> str | None:
-    """The base URL of the endpoint serving `store`, if its discovery file names a live, answering process."""
-    path = store / DISCOVERY_FILE
-    try:
-        info = json.loads(path.read_text())
-        pid, host, port = int(info["pid"]), str(info["host"]), int(info["port"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
-    if not _alive(pid):
-        log.debug("stale discovery file %s (pid %d is gone)", path, pid)
-        return None
-    base = f"http://{host}:{port}"
-    try:
-        with urllib.request.urlopen(f"{base}/health", timeout=timeout_s) as response:
-            return base if response.status == 200 else None
-    except OSError:  # URLError and timeouts are OSErrors
-        return None
 
 
 def _remote(base: str, sql: str, parameters: dict[str, Any], timeout_s: float) -> QueryResult:
