@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from fleetstream import errors
+from fleetstream.admin import replication_for
 from fleetstream.api.cache import TtlCache
 from fleetstream.api.publish import Publisher
 from fleetstream.api.reports import ReportStore
@@ -67,7 +68,7 @@ class Services:
                               "32 characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`")
         metrics = ApiMetrics()
         users = UserStore(settings.kafka, api.users_topic)
-        users.ensure_topic(replication_factor=settings.topics.replication_factor)
+        users.ensure_topic(replication_factor=replication_for(settings.kafka, settings.topics).factor)
         log.info("loaded %d users from %s", users.load(), api.users_topic)
         users.follow()
         issuer = TokenIssuer(api.jwt_secret.get_secret_value(),

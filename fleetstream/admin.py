@@ -24,10 +24,11 @@ from typing import Any
 from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from fleetstream.config import KafkaSettings, TopicSettings
-from fleetstream.errors import KafkaUnavailable
+from fleetstream.config import KafkaSettings, Settings, TopicSettings
+from fleetstream.errors import FleetstreamError, KafkaUnavailable
 
-__all__ = ["TopicReport", "TopicsNotReady", "create_topics", "ensure_topics", "wait_for_group"]
+__all__ = ["Replication", "ReplicationError", "TopicReport", "TopicsNotReady", "create_topics", "ensure_topics",
+           "min_insync_for", "replication_for", "wait_for_group", "with_cluster_replication"]
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +40,81 @@ class TopicsNotReady(KafkaUnavailable):
     """Topics that were created still have partitions without a leader at the deadline."""
 
 
+def min_insync_for(factor: int) -> int:
+    """2 from three copies on, else 1: with two copies a min ISR of 2 would stop every write while one broker is
+    down, and with three it is what keeps an acknowledged write on two brokers."""
+    return 2 if factor >= 3 else 1
+
+
+class ReplicationError(FleetstreamError):
+    """The configured replication factor cannot be met by the cluster."""
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many copies of each partition, and how many must hold a write before `acks=all` acknowledges it."""
+
+    factor: int
+    min_insync: int
+    brokers: int
+
+    @classmethod
+    def for_cluster(cls, brokers: int, configured: int | None = None) -> Replication:
+        """The configured factor, else min(3, brokers), with `min_insync_for` it."""
+        factor = configured or min(3, brokers)
+        if factor > brokers:
+            raise ReplicationError(f"topics.replication_factor {factor} needs {factor} brokers, the cluster has "
+                                   f"{brokers}", "lower topics.replication_factor, or leave it unset to follow "
+                                   "the cluster")
+        if factor == 1 and brokers > 1:
+            log.warning("replication factor 1 on a cluster of %d brokers: a partition is lost while its one broker "
+                        "is down; leave topics.replication_factor unset for %d copies", brokers, min(3, brokers))
+        return cls(factor=factor, min_insync=min_insync_for(factor), brokers=brokers)
+
+    def topic_config(self) -> dict[str, str]:
+        return {"min.insync.replicas": str(self.min_insync)}
+
+
+def replication_for(kafka: KafkaSettings, topics: TopicSettings, admin: Any = None,
+                    timeout_s: float = 10.0) -> Replication:
+    """The replication of new topics on the cluster `kafka` reaches (one metadata request counts its brokers)."""
+    admin = admin or AdminClient(kafka.client())
+    brokers = len(admin.list_topics(timeout=timeout_s).brokers)
+    return Replication.for_cluster(max(1, brokers), topics.replication_factor)
+
+
+def with_cluster_replication(settings: Settings) -> Settings:
+    """`settings` with `topics.replication_factor` filled in from the cluster, for parts that create topics of
+    their own (the worker's changelogs, the users topic); unchanged when it is configured."""
+    if settings.topics.replication_factor is not None:
+        return settings
+    factor = replication_for(settings.kafka, settings.topics).factor
+    return settings.model_copy(update={"topics": settings.topics.model_copy(update={"replication_factor": factor})})
+
+
 @dataclass
 class TopicReport:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     mismatched: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Existing keyed topics (not dlq.*) with another partition count than configured: name → (broker, config)."""
+    replication: Replication | None = None
 
 
 def create_topics(kafka: KafkaSettings, topics: TopicSettings, timeout_s: float = 30.0) -> TopicReport:
     """Create every configured topic that does not exist yet; raise on any other failure."""
     admin = AdminClient(kafka.client())
     present = {name: len(meta.partitions) for name, meta in admin.list_topics(timeout=timeout_s).topics.items()}
-    report = TopicReport(existing=sorted(t.name for t in topics.topics if t.name in present))
+    replication = replication_for(kafka, topics, admin, timeout_s)
+    report = TopicReport(existing=sorted(t.name for t in topics.topics if t.name in present), replication=replication)
     report.mismatched = {t.name: (present[t.name], t.partitions) for t in topics.topics
                          if t.name in present and present[t.name] != t.partitions and t.keyed}
     for name, (actual, configured) in report.mismatched.items():
         log.warning("topic %s has %d partitions, configured %d: its keys are not co-partitioned with the other "
                     "topics", name, actual, configured)
     wanted = [
-        NewTopic(t.name, num_partitions=t.partitions, replication_factor=topics.replication_factor,
-                 config={"retention.ms": str(t.retention_ms)})
+        NewTopic(t.name, num_partitions=t.partitions, replication_factor=replication.factor,
+                 config={"retention.ms": str(t.retention_ms), **replication.topic_config()})
         for t in topics.topics if t.name not in present
     ]
     if not wanted:

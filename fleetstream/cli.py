@@ -98,31 +98,50 @@ def echo_json(data: Any) -> None:
 # --- stack -------------------------------------------------------------------------------------------------
 
 
+def _stack_settings(ctx: typer.Context, brokers: int | None) -> Settings:
+    settings = settings_of(ctx)
+    if brokers is None:
+        return settings
+    return settings.model_copy(update={"stack": settings.stack.model_copy(update={"brokers": brokers})})
+
+
+BrokersOption = Annotated[int | None, typer.Option(
+    "--brokers", min=1, max=9, help="KRaft nodes (each broker and controller); 3 survives one node down. "
+    "Node i listens on kafka_port + 2(i-1). Default: stack.brokers (1).")]
+
+
 @stack_app.command("up")
 def stack_up(ctx: typer.Context, timeout_s: Annotated[float, typer.Option(help="Seconds to wait for readiness.")]
-             = 120.0) -> None:
-    """Start the broker (downloading the jars through Maven on first use); fine to run twice."""
-    from fleetstream.stack import KafkaStack
+             = 120.0, brokers: BrokersOption = None) -> None:
+    """Start the broker, or a cluster with --brokers 3 (jars fetched through Maven on first use); fine to run twice.
 
-    status = KafkaStack(settings_of(ctx)).up(timeout_s=timeout_s)
+    With several brokers point the clients at all of them, e.g.
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096, and `fleetstream topics create`
+    replicates every topic to three brokers with min.insync.replicas=2.
+    """
+    from fleetstream.stack import LocalCluster
+
+    status = LocalCluster(_stack_settings(ctx, brokers)).up(timeout_s=timeout_s)
     typer.echo(status.to_text())
 
 
 @stack_app.command("down")
 def stack_down(ctx: typer.Context) -> None:
-    """Stop the broker cleanly; fine when nothing runs."""
-    from fleetstream.stack import KafkaStack
+    """Stop every local broker under the home (single or cluster) cleanly; fine when nothing runs."""
+    from fleetstream.stack import LocalCluster
 
-    KafkaStack(settings_of(ctx)).down()
+    LocalCluster(settings_of(ctx)).down()
     typer.echo("stack stopped")
 
 
 @stack_app.command("status")
-def stack_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Whether the broker runs, where, and where its logs are."""
-    from fleetstream.stack import KafkaStack
+def stack_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False,
+                 brokers: BrokersOption = None) -> None:
+    """Whether the brokers run, where, and where their logs are."""
+    from fleetstream.stack import LocalCluster
 
-    status = KafkaStack(settings_of(ctx)).status()
+    settings = _stack_settings(ctx, brokers)
+    status = (LocalCluster(settings) if brokers else LocalCluster.found(settings)).status()
     if as_json:
         echo_json(status.to_dict())
     else:
@@ -160,7 +179,9 @@ def topics_create(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     require_kafka(settings.kafka, [])  # one line within seconds, not librdkafka's retries
     report = create_topics(settings.kafka, settings.topics)
-    typer.echo(f"created {len(report.created)} topics, {len(report.existing)} already existed")
+    replication = f" (replication {report.replication.factor}, min.insync.replicas {report.replication.min_insync} " \
+                  f"on {report.replication.brokers} brokers)" if report.replication and report.created else ""
+    typer.echo(f"created {len(report.created)} topics{replication}, {len(report.existing)} already existed")
     for name in report.created:
         typer.echo(f"  + {name}")
     for name, (actual, configured) in report.mismatched.items():
@@ -174,6 +195,31 @@ def topics_list(ctx: typer.Context) -> None:
     """The configured topics with partitions and retention."""
     for topic in settings_of(ctx).topics.topics:
         typer.echo(f"{topic.name:40s} partitions={topic.partitions} retention={topic.retention_ms // 3_600_000}h")
+
+
+# --- operations --------------------------------------------------------------------------------------------
+
+
+@app.command("status")
+def status_cmd(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every part (worker, sinks, edge agents, API) and every consumer group on one screen: state, lag, last error.
+
+    Parts are found through the addresses they announce under the home (`<home>/health`), the fixed addresses
+    in `health.*` (e.g. FLEETSTREAM_HEALTH__WORKER=10.0.0.5:9401) and api.host/api.port. Each part's /health says
+    whether it is ready and what failed; the groups' lag comes from Kafka (committed offsets against the end of
+    each partition). Exits 1 when Kafka or a part is not ready, so scripts and cron can use it.
+    """
+    from fleetstream.sinks.clickhouse.consumer import GROUP_ID
+    from fleetstream.status import collect, render
+
+    settings = settings_of(ctx)
+    report = collect(settings, [settings.streams.app_id, GROUP_ID, settings.graphql.group_id])
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        typer.echo(render(report))
+    if not report.healthy:
+        raise typer.Exit(1)
 
 
 # --- streams -----------------------------------------------------------------------------------------------
@@ -409,7 +455,8 @@ def agent_run(
     from fleetstream.producers.agent import Agent, load_agent_config
 
     config = load_agent_config(agent_config)
-    agent = Agent(config, settings_of(ctx).kafka)
+    settings = settings_of(ctx)
+    agent = Agent(config, settings.kafka, health=settings.health, home=settings.home)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -622,7 +669,8 @@ def sink_graphql(
 
 @app.command("fake-backend")
 def fake_backend(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 8088,
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).", min=0, max=65535)] = 8088,
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 in a container).")] = "127.0.0.1",
     token: Annotated[str | None, typer.Option(help="Require this bearer token.", envvar="SEC_AUTH_TOKEN")] = None,
 ) -> None:
     """A local GraphQL backend that type-checks every request against the backend's contract and records it.
@@ -632,9 +680,9 @@ def fake_backend(
     from fleetstream.sinks.graphql.contract_backend import ContractBackend
 
     try:
-        backend = ContractBackend(token=token, port=port)
+        backend = ContractBackend(token=token, host=host, port=port)
     except OSError as exc:
-        raise FleetstreamError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}",
+        raise FleetstreamError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                                "pick another --port, or 0 for a free one") from exc
     typer.echo(f"contract backend listening on {backend.url}")
     backend.serve(_until_signalled())
@@ -841,12 +889,13 @@ def serve_cmd(
 def _users(ctx: typer.Context) -> Any:
     from confluent_kafka import KafkaException
 
+    from fleetstream.admin import replication_for
     from fleetstream.api.users import UserError, UserStore
 
     settings = settings_of(ctx)
     store = UserStore(settings.kafka, settings.api.users_topic)
     try:
-        store.ensure_topic(replication_factor=settings.topics.replication_factor)
+        store.ensure_topic(replication_factor=replication_for(settings.kafka, settings.topics).factor)
         store.load()
     except (KafkaException, TimeoutError, UserError) as exc:
         typer.echo(f"error: users topic {settings.api.users_topic} on {settings.kafka.bootstrap_servers}: {exc}",

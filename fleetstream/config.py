@@ -24,6 +24,7 @@ from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -60,6 +61,7 @@ __all__ = [
     "ConfigError",
     "FleetSettings",
     "GraphQLSinkSettings",
+    "HealthSettings",
     "KafkaSettings",
     "Settings",
     "StackSettings",
@@ -154,7 +156,8 @@ def _topics() -> list[TopicSpec]:
 class TopicSettings(_Section):
     """Topic names, partitions and retention: `fleetstream topics create` makes exactly these."""
 
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1)
+    """None: from the cluster (`fleetstream.admin.Replication.for_cluster`): 3 with 3+ brokers, else the count."""
     topics: Annotated[list[TopicSpec], MergeBy("name")] = Field(default_factory=_topics)
 
     @model_validator(mode="after")
@@ -178,11 +181,17 @@ class TopicSettings(_Section):
 
 
 class StackSettings(_Section):
-    """The local single-node stack (`fleetstream stack up`): a KRaft broker from the official jars."""
+    """The local stack (`fleetstream stack up`): KRaft brokers from the official jars, one by default.
+
+    Node i (1-based) listens on `kafka_port + 2 (i - 1)` and `controller_port + 2 (i - 1)`: 9092/9093,
+    9094/9095, 9096/9097 with the defaults.
+    """
 
     kafka_version: str = Field(default="4.1.1", min_length=1)
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     controller_port: int = Field(default=9093, ge=1, le=65535)
+    brokers: int = Field(default=1, ge=1, le=9)
+    """Nodes of the local cluster, each broker and controller (3 tolerates one node down)."""
     cache_dir: Path = Path.home() / ".cache" / "fleetstream"
     heap_mb: int = Field(default=768, ge=128)
 
@@ -409,6 +418,35 @@ class ApiSettings(_Section):
     login_max_delay_s: float = Field(default=300.0, gt=0)
 
 
+def _health_address(value: str) -> str:
+    """'' (serve nothing) or host:port (0 = a free port); checked here so a typo fails at start, not later."""
+    if value:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port (port 0 picks a free one, '' serves nothing)")
+    return value
+
+
+HealthAddress = Annotated[str, AfterValidator(_health_address)]
+
+
+class HealthSettings(_Section):
+    """Where each long-running part serves /health/live, /health/ready, /health and /metrics (`fleetstream.health`).
+
+    host:port per part; port 0 (the default) picks a free port, announced under `home/health` for
+    `fleetstream status`; a fixed port is what Kubernetes probes and Prometheus scrape configs need
+    (e.g. `FLEETSTREAM_HEALTH__WORKER=0.0.0.0:9401`); '' serves nothing. The API serves its own (api.host/port).
+    """
+
+    worker: HealthAddress = "127.0.0.1:0"
+    clickhouse_sink: HealthAddress = "127.0.0.1:0"
+    graphql_sink: HealthAddress = "127.0.0.1:0"
+    edge_agent: HealthAddress = "127.0.0.1:0"
+    probe_interval_s: float = Field(default=2.0, gt=0, le=60)
+    """How often readiness is checked (a dead broker shows within interval + timeout)."""
+    probe_timeout_s: float = Field(default=3.0, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     """The whole configuration; see the module docstring for where values come from."""
 
@@ -426,6 +464,7 @@ class Settings(BaseSettings):
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     graphql: GraphQLSinkSettings = Field(default_factory=GraphQLSinkSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     graphql_endpoint: str | None = None
     sec_auth_token: SecretStr | None = None
 

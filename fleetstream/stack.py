@@ -1,4 +1,4 @@
-"""The local single-node stack: a real KRaft Kafka broker run from the official Apache Kafka jars.
+"""The local stack: real KRaft Kafka brokers (one, or a cluster with `stack.brokers`) from the official jars.
 
 `KafkaStack(settings).up()` resolves the jars once through Maven into `stack.cache_dir/kafka-<version>/libs`,
 writes `server.properties` under `home/kafka`, formats the storage on first start, starts `kafka.Kafka` detached
@@ -36,12 +36,17 @@ from fleetstream.errors import FleetstreamError
 from fleetstream.kafka_runtime import LOG4J_CONFIG, POM
 
 __all__ = [
+    "ClusterStatus",
     "KafkaStack",
+    "LocalCluster",
     "StackError",
     "StackStatus",
+    "cluster_bootstrap",
     "ensure_java",
     "ensure_maven",
     "new_cluster_id",
+    "node_home",
+    "node_ports",
     "render_server_properties",
     "resolve_jars",
 ]
@@ -209,35 +214,52 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def render_server_properties(stack: StackSettings, data_dir: Path, *, auto_create_topics: bool = False,
-                             extra: Mapping[str, str] | None = None) -> str:
-    """`server.properties` of a single-node KRaft broker (broker and controller in one process) on loopback.
+def node_ports(stack: StackSettings, node_id: int) -> tuple[int, int]:
+    """(client port, controller port) of node `node_id` (1-based): the configured pair, then every second port."""
+    step = 2 * (node_id - 1)
+    return stack.kafka_port + step, stack.controller_port + step
 
+
+def cluster_bootstrap(stack: StackSettings) -> str:
+    """Bootstrap servers of the local stack: every node's client listener, comma-separated."""
+    return ",".join(f"127.0.0.1:{node_ports(stack, i)[0]}" for i in range(1, stack.brokers + 1))
+
+
+def render_server_properties(stack: StackSettings, data_dir: Path, *, auto_create_topics: bool = False,
+                             extra: Mapping[str, str] | None = None, node_id: int = NODE_ID) -> str:
+    """`server.properties` of one KRaft node (broker and controller in one process) on loopback.
+
+    With `stack.brokers` > 1 every node is a voter, so the metadata quorum survives one node down in three, and
+    the internal topics are replicated to min(3, brokers) nodes with a min ISR of 2 (where there are 3).
     A static voter set (`controller.quorum.voters`) rather than a dynamic quorum: nothing about the listeners is
     stored at format time, so changing the ports in the settings needs no reformat.
     """
     host = "127.0.0.1"
+    kafka_port, controller_port = node_ports(stack, node_id)
+    voters = ",".join(f"{i}@{host}:{node_ports(stack, i)[1]}" for i in range(1, stack.brokers + 1))
+    replicas = str(min(3, stack.brokers))
+    min_isr = str(min(2, stack.brokers - 1) or 1)
     props: dict[str, str] = {
         "process.roles": "broker,controller",
-        "node.id": str(NODE_ID),
-        "controller.quorum.voters": f"{NODE_ID}@{host}:{stack.controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{stack.kafka_port},CONTROLLER://{host}:{stack.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{stack.kafka_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://{host}:{kafka_port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{kafka_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir),
         "num.partitions": "3",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": replicas,
+        "min.insync.replicas": "1",  # per topic: `fleetstream topics create` sets 2 where it replicates to 3
+        "offsets.topic.replication.factor": replicas,
         # 50 by default; 10 makes the first consumer group's coordinator ready sooner on a 2-core box
         "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": "10",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": str(auto_create_topics).lower(),
         "delete.topic.enable": "true",
@@ -263,19 +285,35 @@ def _read_properties(path: Path) -> dict[str, str]:
 # --- the stack ---------------------------------------------------------------------------------------------
 
 
+def node_home(settings: Settings, node_id: int = NODE_ID) -> Path:
+    """Where node `node_id` keeps its files: `home/kafka` alone, `home/kafka-cluster/node-<i>` in a cluster.
+
+    Separate folders because a node formatted for one quorum must not be started in another.
+    """
+    if settings.stack.brokers == 1:
+        return (settings.home / "kafka").resolve()
+    return (settings.home / "kafka-cluster" / f"node-{node_id}").resolve()
+
+
 class KafkaStack:
-    """One local broker per `settings.home`: files under `home/kafka`, jars shared in `stack.cache_dir`."""
+    """One local broker: files under `node_home`, jars shared in `stack.cache_dir`.
+
+    With `stack.brokers` 1 (the default) this is the whole local stack; in a cluster it is node `node_id`,
+    and `LocalCluster` starts and stops the nodes together.
+    """
 
     def __init__(self, settings: Settings, *, auto_create_topics: bool = False,
-                 extra_properties: Mapping[str, str] | None = None):
+                 extra_properties: Mapping[str, str] | None = None, node_id: int = NODE_ID):
         self.settings = settings
         self.stack = settings.stack
-        self.home = (settings.home / "kafka").resolve()
+        self.node_id = node_id
+        self.home = node_home(settings, node_id)
         self.data_dir = self.home / "data"
         self.config_path = self.home / "server.properties"
         self.log_path = self.home / "broker.log"
         self.pid_path = self.home / "broker.pid"
-        self.bootstrap = f"127.0.0.1:{self.stack.kafka_port}"
+        self.kafka_port, self.controller_port = node_ports(self.stack, node_id)
+        self.bootstrap = f"127.0.0.1:{self.kafka_port}"
         self.auto_create_topics = auto_create_topics
         self.extra_properties = dict(extra_properties or {})
         self._child: subprocess.Popen[bytes] | None = None  # set when this object started the broker
@@ -308,21 +346,28 @@ class KafkaStack:
             if self._running_pid() is not None:
                 log.info("kafka already running (pid %s) on %s", self._running_pid(), self.bootstrap)
                 return self.status()
-            self._check_ports_free()
+            self._check_ports_free()  # before java and the jars: a taken port is the likelier mistake
             java = ensure_java()
             libs = resolve_jars(self.stack.cache_dir, self.stack.kafka_version)
-            self._write_config()
-            cluster_id = self._format_storage(java, libs)
+            cluster_id = self.start(java, libs)
             started = time.monotonic()
-            self._start(java, libs)
-            self._wait_ready(cluster_id, timeout_s)
+            self.wait_ready(cluster_id, timeout_s)
             log.info("kafka %s ready on %s in %.1f s (pid %s, log %s)", self.stack.kafka_version, self.bootstrap,
                      time.monotonic() - started, self._running_pid(), self.log_path)
         self._warn_if_clients_look_elsewhere()
         return self.status()
 
+    def start(self, java: str, libs: Path, cluster_id: str | None = None) -> str:
+        """Write the configuration, format the storage (with `cluster_id`, or a new id) and start the broker
+        without waiting for it; return the cluster id. The caller holds the lock and knows it is not running."""
+        self._check_ports_free()
+        self._write_config()
+        cluster_id = self._format_storage(java, libs, cluster_id)
+        self._start(java, libs)
+        return cluster_id
+
     def _check_ports_free(self) -> None:
-        for name, port in (("kafka_port", self.stack.kafka_port), ("controller_port", self.stack.controller_port)):
+        for name, port in (("kafka_port", self.kafka_port), ("controller_port", self.controller_port)):
             if not _port_free(port):
                 raise StackError(
                     f"port {port} ({name}) on 127.0.0.1 is already in use by another process{_port_owner(port)}, "
@@ -332,15 +377,18 @@ class KafkaStack:
     def _write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         text = render_server_properties(self.stack, self.data_dir, auto_create_topics=self.auto_create_topics,
-                                        extra=self.extra_properties)
+                                        extra=self.extra_properties, node_id=self.node_id)
         self.config_path.write_text(text)
 
-    def _format_storage(self, java: str, libs: Path) -> str:
-        """Format the storage with a new cluster id on first start; return the id in use."""
+    def _format_storage(self, java: str, libs: Path, cluster_id: str | None = None) -> str:
+        """Format the storage on first start (with `cluster_id`, else a new id); return the id in use."""
         existing = self.cluster_id()
+        if existing is not None and cluster_id not in (None, existing):
+            raise StackError(f"{self.data_dir} belongs to cluster {existing}, not {cluster_id} of the other nodes; "
+                             f"`fleetstream stack down` and remove {self.home.parent} to start a new cluster")
         if existing is not None:
             return existing
-        cluster_id = new_cluster_id()
+        cluster_id = cluster_id or new_cluster_id()
         cmd = [java, "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", STORAGE_TOOL, "format",
                "-t", cluster_id, "-c", str(self.config_path)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -373,14 +421,14 @@ class KafkaStack:
                                            cwd=self.home, start_new_session=True)
         self.pid_path.write_text(f"{self._child.pid}\n")
 
-    def _wait_ready(self, cluster_id: str, timeout_s: float) -> None:
+    def wait_ready(self, cluster_id: str, timeout_s: float) -> None:
         """Poll until a client fetches metadata with our cluster id; stop the broker and raise otherwise."""
         deadline = time.monotonic() + timeout_s
         probe: Any = None
         try:
             while time.monotonic() < deadline:
                 self._raise_if_exited()
-                if _port_accepts(self.stack.kafka_port):
+                if _port_accepts(self.kafka_port):
                     probe = probe or _admin_client(self.bootstrap)
                     if _metadata_matches(probe, cluster_id, min(2.0, max(0.1, deadline - time.monotonic()))):
                         return
@@ -408,7 +456,7 @@ class KafkaStack:
 
     def _warn_if_clients_look_elsewhere(self) -> None:
         configured = self.settings.kafka.bootstrap_servers
-        if self.bootstrap not in configured.split(",") and f"localhost:{self.stack.kafka_port}" not in configured:
+        if self.bootstrap not in configured.split(",") and f"localhost:{self.kafka_port}" not in configured:
             log.warning("clients are configured for %s but the local stack listens on %s", configured,
                         self.bootstrap)
 
@@ -477,6 +525,139 @@ class KafkaStack:
         return MAIN_CLASS in cmdline and f"-Dfleetstream.home={self.home}" in cmdline
 
 
+# --- the cluster -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What `fleetstream stack status` shows for the whole local stack: each node's status."""
+
+    bootstrap: str
+    nodes: tuple[StackStatus, ...]
+
+    @property
+    def running(self) -> int:
+        return sum(node.running for node in self.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bootstrap": self.bootstrap, "brokers": len(self.nodes), "running": self.running,
+                "nodes": [node.to_dict() for node in self.nodes]}
+
+    def to_text(self) -> str:
+        if len(self.nodes) == 1:
+            return self.nodes[0].to_text()
+        lines = [f"kafka cluster: {self.running} of {len(self.nodes)} brokers running",
+                 f"  bootstrap:  {self.bootstrap}"]
+        for i, node in enumerate(self.nodes, start=1):
+            state = f"running (pid {node.pid})" if node.running else "stopped"
+            lines.append(f"  node {i} {node.bootstrap}: {state}, log {node.log_path}")
+        return "\n".join(lines)
+
+
+class LocalCluster:
+    """The local stack as `fleetstream stack up|down|status` sees it: `stack.brokers` KRaft nodes on loopback.
+
+    One node is exactly `KafkaStack(settings)`. Several are started together (a quorum of three voters elects a
+    controller only once two run), formatted with one cluster id, and ready when a client sees every broker.
+    `down` stops the nodes of both layouts under `home`, so a cluster started with `--brokers 3` is stopped by
+    a plain `stack down` too.
+    """
+
+    def __init__(self, settings: Settings, *, auto_create_topics: bool = False,
+                 extra_properties: Mapping[str, str] | None = None):
+        self.settings = settings
+        self.bootstrap = cluster_bootstrap(settings.stack)
+        self.nodes = [KafkaStack(settings, auto_create_topics=auto_create_topics, extra_properties=extra_properties,
+                                 node_id=i) for i in range(1, settings.stack.brokers + 1)]
+        self.lock_path = (settings.home / "kafka-cluster" / ".lock").resolve()
+
+    def status(self) -> ClusterStatus:
+        return ClusterStatus(self.bootstrap, tuple(node.status() for node in self.nodes))
+
+    def up(self, timeout_s: float = 120.0) -> ClusterStatus:
+        """Start the nodes that do not run and return once a client sees all of them."""
+        if len(self.nodes) == 1:
+            self.nodes[0].up(timeout_s)
+            return self.status()
+        with _locked(self.lock_path):
+            stopped = [node for node in self.nodes if node._running_pid() is None]
+            if stopped:
+                self._start(stopped, timeout_s)
+        self._warn_if_clients_look_elsewhere()
+        return self.status()
+
+    def _start(self, stopped: list[KafkaStack], timeout_s: float) -> None:
+        java = ensure_java()
+        libs = resolve_jars(self.settings.stack.cache_dir, self.settings.stack.kafka_version)
+        cluster_id = next((c for c in (node.cluster_id() for node in self.nodes) if c), None) or new_cluster_id()
+        started = time.monotonic()
+        try:
+            for node in stopped:
+                node.start(java, libs, cluster_id)
+            for node in stopped:
+                node.wait_ready(cluster_id, max(1.0, timeout_s - (time.monotonic() - started)))
+            _wait_for_brokers(self.bootstrap, len(self.nodes), max(1.0, timeout_s - (time.monotonic() - started)))
+        except BaseException:
+            for node in stopped:
+                node.down(timeout_s=10.0)
+            raise
+        log.info("kafka cluster of %d brokers ready on %s in %.1f s", len(self.nodes), self.bootstrap,
+                 time.monotonic() - started)
+
+    @classmethod
+    def found(cls, settings: Settings) -> LocalCluster:
+        """The cluster under `settings.home` as it was set up: the configured size unless a cluster of another
+        size has nodes there and the configured one does not run (so `stack status` needs no --brokers)."""
+        configured = cls(settings)
+        if configured.status().running:
+            return configured
+        nodes = [p for p in (settings.home / "kafka-cluster").glob("node-*") if p.name.removeprefix("node-").isdigit()]
+        if len(nodes) > 1 and len(nodes) != settings.stack.brokers:
+            return cls(settings.model_copy(update={"stack": settings.stack.model_copy(update={"brokers": len(nodes)})}))
+        return configured
+
+    def down(self, timeout_s: float = 30.0) -> None:
+        """Stop every node under `home`, of a single broker or a cluster of any size; fine when nothing runs.
+
+        The nodes stop in parallel: stopped one after another, the last one has no quorum left to acknowledge
+        its controlled shutdown and would wait out `timeout_s` before being killed.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        nodes = [node for node in self._all_nodes() if node.home.exists()]
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            for done in [pool.submit(node.down, timeout_s) for node in nodes]:
+                done.result()
+
+    def _all_nodes(self) -> list[KafkaStack]:
+        single = KafkaStack(self.settings.model_copy(update={"stack": self.settings.stack.model_copy(
+            update={"brokers": 1})}))
+        found = sorted((self.settings.home / "kafka-cluster").glob("node-*"), key=lambda p: p.name)
+        cluster = [KafkaStack(self.settings.model_copy(update={"stack": self.settings.stack.model_copy(
+            update={"brokers": max(2, len(found))})}), node_id=int(p.name.removeprefix("node-")))
+            for p in found if p.name.removeprefix("node-").isdigit()]
+        return [single, *cluster]
+
+    def _warn_if_clients_look_elsewhere(self) -> None:
+        configured = set(self.settings.kafka.bootstrap_servers.split(","))
+        if not configured & set(self.bootstrap.split(",")):
+            log.warning("clients are configured for %s but the local cluster listens on %s (set "
+                        "KAFKA_BOOTSTRAP_SERVERS=%s)", self.settings.kafka.bootstrap_servers, self.bootstrap,
+                        self.bootstrap)
+
+
+def _wait_for_brokers(bootstrap: str, count: int, timeout_s: float) -> None:
+    """Until the cluster's metadata lists `count` brokers (a node can answer before the others registered)."""
+    admin = _admin_client(bootstrap)
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            seen = len(admin.list_topics(timeout=2.0).brokers)
+            if seen >= count:
+                return
+        time.sleep(0.2)
+    raise StackError(f"only {seen} of {count} brokers registered on {bootstrap} within {timeout_s:.0f} s")
 # --- process and socket helpers ----------------------------------------------------------------------------
 
 
@@ -576,10 +757,10 @@ def running_broker(settings: Settings) -> Iterator[str]:
     Any address other than the local stack's own is an existing cluster and is used as it is. A stack this
     context started is stopped at the end; one that was already running is left running.
     """
-    if settings.kafka.bootstrap_servers != f"127.0.0.1:{settings.stack.kafka_port}":
+    if settings.kafka.bootstrap_servers != cluster_bootstrap(settings.stack):
         yield settings.kafka.bootstrap_servers
         return
-    stack = KafkaStack(settings)
+    stack = LocalCluster(settings)
     started = not stack.status().running
     stack.up()
     try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetstream.config import Settings, StackSettings, load_settings
-from fleetstream.stack import KafkaStack
+from fleetstream.stack import KafkaStack, LocalCluster, cluster_bootstrap
 from fleetstream.store.discovery import process_alive
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "docker_available",
     "free_ports",
     "kafka_service",
+    "local_cluster",
+    "local_cluster_settings",
     "local_stack_settings",
     "reap_orphaned_stacks",
 ]
@@ -96,6 +98,37 @@ def local_stack_settings(home: Path, base: Settings | None = None) -> Settings:
     return base.model_copy(update={"home": home, "stack": stack, "kafka": kafka})
 
 
+def free_port_block(count: int, attempts: int = 50) -> int:
+    """The first of `count` consecutive loopback ports that were all free a moment ago (for a local cluster,
+    whose node i listens on base + 2 (i - 1))."""
+    for _ in range(attempts):
+        base = free_ports(1)[0]
+        if base + count > 65535:
+            continue
+        if all(_bindable(port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free loopback ports found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def local_cluster_settings(home: Path, brokers: int, base: Settings | None = None) -> Settings:
+    """Settings for a private local cluster of `brokers` nodes under `home` on a free block of ports."""
+    base = base or load_settings()
+    first = free_port_block(2 * brokers)
+    stack = StackSettings(**{**base.stack.model_dump(), "kafka_port": first, "controller_port": first + 1,
+                             "brokers": brokers})
+    kafka = base.kafka.model_copy(update={"bootstrap_servers": cluster_bootstrap(stack)})
+    return base.model_copy(update={"home": home, "stack": stack, "kafka": kafka})
+
+
 def reap_orphaned_stacks(root: Path) -> list[int]:
     """Stop private brokers in `root/*/*/` whose starting process is gone; return their pids.
 
@@ -110,12 +143,13 @@ def reap_orphaned_stacks(root: Path) -> list[int]:
             continue
         if process_alive(owner):
             continue
-        stack = KafkaStack(Settings(home=owner_file.parent / "stack"))
-        status = stack.status()
-        if status.running and status.pid is not None:
-            log.warning("stopping kafka pid %s left running by dead process %s (%s)", status.pid, owner, stack.home)
-            stack.down(timeout_s=10.0)
-            stopped.append(status.pid)
+        cluster = LocalCluster.found(Settings(home=owner_file.parent / "stack"))
+        pids = [node.pid for node in cluster.status().nodes if node.running and node.pid is not None]
+        if pids:
+            log.warning("stopping kafka pids %s left running by dead process %s (%s)", pids, owner,
+                        owner_file.parent)
+            cluster.down(timeout_s=10.0)
+            stopped += pids
         owner_file.unlink(missing_ok=True)
     return stopped
 
@@ -146,6 +180,22 @@ def kafka_service(env: Mapping[str, str], scratch: Path, base: Settings | None =
         yield ResolvedService(status.bootstrap, "local")
     finally:
         stack.down()
+
+
+@contextlib.contextmanager
+def local_cluster(scratch: Path, brokers: int = 3, base: Settings | None = None,
+                  timeout_s: float = 180.0) -> Iterator[LocalCluster]:
+    """A private local cluster of `brokers` nodes for the duration of the block (tests of broker failures: the
+    caller may kill and restart single nodes through `cluster.nodes`). Files in `scratch/stack`, with
+    `scratch/owner.pid` for `reap_orphaned_stacks`."""
+    cluster = LocalCluster(local_cluster_settings(scratch / "stack", brokers, base))
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    try:
+        cluster.up(timeout_s=timeout_s)
+        yield cluster
+    finally:
+        cluster.down(timeout_s=15.0)
 
 
 @contextlib.contextmanager

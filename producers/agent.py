@@ -22,8 +22,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fleetstream.config import KafkaSettings
+from fleetstream.config import HealthSettings, KafkaSettings
 from fleetstream.config_sources import ConfigError, Layer, build, read_yaml_mapping, validate
+from fleetstream.health import PartHealth, PartMetrics
 from fleetstream.producers.edge import EdgeProducer
 from fleetstream.producers.reliability import Backoff, CircuitBreaker, SourceHealth
 from fleetstream.producers.sources import SOURCE_TYPES, Emit, Record, Source, SourceSpec, build_source
@@ -102,7 +103,9 @@ class _Metrics:
 class Agent:
     """Runs sources, the spool and the drain loop until `stop()` (see the module docstring)."""
 
-    def __init__(self, config: AgentConfig, kafka: KafkaSettings, sources: dict[str, Source] | None = None):
+    def __init__(self, config: AgentConfig, kafka: KafkaSettings, sources: dict[str, Source] | None = None,
+                 health: HealthSettings | None = None, home: Path | None = None):
+        """`health`: serve /health and /metrics on `health.edge_agent` (fleetstream.health) while running."""
         self.config = config
         self.spool = Spool(config.spool_dir, budget_bytes=config.spool_budget_mb * 1024 * 1024)
         self.codec = serializer(kafka.schema_registry_url)
@@ -114,6 +117,9 @@ class Agent:
         self.breakers = {name: CircuitBreaker(config.failure_threshold, config.open_seconds,
                                               config.success_threshold) for name in self._sources}
         self.metrics = _Metrics()
+        self.part_health = None if health is None else PartHealth(
+            "edge_agent", kafka, health, health.edge_agent, home=home, store=self._check_spool, needs_assignment=False,
+            metrics=PartMetrics("edge_agent", self.metrics.registry))
         self._stop = threading.Event()
         self._drain_stop = threading.Event()
         self._source_threads: list[threading.Thread] = []
@@ -148,6 +154,8 @@ class Agent:
         return emit
 
     def start(self) -> None:
+        if self.part_health is not None:
+            self.part_health.start()
         if self.config.metrics_port:
             start_http_server(self.config.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
         self._spawn("drain", self._drain_loop)
@@ -156,6 +164,15 @@ class Agent:
         self._spawn("status", self._status_loop)
         log.info("agent %s running %d sources, spool %s", self.config.station_id, len(self._sources),
                  self.config.spool_dir)
+
+    def _check_spool(self) -> str:
+        """The health check of the agent's store, its spool: writable, and nothing dropped by the disk budget."""
+        if not os.access(self.config.spool_dir, os.W_OK):
+            raise PermissionError(f"spool {self.config.spool_dir} is not writable")
+        dropped = sum(self.spool.stats.dropped_samples.values())
+        if dropped:
+            raise RuntimeError(f"the spool is full: {dropped} samples dropped by the disk budget")
+        return f"{self.spool.pending_bytes()} bytes pending"
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -185,6 +202,8 @@ class Agent:
                     return
             except Exception as exc:
                 health.connected, health.failures, health.last_error = False, health.failures + 1, str(exc)
+                if self.part_health is not None:
+                    self.part_health.error(f"source {name}: {exc}")
                 breaker.record_failure()
                 if health.received_samples > received_before:
                     backoff.reset()  # it delivered before failing: a fresh outage, not a run of failed connects
@@ -206,6 +225,11 @@ class Agent:
                 sent = 0
             self.metrics.published.inc(sent)
             self.metrics.failed.inc(self.spool.stats.failed_publishes - before)
+            if self.part_health is not None and sent:
+                self.part_health.metrics.count(messages=sent, batch_seconds=self.spool.stats.last_latency_s)
+            if self.part_health is not None and self.spool.stats.failed_publishes > before:
+                self.part_health.error(f"publishing from the spool failed ({self.spool.stats.failed_publishes} "
+                                       "failures so far); retrying")
             self.metrics.latency.set(self.spool.stats.last_latency_s)
             if self.spool.stats.failed_publishes > before:
                 self._drain_stop.wait(backoff.next_delay())
@@ -262,6 +286,8 @@ class Agent:
         self.write_status()
         self.producer.flush(5.0)
         self.spool.close()
+        if self.part_health is not None:
+            self.part_health.stop()
 
 
 def read_status(spool_dir: Path) -> dict[str, Any]:

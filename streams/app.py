@@ -21,11 +21,14 @@ from typing import Any, cast
 
 import faust
 
+from fleetstream.admin import min_insync_for, with_cluster_replication
 from fleetstream.config import Settings
+from fleetstream.health import PartHealth
 from fleetstream.schemas.codec import Codec, DecodeError, serializer
 from fleetstream.schemas.deadletter import dead_letter
 from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES, SampleBatch
 from fleetstream.streams.analytics import AnalyticsConfig, Analyzer, settle
+from fleetstream.streams.credentials import broker_credentials
 from fleetstream.streams.offsets import OFFSETS_TABLE, OffsetBook, OwnedOffsetsConsumer, instance_id
 from fleetstream.streams.outputs import Output, deliver, fit
 from fleetstream.streams.validation import Validator
@@ -45,6 +48,8 @@ class StreamStats:
         self.dead_letter_samples = 0
         self.warnings = 0
         self.dead_letters_by_code: Counter[str] = Counter()
+        self.batch_seconds: list[float] = []
+        """Durations of validation batches not yet handed to the metrics (`_follow_health` empties it)."""
 
 
 def validate_message(
@@ -111,9 +116,12 @@ def _safe_count(record_type: str, record: dict[str, Any] | SampleBatch) -> int:
         return 1
 
 
-def create_app(settings: Settings, group_instance_id: str | None = None) -> faust.App:
+def create_app(settings: Settings, group_instance_id: str | None = None,
+               health: PartHealth | None = None) -> faust.App:
     """The worker app for these settings: one validation agent over every raw topic, one analytics agent over
     the validated ones, and the table of their owned input offsets (`fleetstream.streams.offsets`).
+
+    `health` (served by `run_worker`) follows the app's assignments, table recovery and counters.
 
     `group_instance_id` makes the worker a static member of its consumer group (KIP-345): restarted with the
     same id, it takes its partitions back at once instead of waiting for its predecessor's session to expire.
@@ -124,7 +132,7 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
     app = faust.App(
         settings.streams.app_id,
         broker=brokers,
-        broker_credentials=None,
+        broker_credentials=broker_credentials(settings.kafka.client_config),  # SASL/TLS as the other parts
         datadir=str((settings.home / "faust").resolve()),
         key_serializer="raw",
         value_serializer="raw",
@@ -136,7 +144,7 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
         consumer_group_instance_id=group_instance_id,
         broker_session_timeout=session_timeout_s,
         broker_heartbeat_interval=max(0.5, min(3.0, session_timeout_s / 5)),
-        topic_replication_factor=settings.topics.replication_factor,
+        topic_replication_factor=settings.topics.replication_factor or 1,  # run_worker fills it from the cluster
         web_enabled=False,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
@@ -163,6 +171,7 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
         # A batch's outputs are acknowledged by the broker before its offsets are written: faust's send only
         # queues, and a SIGKILL after the offsets were durable would otherwise lose the queued outputs.
         async for batch in cast("faust.Stream[bytes]", stream).take_events(VALIDATE_BATCH, 0.02):
+            started = time.perf_counter()
             events = await book.admit(app, batch)
             now_ms = int(time.time() * 1000)
             outputs: list[Output] = []
@@ -173,6 +182,7 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
                     message.value or b"", now_ms, stats, codec))
             await deliver(sinks, outputs)
             await book.persist(events)
+            stats.batch_seconds.append(time.perf_counter() - started)
 
     _add_analytics(app, settings, sinks, book, valid_topics, codec)
 
@@ -183,6 +193,9 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
         if not app.rebalancing:
             await cast(OwnedOffsetsConsumer, app.consumer).commit_owned()
 
+    if health is not None:
+        _follow_health(app, health, stats)
+
     @app.timer(interval=10.0)
     async def report() -> None:
         log.info("validated %d messages: %d valid samples, %d dead-lettered (%s), %d warnings",
@@ -190,6 +203,48 @@ def create_app(settings: Settings, group_instance_id: str | None = None) -> faus
                  dict(stats.dead_letters_by_code), stats.warnings)
 
     return app
+
+
+def _follow_health(app: faust.App, health: PartHealth, stats: StreamStats) -> None:
+    """Assignments and table recovery into the worker's readiness; its counters into the metrics once a second."""
+
+    def assigned(sender: Any, /, assigned: Any = (), *_: Any, signal: Any = None, **__: Any) -> None:
+        health.assigned(len(assigned))
+
+    def revoked(sender: Any, /, *_: Any, signal: Any = None, **__: Any) -> None:
+        health.revoked()
+
+    def tables() -> str:
+        if getattr(app, "in_recovery", False):
+            raise RuntimeError("recovering state tables from their changelogs")
+        return ""
+
+    def lag() -> dict[tuple[str, int], int]:
+        """Input partitions: the end offset the fetcher last saw minus the next offset the agents expect."""
+        book: OffsetBook = app.offset_book  # type: ignore[attr-defined]
+        consumer: Any = app.consumer
+        found = {}
+        for tp in list(consumer.assignment()):
+            expected, high = book.expected.get(tp), consumer.highwater(tp)
+            if tp.topic in book.topics and expected is not None and high is not None:
+                found[(tp.topic, tp.partition)] = max(0, high - expected)
+        return found
+
+    app.on_partitions_assigned.connect(assigned)
+    app.on_partitions_revoked.connect(revoked)
+    health.store, health.lag = tables, lag
+    counted = StreamStats()
+
+    @app.timer(interval=1.0)
+    async def export_counters() -> None:
+        dead = stats.dead_letters_by_code - counted.dead_letters_by_code
+        samples = stats.valid_samples + stats.dead_letter_samples - counted.valid_samples
+        health.metrics.count(messages=stats.messages - counted.messages, samples=samples, dead_letters=dead)
+        durations, stats.batch_seconds = stats.batch_seconds, []
+        for seconds in durations:
+            health.metrics.batch_seconds.labels(health.part).observe(seconds)
+        counted.messages, counted.valid_samples = stats.messages, stats.valid_samples + stats.dead_letter_samples
+        counted.dead_letters_by_code = Counter(stats.dead_letters_by_code)
 
 
 def _forget(book: OffsetBook, sender: Any, /, *revoked: Any, signal: Any = None, **_: Any) -> None:
@@ -415,18 +470,27 @@ def ensure_changelog_topics(settings: Settings) -> None:
     """
     from fleetstream.admin import ensure_topics
 
+    factor = settings.topics.replication_factor or 1
     ensure_topics(settings.kafka.bootstrap_servers,
                   [f"{settings.streams.app_id}-{table}-changelog" for table in (*ANALYTICS_TABLES, OFFSETS_TABLE)],
                   partitions=max(t.partitions for t in settings.topics.topics),
-                  replication_factor=settings.topics.replication_factor,
-                  config={"cleanup.policy": "compact"}, client_config=settings.kafka.client_config)
+                  replication_factor=factor,
+                  config={"cleanup.policy": "compact", "min.insync.replicas": str(min_insync_for(factor))},
+                  client_config=settings.kafka.client_config)
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Run the worker in this process until SIGTERM or SIGINT (how `fleetstream worker` and the demo start it)."""
+    settings = with_cluster_replication(settings)  # changelogs replicated like the topics they follow
     ensure_changelog_topics(settings)
     member, _slot = instance_id(settings.streams.app_id, settings.streams.instance_id)  # _slot: held until exit
     log.info("worker %s joins group %s as static member %s", os.getpid(), settings.streams.app_id, member)
-    app = create_app(settings, group_instance_id=member)
+    health = PartHealth("worker", settings.kafka, settings.health, settings.health.worker, home=settings.home,
+                        group=settings.streams.app_id)
+    app = create_app(settings, group_instance_id=member, health=health)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    health.start()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        health.stop()

@@ -20,11 +20,13 @@ from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
-from fleetstream.testing import ResolvedService, clickhouse_service, kafka_service, reap_orphaned_stacks
+from fleetstream.stack import LocalCluster
+from fleetstream.testing import ResolvedService, clickhouse_service, kafka_service, local_cluster, reap_orphaned_stacks
 
 log = logging.getLogger(__name__)
 
-SERVICE_FIXTURES = frozenset({"kafka_service_info", "kafka_bootstrap", "clickhouse_dsn", "topic_factory"})
+SERVICE_FIXTURES = frozenset({"kafka_service_info", "kafka_bootstrap", "clickhouse_dsn", "topic_factory",
+                              "kafka_cluster3"})
 
 TopicFactory = Callable[..., str]
 
@@ -57,6 +59,19 @@ def kafka_service_info(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Res
 def kafka_bootstrap(kafka_service_info: ResolvedService) -> str:
     """Bootstrap servers of a real Kafka broker for this session."""
     return kafka_service_info.address
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A private local cluster of three KRaft brokers for this session, separate from `kafka_bootstrap`.
+
+    Always the local stack (never the environment's cluster): tests SIGKILL and restart its nodes
+    (`cluster.nodes[i]`). Heavy (three JVMs): only for tests of broker failures, all marked integration.
+    """
+    reap_orphaned_stacks(tmp_path_factory.getbasetemp().parent)
+    with local_cluster(tmp_path_factory.mktemp("kafka3"), brokers=3) as cluster:
+        log.info("three-broker tests use kafka at %s", cluster.bootstrap)
+        yield cluster
 
 
 @pytest.fixture(scope="session")

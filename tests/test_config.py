@@ -408,3 +408,17 @@ def test_every_configuration_the_repository_ships_still_loads(monkeypatch: pytes
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert (settings.streams.idle_flush_s, settings.kafka.bootstrap_servers) == (3.0, "127.0.0.1:19092")
+
+
+def test_replication_follows_the_cluster_unless_configured(caplog: pytest.LogCaptureFixture) -> None:
+    from fleetstream.admin import Replication, ReplicationError
+
+    assert (Replication.for_cluster(1).factor, Replication.for_cluster(1).min_insync) == (1, 1)
+    assert (Replication.for_cluster(2).factor, Replication.for_cluster(2).min_insync) == (2, 1)
+    assert (Replication.for_cluster(5).factor, Replication.for_cluster(5).min_insync) == (3, 2)
+    assert Replication.for_cluster(3).topic_config() == {"min.insync.replicas": "2"}
+    with caplog.at_level("WARNING"):
+        assert Replication.for_cluster(3, configured=1).factor == 1
+    assert "replication factor 1 on a cluster of 3 brokers" in caplog.text
+    with pytest.raises(ReplicationError, match="replication_factor 4 needs 4 brokers, the cluster has 3"):
+        Replication.for_cluster(3, configured=4)

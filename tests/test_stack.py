@@ -18,9 +18,12 @@ from fleetstream.admin import ensure_topics
 from fleetstream.config import Settings, StackSettings
 from fleetstream.stack import (
     KafkaStack,
+    LocalCluster,
     StackError,
     _java_major,
+    cluster_bootstrap,
     new_cluster_id,
+    node_home,
     render_server_properties,
     resolve_jars,
 )
@@ -257,3 +260,72 @@ def test_testcontainers_kafka_serves_clients(tmp_path: Path) -> None:
         assert service.source == "docker"
         ensure_topics(service.address, ["tc.roundtrip"], partitions=1)
         assert round_trip(service.address, "tc.roundtrip")[0] == b"veh-1"
+
+
+def test_cluster_nodes_are_voters_on_every_second_port_with_replicated_internal_topics(tmp_path: Path) -> None:
+    stack = StackSettings(kafka_port=19092, controller_port=19093, brokers=3)
+
+    nodes = [parse_properties(render_server_properties(stack, tmp_path / f"n{i}", node_id=i)) for i in (1, 2, 3)]
+
+    assert [n["node.id"] for n in nodes] == ["1", "2", "3"]
+    assert {n["controller.quorum.voters"] for n in nodes} == {"1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"}
+    assert nodes[2]["listeners"] == "PLAINTEXT://127.0.0.1:19096,CONTROLLER://127.0.0.1:19097"
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+                "default.replication.factor"):
+        assert nodes[0][key] == "3", key
+    assert nodes[0]["transaction.state.log.min.isr"] == "2"
+    assert cluster_bootstrap(stack) == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+
+
+def test_cluster_nodes_keep_their_files_apart_from_the_single_broker(tmp_path: Path) -> None:
+    single = Settings(home=tmp_path)
+    cluster = Settings(home=tmp_path, stack=StackSettings(brokers=3))
+
+    assert node_home(single) == (tmp_path / "kafka").resolve()
+    assert node_home(cluster, 2) == (tmp_path / "kafka-cluster" / "node-2").resolve()
+    assert [n.bootstrap for n in LocalCluster(cluster).nodes] == ["127.0.0.1:9092", "127.0.0.1:9094",
+                                                                   "127.0.0.1:9096"]
+
+
+def test_status_finds_a_cluster_set_up_under_the_home_without_being_told_its_size(tmp_path: Path) -> None:
+    for i in (1, 2, 3):
+        (tmp_path / "kafka-cluster" / f"node-{i}").mkdir(parents=True)
+
+    found = LocalCluster.found(Settings(home=tmp_path))
+
+    assert len(found.nodes) == 3 and found.status().running == 0
+    assert "0 of 3 brokers running" in found.status().to_text()
+    LocalCluster(Settings(home=tmp_path)).down()  # nothing runs: fine
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_three_broker_cluster_replicates_topics_and_serves_clients_with_one_broker_down(
+        kafka_cluster3: LocalCluster) -> None:
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from fleetstream.admin import create_topics
+    from fleetstream.config import KafkaSettings, TopicSettings, TopicSpec
+
+    name = f"cluster.replicated.{uuid.uuid4().hex[:8]}"
+    kafka = KafkaSettings(bootstrap_servers=kafka_cluster3.bootstrap)
+    report = create_topics(kafka, TopicSettings(topics=[TopicSpec(name=name)]))
+
+    assert report.created == [name] and report.replication is not None
+    assert (report.replication.factor, report.replication.min_insync, report.replication.brokers) == (3, 2, 3)
+    admin = AdminClient({"bootstrap.servers": kafka_cluster3.bootstrap})
+    partitions = admin.list_topics(name, timeout=10).topics[name].partitions.values()
+    assert all(len(p.replicas) == 3 for p in partitions)
+    configs = admin.describe_configs([ConfigResource("topic", name)])
+    assert next(iter(configs.values())).result()["min.insync.replicas"].value == "2"
+
+    victim = kafka_cluster3.nodes[2]
+    pid = victim.status().pid
+    assert pid is not None
+    os.kill(pid, 9)
+    try:
+        # acks=all with min.insync.replicas=2: two of three brokers still take writes
+        assert round_trip(kafka_cluster3.bootstrap, name, timeout_s=60)[0] == b"veh-1"
+    finally:
+        kafka_cluster3.up(timeout_s=120)  # restarts the killed node only
+    assert kafka_cluster3.status().running == 3

@@ -53,7 +53,8 @@ def discover(store: Path, timeout_s: float = 2.0) -> str | None:
         return None
     base = f"http://{host}:{port}"
     try:
-        with urllib.request.urlopen(f"{base}/health", timeout=timeout_s) as response:
+        # live, not ready: a sink whose Kafka is down still serves queries of the store it holds
+        with urllib.request.urlopen(f"{base}/health/live", timeout=timeout_s) as response:
             return base if response.status == 200 else None
     except OSError:  # URLError and timeouts are OSErrors
         return None

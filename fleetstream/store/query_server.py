@@ -260,10 +260,10 @@ class QueryServer:
 def _handler(client: Client) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/health":
+            if self.path in ("/health", "/health/live"):
                 self._reply(200, {"status": "ok", "pid": os.getpid()})
             else:
-                self._reply(404, {"error": "GET /health or POST /query"})
+                self._reply(404, {"error": "GET /health/live or POST /query"})
 
         def do_POST(self) -> None:
             if self.path != "/query":

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from fleetstream.config import Settings, group_instance_id
+from fleetstream.health import LagTracker, PartHealth, PartMetrics
 from fleetstream.kafka import DeliveryTracker
 from fleetstream.schemas.codec import DecodeError, serializer
 from fleetstream.schemas.deadletter import dead_letter_envelope
@@ -171,6 +172,10 @@ class ClickHouseSink:
         self._skipped_commits: dict[tuple[str, int], int] = {}
         self._query_server: Any = None
         self._last_activity = time.monotonic()
+        self._lag = LagTracker()
+        self.health = PartHealth("clickhouse_sink", settings.kafka, settings.health, settings.health.clickhouse_sink,
+                                 home=settings.home, store=self._ping_store, group=group_id, lag=self._lag,
+                                 metrics=PartMetrics("clickhouse_sink", self.metrics.registry))
 
     # lifecycle
 
@@ -203,11 +208,17 @@ class ClickHouseSink:
         log.info("ClickHouse sink subscribed to %d topics%s as group %s, member %s", len(self.routes),
                  " and dlq.*" if self.subscribe_dlq else "", self.group_id,
                  config.get("group.instance.id") or "(dynamic)")
+        self.health.start()
         if self._serve_queries and is_embedded(self.settings.clickhouse_dsn):
             from fleetstream.sinks.clickhouse.endpoint import SinkEndpoint
 
-            self._query_server = SinkEndpoint(self.client, self.settings, self.metrics)
+            self._query_server = SinkEndpoint(self.client, self.settings, self.health)
             self._query_server.start()
+
+
+    def _ping_store(self) -> str:
+        """The health check of the store: ClickHouse answers a query."""
+        return str(self.client.query("SELECT version()").result_rows[0][0])
 
     def close(self, flush: bool = True) -> None:
         """Insert what is buffered (unless `flush` is False: simulates a crash), then leave the group."""
@@ -215,6 +226,7 @@ class ClickHouseSink:
             if flush and self._consumer is not None:
                 self.flush(force=True)
         finally:
+            self.health.stop()
             if self._query_server is not None:
                 self._query_server.stop()
                 self._query_server = None
@@ -267,6 +279,7 @@ class ClickHouseSink:
         self.flush()
         self._commit_skipped()
         self._count_messages()
+        self._lag.refresh(self._consumer, list(self._batchers))
         return len(messages)
 
     def _count_messages(self) -> None:
@@ -288,6 +301,7 @@ class ClickHouseSink:
             if error.fatal():
                 raise RuntimeError(f"fatal Kafka consumer error: {error}")
             log.warning("consumer error: %s", error)
+            self.health.error(f"consumer: {error.str()}")
             return
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
         self.stats.messages += 1
@@ -340,6 +354,7 @@ class ClickHouseSink:
     def _store(self, batch: Batch, batcher: PartitionBatcher) -> None:
         """before → insert → dead letters → after → commit (see the module docstring)."""
         assert self._offsets is not None and self._consumer is not None
+        started = time.perf_counter()
         route = self._route(batch.topic)
         data, stored, dead = self._columns(batch, route)
         self._offsets.mark(batch.topic, batch.partition, batch.first_offset, batch.last_offset, RangeState.BEFORE)
@@ -356,6 +371,8 @@ class ClickHouseSink:
         self.stats.batches += 1
         self.metrics.batches.labels(route.table).inc()
         self._commit(batch.topic, batch.partition, batch.last_offset + 1)
+        self.health.metrics.count(messages=len(batch.items), samples=size_of(data),
+                                  batch_seconds=time.perf_counter() - started)
 
     def _reached(self, point: str) -> None:
         if self._fault is not None:
@@ -426,6 +443,7 @@ class ClickHouseSink:
             columns = rows.merge_columns([columns, rows.dead_letter_columns_from_raw(raw, first_seen_ms)])
             self.stats.dead_letters += len(dead)
             self.metrics.dead_letters.inc(len(dead))
+            self.health.metrics.count(dead_letters={"malformed": len(dead)})
             dead = []
         return columns, good, dead
 
@@ -450,6 +468,7 @@ class ClickHouseSink:
                 delay = min(0.5 * 2 ** (attempt - 1), 8.0)
                 log.warning("insert of %d rows into %s failed (attempt %d, retry in %.1f s): %s", n, table, attempt,
                             delay, exc)
+                self.health.error(f"insert into {table}: {exc}")
                 time.sleep(delay)  # same token on retry: an insert that did land is deduplicated
                 continue
             elapsed = time.perf_counter() - started
@@ -485,6 +504,7 @@ class ClickHouseSink:
         self._deliveries.confirm(self._producer, 30.0)
         self.stats.dead_letters += len(dead)
         self.metrics.dead_letters.inc(len(dead))
+        self.health.metrics.count(dead_letters=Counter(d.error_code for d in dead))
         log.warning("%d records of %s[%d] sent to %s (%s)", len(dead), topic, partition, target,
                     ", ".join(sorted({d.error_code for d in dead})))
 
@@ -494,6 +514,7 @@ class ClickHouseSink:
             self._consumer.commit(offsets=[TopicPartition(topic, partition, next_offset)], asynchronous=False)
         except Exception as exc:  # the batch is recorded `after`, so a lost commit costs a skip, not a duplicate
             log.warning("commit of %s[%d]@%d failed: %s", topic, partition, next_offset, exc)
+            self.health.error(f"commit of {topic}[{partition}]: {exc}")
 
     def _commit_skipped(self) -> None:
         while self._skipped_commits:
@@ -509,12 +530,14 @@ class ClickHouseSink:
         for topic, partition in wanted:
             self._batchers[(topic, partition)] = PartitionBatcher(topic, partition, priors.get((topic, partition)))
         pinned = [f"{t}[{p}]" for (t, p), prior in priors.items() if prior.state is RangeState.BEFORE]
+        self.health.assigned(len(wanted))
         log.info("assigned %d partitions%s", len(wanted),
                  f"; re-forming unacknowledged batches of {', '.join(pinned)}" if pinned else "")
         self._last_activity = time.monotonic()
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Insert and commit what the revoked partitions buffered, so the next owner starts after it."""
+        self.health.revoked()
         for tp in partitions:
             batcher = self._batchers.pop((tp.topic, tp.partition), None)
             if batcher is None or not batcher.items:
@@ -527,6 +550,7 @@ class ClickHouseSink:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Lost partitions may already belong to someone else: drop their buffers, commit nothing."""
+        self.health.lost()
         for tp in partitions:
             self._batchers.pop((tp.topic, tp.partition), None)
         log.warning("lost %d partitions; their buffered messages will be re-read by the new owner", len(partitions))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from fleetstream.config import GraphQLSinkSettings, Settings, group_instance_id
+from fleetstream.health import LagTracker, PartHealth
 from fleetstream.kafka import DeliveryTracker
 from fleetstream.schemas.codec import DecodeError, serializer
 from fleetstream.schemas.deadletter import dead_letter
@@ -97,6 +99,11 @@ class GraphQLForwarder:
         self._deliveries = DeliveryTracker(settings.kafka.bootstrap_servers)
         self.dead_letters = 0
         self.batches_committed = 0
+        self._assigned: set[tuple[str, int]] = set()
+        self._lag = LagTracker()
+        self.health = PartHealth("graphql_sink", settings.kafka, settings.health, settings.health.graphql_sink,
+                                 home=settings.home, store=self._probe_backend, group=self.options.group_id,
+                                 lag=self._lag)
 
     @property
     def stats(self) -> ForwarderStats:
@@ -104,14 +111,21 @@ class GraphQLForwarder:
                               self.forwarder.records_forwarded, self.batches_committed)
 
     def run(self, stop_event: threading.Event) -> ForwarderStats:
-        """Forward until `stop_event` is set, then forward what is buffered and close."""
+        """Forward until `stop_event` is set, then forward what is buffered and close; serves its health meanwhile."""
+        self.health.start()
         try:
             while not stop_event.is_set():
                 self.step()
             self.flush()
         finally:
+            self.health.stop()
             self.close()
         return self.stats
+
+    def _probe_backend(self) -> str:
+        """The health check of the forwarder's store, the backend: one request answered (no retries)."""
+        self.client.probe(timeout_s=self.settings.health.probe_timeout_s)
+        return ""
 
     def run_for(self, seconds: float) -> ForwarderStats:
         """Forward for `seconds` of wall time (the demo's bounded run)."""
@@ -145,6 +159,8 @@ class GraphQLForwarder:
         now = self._clock()
         for partition in [p for p, b in self._buffers.items() if b.due(now, self.options)]:
             self._forward_partition(partition)
+        if self.health.address is not None:  # only while serving: fakes in unit tests have no positions
+            self._lag.refresh(consumer, self._assigned)
         return len(messages)
 
     def flush(self) -> None:
@@ -169,7 +185,8 @@ class GraphQLForwarder:
                 "group.id": self.options.group_id, "enable.auto.commit": False,
                 "auto.offset.reset": "earliest", **({"group.instance.id": instance_id} if instance_id else {})}))
         if not self._subscribed:
-            self._consumer.subscribe(list(self.options.topics), on_revoke=self._on_revoke)
+            self._consumer.subscribe(list(self.options.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                     on_lost=self._on_lost)
             self._subscribed = True
         return self._consumer
 
@@ -181,7 +198,17 @@ class GraphQLForwarder:
                                                         "linger.ms": kafka.linger_ms}))
         return self._producer
 
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned = {(tp.topic, tp.partition) for tp in partitions}
+        self.health.assigned(len(partitions))
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._on_revoke(consumer, partitions)
+        self.health.lost()
+
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned.clear()
+        self.health.revoked()
         for tp in partitions:
             dropped = self._buffers.pop((tp.topic, tp.partition), None)
             if dropped is not None:
@@ -196,6 +223,7 @@ class GraphQLForwarder:
                                    f"{error}")
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error)
+                self.health.error(f"consumer: {error.str()}")
             return
         topic, value = message.topic(), message.value() or b""
         record_type = record_type_of(topic)
@@ -213,12 +241,19 @@ class GraphQLForwarder:
         buffer = self._buffers.pop(partition, None)
         if buffer is None or not buffer.entries:
             return
+        started = time.perf_counter()
         decoded = [e for e in buffer.entries if e.record is not None]
         failures = self.forwarder.forward([(e.record_type, e.record) for e in decoded])  # type: ignore[misc]
         dead = [(e, Failure("malformed", e.decode_error)) for e in buffer.entries if e.record is None]
         dead += [(decoded[i], failure) for i, failure in sorted(failures.items())]
         self._dead_letter(partition, dead)
         self._commit(partition, buffer.entries[-1].offset + 1)
+        self.health.metrics.count(messages=len(buffer.entries), samples=sum(e.samples for e in buffer.entries),
+                                  dead_letters=Counter(failure.code for _, failure in dead),
+                                  batch_seconds=time.perf_counter() - started)
+        if failures:
+            self.health.error(f"{len(failures)} records of {partition[0]}[{partition[1]}] dead-lettered: "
+                              f"{next(iter(failures.values())).reason}")
         log.debug("%s[%d]: %d records, %d dead letters", *partition, len(buffer.entries), len(dead))
 
     def _dead_letter(self, partition: tuple[str, int], dead: list[tuple[_Entry, Failure]]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fleetstream.config import load_settings
+from fleetstream.health import PartHealth, PartMetrics
 from fleetstream.sinks.clickhouse import rows
 from fleetstream.sinks.clickhouse.endpoint import SinkEndpoint
 from fleetstream.sinks.clickhouse.inserts import insert_batch
@@ -112,13 +114,20 @@ def test_metrics_and_health_on_the_sink_endpoint(fallback_store: Client, tmp_pat
     metrics.batches.labels("samples").inc(2)
     metrics.replayed_skipped.inc(3)
     metrics.insert_seconds.labels("samples").observe(0.02)
-    with SinkEndpoint(fallback_store, settings, metrics) as endpoint:
+    health = PartHealth("clickhouse_sink", settings.kafka, settings.health, "",
+                        metrics=PartMetrics("clickhouse_sink", metrics.registry))
+    with SinkEndpoint(fallback_store, settings, health) as endpoint:
         base = f"http://127.0.0.1:{endpoint.port}"
         with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
             text = response.read().decode()
             assert response.headers["Content-Type"].startswith("text/plain")
-        with urllib.request.urlopen(f"{base}/health", timeout=10) as response:
+        with urllib.request.urlopen(f"{base}/health/live", timeout=10) as response:
             assert json.loads(response.read())["status"] == "ok"
+        # never probed and never assigned: not ready (a sink's /health no longer says ok whatever happens)
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"{base}/health", timeout=10)
+        assert not_ready.value.code == 503
+        assert json.loads(not_ready.value.read())["checks"]["assignment"] == "waiting for the first assignment"
         request = urllib.request.Request(f"{base}/query", data=json.dumps({"sql": "SELECT 1 AS one"}).encode(),
                                          method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -490,7 +490,7 @@ class FakeConsumer:
         self.commits: list[tuple[str, int, int]] = []
         self.closed = False
 
-    def subscribe(self, topics: list[str], on_revoke: Any = None) -> None:
+    def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None) -> None:
         self.topics, self.on_revoke = topics, on_revoke
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:

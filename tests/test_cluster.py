@@ -1,0 +1,162 @@
+"""Issue 17's proof on a local three-broker cluster: a broker SIGKILLed mid-stream loses and duplicates nothing.
+
+Producers (`fleetstream simulate vehicles`, acks=all, idempotent), `fleetstream worker` and `fleetstream sink
+clickhouse` run against the session's three-broker cluster, with every topic replicated three times and
+`min.insync.replicas=2` (what `fleetstream topics create` makes there). One broker is SIGKILLed while samples flow
+and stays down until the end; nothing is restarted by hand. Every sample the simulator produced must then be in
+ClickHouse exactly once, the simulator must have exited 0 (Kafka acknowledged all of it), and the worker and the
+sink must still report ready on their health endpoints.
+
+A supervisor here plays systemd or Kubernetes for the worker only: the worker exits with 75 (EX_TEMPFAIL) by design
+when its stream skipped offsets that do not come again after a seek back (streams/offsets.py), so that a restart
+resumes from its owned offsets; that restart is automatic, and counted in the test's output. The sink must not exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fleetstream.schemas.topics import sample_count
+
+from fleetstream.admin import create_topics
+from fleetstream.config import KafkaSettings, Settings
+from fleetstream.demo import Services, _wait_for_sink
+from fleetstream.schemas import codec
+from fleetstream.stack import LocalCluster
+from fleetstream.testing import free_ports
+from tests.pipeline import KPI_PERIOD_MS, MAX_AGE_MS, RETENTION_DAYS, Pipeline, TopicReader
+from tests.test_health import wait_for_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STREAM_SECONDS = 24
+KILL_AFTER_S = 8.0
+
+
+@pytest.fixture
+def cluster_pipeline(kafka_cluster3: LocalCluster, tmp_path: Path) -> Iterator[tuple[Pipeline, dict[str, str]]]:
+    """Worker and sink children on the three-broker cluster, with fixed health addresses (part → host:port)."""
+    settings = Settings(home=tmp_path / "home", kafka=KafkaSettings(bootstrap_servers=kafka_cluster3.bootstrap))
+    report = create_topics(settings.kafka, settings.topics)
+    assert report.replication is not None and report.replication.factor == 3
+    worker_port, sink_port = free_ports(2)
+    health = {"worker": f"127.0.0.1:{worker_port}", "clickhouse_sink": f"127.0.0.1:{sink_port}"}
+    services = Services(settings)
+
+    def start(name: str, *args: str) -> None:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("FLEETSTREAM_VALIDATION__MAX_AGE_MS", str(MAX_AGE_MS))
+            env.setenv("FLEETSTREAM_CLICKHOUSE__RETENTION_DAYS", str(RETENTION_DAYS))
+            env.setenv("FLEETSTREAM_STREAMS__KPI_PERIOD_MS", str(KPI_PERIOD_MS))
+            env.setenv("FLEETSTREAM_HEALTH__WORKER", health["worker"])
+            env.setenv("FLEETSTREAM_HEALTH__CLICKHOUSE_SINK", health["clickhouse_sink"])
+            env.setenv("FLEETSTREAM_HEALTH__PROBE_INTERVAL_S", "1")
+            env.delenv("FLEETSTREAM_CLICKHOUSE__DSN", raising=False)
+            env.delenv("FLEETSTREAM_CONFIG", raising=False)
+            services.start(name, *args)
+
+    services.restart = start  # type: ignore[attr-defined]  # what the supervisor calls
+    try:
+        start("worker", "worker")
+        start("sink-clickhouse", "sink", "clickhouse")
+        _wait_for_sink(settings, services)
+        for address in health.values():
+            wait_for_status(address, 200, 180)
+        yield Pipeline(settings, services), health
+    finally:
+        services.stop()
+
+
+class Supervisor(threading.Thread):
+    """Restarts the worker when it exits with 75 (asking to be restarted), as systemd's Restart= would."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(daemon=True)
+        self.services = services
+        self.restarts: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            worker = self.services.processes["worker"]
+            if worker.poll() == 75:
+                self.restarts.append(worker.returncode)
+                self.services.restart("worker", "worker")  # type: ignore[attr-defined]
+
+
+def read_decodable(reader: TopicReader, vehicles: list[str], quiet_s: float = 5.0) -> list[dict[str, Any]]:
+    """The decodable records of `reader`'s topic until it has seen every vehicle and then `quiet_s` without a
+    message (the simulator also sends undecodable messages on purpose: they become dead letters, not samples)."""
+    consumer = reader._consumer
+    records: list[dict[str, Any]] = []
+    last = time.monotonic()
+    deadline = last + 120
+    while time.monotonic() < deadline:
+        messages = consumer.consume(num_messages=1000, timeout=0.5)
+        for message in messages:
+            value = message.value()
+            if message.error() is None and value is not None:
+                with contextlib.suppress(codec.DecodeError):
+                    records.append(codec.decode(value, "signal_batch"))
+        if messages:
+            last = time.monotonic()
+        elif {r["vehicle_id"] for r in records} >= set(vehicles) and time.monotonic() - last > quiet_s:
+            break
+    return records
+
+
+def test_a_broker_killed_mid_stream_loses_and_duplicates_no_sample(
+        kafka_cluster3: LocalCluster, cluster_pipeline: tuple[Pipeline, dict[str, str]]) -> None:
+    pipeline, health = cluster_pipeline
+    first = random.randrange(100_000, 900_000, 10)
+    vehicles = [str(v) for v in range(first, first + 3)]
+    raw = TopicReader(pipeline.settings.kafka, ["telemetry.signals"])
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": pipeline.bootstrap}
+    env.pop("FLEETSTREAM_CONFIG", None)
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "fleetstream", "simulate", "vehicles", "--seconds", str(STREAM_SECONDS),
+         "--vehicles", "3", "--bad-sample-rate", "0", "--first-vehicle-id", str(first)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    victim = kafka_cluster3.nodes[random.randrange(3)]
+    supervisor = Supervisor(pipeline.services)
+    supervisor.start()
+    try:
+        time.sleep(KILL_AFTER_S)
+        pid = victim.status().pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        output, _ = simulator.communicate(timeout=STREAM_SECONDS + 120)
+        assert simulator.returncode == 0, output.decode(errors="replace")[-3000:]
+        assert pipeline.services.processes["sink-clickhouse"].poll() is None, "the sink exited"
+
+        produced = read_decodable(raw, vehicles)
+        by_batch = {r["batch_id"]: sample_count("signal_batch", r) for r in produced if r["vehicle_id"] in vehicles}
+        expected = sum(by_batch.values())
+        assert expected > 0
+        stored = pipeline.wait_for_rows(
+            "SELECT vehicle_id, ts, channel FROM fleetstream.samples WHERE vehicle_id IN {v:Array(String)}",
+            {"v": vehicles}, expected=expected, timeout_s=180, settle_s=5.0)
+        assert len(stored) == expected, f"stored {len(stored)} samples of {expected} produced"
+        assert len({(r["vehicle_id"], str(r["ts"]), r["channel"]) for r in stored}) == expected, "duplicates"
+        for part, address in health.items():
+            _, body = wait_for_status(address, 200, 120)
+            assert body["checks"]["kafka"] == "ok", (part, body)
+        print(f"{expected} samples stored once; broker node {victim.node_id} killed; worker restarts by the "
+              f"supervisor: {len(supervisor.restarts)}")
+    finally:
+        supervisor.stop.set()
+        raw.close()
+        if simulator.poll() is None:
+            simulator.kill()
+        kafka_cluster3.up(timeout_s=180)  # the killed broker back for the session's other tests
