@@ -3,7 +3,9 @@
 `create_app(Services.start(settings))` builds the app; `serve(settings)` runs it with uvicorn. The modules:
 `rbac` (roles, permissions), `tokens` (JWT, API keys), `users` (users on a compacted Kafka topic), `store`
 (where ClickHouse is read), `scoped` (the one tenancy layer), `analytics` (dashboards and metrics SQL),
-`reports`, `publish` (audit and acks to Kafka), `routes` and `app` (HTTP).
+`reports` and `schedule` (scheduled reports), `publish` (audit, acks, events, metric values to Kafka),
+`events`, `custom_metrics`, `segments`, `definitions` (seed 004's side), `routes`, `analytics_routes` and
+`app` (HTTP), `sdk` (the async client).
 """
 
 from fleetstream.api.app import create_app

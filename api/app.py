@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from fleetstream.api import board, live
 from fleetstream.api.pages import mount_pages
+from fleetstream.api import analytics_routes
 from fleetstream.api.routes import router
 from fleetstream.api.services import Services
 from fleetstream.api.store import QueryError
@@ -44,6 +45,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(board.router)
     app.include_router(live.router)
     mount_pages(app)
+    app.include_router(analytics_routes.router)
     _add_login(app)
     _add_health(app)
     app.middleware("http")(_audited)

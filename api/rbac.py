@@ -37,6 +37,8 @@ class Permission(StrEnum):
     REPORTS_GENERATE = "reports:generate"
     AUDIT_READ = "audit:read"
     USERS_MANAGE = "users:manage"
+    ANALYTICS_WRITE = "analytics:write"
+    """Track events, define metrics and segments, record metric values (seed 004); reading them is metrics:read."""
 
 
 _P = Permission
@@ -44,8 +46,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # seed 003: "View own vehicle(s)" -> the owner dashboard and their vehicles' drill-down and alerts
     Role.OWNER: frozenset({_P.DASHBOARD_OWNER, _P.VEHICLES_READ, _P.ALERTS_READ, _P.DYNO_READ}),
     # "View all fleet vehicles, analytics"
+    # "View all fleet vehicles, analytics": their analytics include tracking events and defining metrics, segments
     Role.FLEET_MANAGER: frozenset({_P.DASHBOARD_FLEET, _P.METRICS_READ, _P.VEHICLES_READ, _P.DYNO_READ,
-                                   _P.ALERTS_READ, _P.ALERTS_ACKNOWLEDGE, _P.REPORTS_GENERATE}),
+                                   _P.ALERTS_READ, _P.ALERTS_ACKNOWLEDGE, _P.REPORTS_GENERATE,
+                                   _P.ANALYTICS_WRITE}),
     # "View assigned jobs, update status": their vehicles, and acknowledging the alerts they work on
     Role.TECHNICIAN: frozenset({_P.DASHBOARD_TECHNICIAN, _P.VEHICLES_READ, _P.DYNO_READ, _P.ALERTS_READ,
                                 _P.ALERTS_ACKNOWLEDGE}),

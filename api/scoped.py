@@ -84,6 +84,12 @@ SOURCES: dict[str, str] = {
     "kpis": ("(SELECT *, if(scope = 'run', dimensions['station_id'], scope_id) AS vehicle_id "
              "FROM fleetstream.kpis WHERE scope IN ('vehicle', 'run') "
              f"AND if(scope = 'run', dimensions['station_id'], scope_id) IN {_DIRECTORY})"),
+    # seed 004's side: events carry an org (and maybe a vehicle); custom metric values and definitions belong to
+    # the whole org, so a caller limited to some vehicles sees none of their values
+    "events": (f"(SELECT * FROM fleetstream.analytics_events FINAL WHERE org_id IN {_ORGS} AND "
+               f"{_IN_VEHICLES % 'vehicle_id'})"),
+    "metric_values": f"(SELECT * FROM fleetstream.metric_values WHERE org_id IN {_ORGS} AND {{__all:UInt8}} = 1)",
+    "definitions": f"(SELECT * FROM fleetstream.analytics_definitions FINAL WHERE org_id IN {_ORGS})",
     "vehicles": ("(SELECT d.vehicle_id AS vehicle_id, argMax(d.fleet_id, d.last_seen) AS fleet_id, "
                  "min(d.first_seen) AS first_seen, max(d.last_seen) AS last_seen "
                  "FROM fleetstream.vehicle_directory AS d WHERE " + _IN_VEHICLES % "d.vehicle_id"

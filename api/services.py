@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from fleetstream import errors
 from fleetstream.admin import replication_for
 from fleetstream.api.cache import TtlCache
+from fleetstream.api.definitions import DefinitionStore
 from fleetstream.api.publish import Publisher
 from fleetstream.api.reports import ReportStore
 from fleetstream.api.scoped import ScopedReader
@@ -58,6 +59,7 @@ class Services:
     cache: TtlCache
     reports: ReportStore
     metrics: ApiMetrics
+    definitions: DefinitionStore
 
     @classmethod
     def start(cls, settings: Settings, publisher: bool = True) -> Services:
@@ -73,15 +75,16 @@ class Services:
         users.follow()
         issuer = TokenIssuer(api.jwt_secret.get_secret_value(),
                              tuple(s.get_secret_value() for s in api.jwt_previous_secrets), api.token_ttl_s)
+        reader = ScopedReader(StoreReader(settings), api.default_org)
+        producer = (Publisher(settings.kafka, on_failure=lambda t: metrics.publish_failures.labels(t).inc())
+                    if publisher else None)
         return cls(
-            settings=settings, users=users,
-            reader=ScopedReader(StoreReader(settings), api.default_org), issuer=issuer,
-            publisher=Publisher(settings.kafka, on_failure=lambda t: metrics.publish_failures.labels(t).inc())
-            if publisher else None,
+            settings=settings, users=users, reader=reader, issuer=issuer, publisher=producer,
             throttle=LoginThrottle(api.login_free_failures, api.login_max_delay_s),
             cache=TtlCache(api.cache_ttl_s),
             reports=ReportStore(report_dir(settings), api.max_report_rows),
             metrics=metrics,
+            definitions=DefinitionStore(reader, producer, api.definitions_topic),
         )
 
     def close(self) -> None:

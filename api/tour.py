@@ -1,5 +1,6 @@
 """The demo's visit to the read side: serve on a free loopback port, log in as two roles of two tenants, read,
-try what must be refused, write a report, and count what happened.
+try what must be refused, write a report, track an event and aggregate a KPI through the SDK, and count
+what happened.
 
 `api_denied` counts only the refusals the tour provokes on purpose (another tenant's vehicle, another
 owner's vehicle); an unexpected answer to one of them makes the tour fail rather than be counted.
@@ -7,6 +8,7 @@ owner's vehicle); an unexpected answer to one of them makes the tour fail rather
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import socket
@@ -20,6 +22,7 @@ from pydantic import SecretStr
 
 from fleetstream.api.app import create_app
 from fleetstream.api.rbac import Role
+from fleetstream.api.sdk import AnalyticsClient
 from fleetstream.api.services import Services
 from fleetstream.api.users import UserStore
 from fleetstream.config import Settings
@@ -77,7 +80,15 @@ def _visit(client: httpx.Client, org: str, vehicles: list[str], password: str) -
     report = _expect(client.post("/api/v1/reports/generate", headers=manager,
                                  json={"kind": "fleet_health", "format": "pdf"}), 201, "report")
     _expect(client.get(report.json()["download"], headers=manager), 200, "report download")
+    asyncio.run(_sdk_visit(str(client.base_url), org, manager["Authorization"].removeprefix("Bearer ")))
     return {"api_denied": denied, "reports": 1}
+
+
+async def _sdk_visit(base_url: str, org: str, token: str) -> None:
+    """Seed 004's side through the async SDK: an event tracked (acknowledged by Kafka) and a KPI aggregated."""
+    async with AnalyticsClient(org, token, base_url=base_url) as sdk:
+        await sdk.events.track_page_view("/dashboards/fleet", user_id="demo-fleet-manager")
+        await sdk.metrics.aggregate("health_score", "avg", "hour", source="kpi")
 
 
 def api_tour(settings: Settings, org: str, vehicles: list[str]) -> dict[str, Any]:

@@ -867,6 +867,36 @@ def bench_sink_cmd(
     typer.echo(json.dumps(report) if as_json else to_table(report))
 
 
+@bench_app.command("api")
+def bench_api_cmd(
+    ctx: typer.Context,
+    vehicles: Annotated[int, typer.Option(min=1, help="Vehicles of the one org loaded.")] = 1000,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Days of KPIs, windows, alerts loaded.")] = 30,
+    users: Annotated[int, typer.Option(min=1, help="Concurrent users (fleet managers of the org).")] = 100,
+    requests: Annotated[int, typer.Option(min=1, help="Requests per user per probe.")] = 5,
+    kpi_minutes: Annotated[int, typer.Option(min=1, help="KPI period (the worker's default is 5).")] = 5,
+    window_minutes: Annotated[int, typer.Option(min=1, help="Window length of the loaded aggregates.")] = 5,
+    probe: Annotated[list[str] | None, typer.Option(help="Only these probes (repeatable): dashboard, aggregate, "
+                                                         "dashboard_compute, aggregate_compute (the default), "
+                                                         "dashboard_uncached.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """p50/p95/p99 latency of the fleet dashboard and of a metrics aggregate with USERS concurrent users, on a
+    store loaded with VEHICLES vehicles and DAYS days of windows and KPIs (`fleetstream serve` in its own
+    process, a private broker and a temporary store; ~2 GB of disk for the defaults)."""
+    from fleetstream.benchmarks.common import render_json
+    from fleetstream.benchmarks.read_api import PROBES, bench_api, to_table
+
+    unknown = sorted(set(probe or ()) - PROBES.keys())
+    if unknown:
+        typer.echo(f"error: unknown probe {', '.join(unknown)}; choose from {', '.join(PROBES)}", err=True)
+        raise typer.Exit(2)
+    report = bench_api(settings_of(ctx), vehicles=vehicles, days=days, users=users, requests_per_user=requests,
+                       kpi_minutes=kpi_minutes, window_minutes=window_minutes, probes=probe,
+                       progress=lambda line: typer.echo(line, err=True))
+    typer.echo(render_json(report) if as_json else to_table(report))
+
+
 # --- read side ---------------------------------------------------------------------------------------------
 
 users_app = typer.Typer(help="Users and API keys of `fleetstream serve` (kept on a compacted Kafka topic).",

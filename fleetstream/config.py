@@ -20,7 +20,7 @@ import socket
 import ssl
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -63,6 +63,7 @@ __all__ = [
     "GraphQLSinkSettings",
     "HealthSettings",
     "KafkaSettings",
+    "ReportSchedule",
     "Settings",
     "StackSettings",
     "StreamsSettings",
@@ -395,6 +396,18 @@ OTHER_VARIABLES = frozenset({"FLEETSTREAM_CONFIG", "FLEETSTREAM_FAULT", "FLEETST
 password `fleetstream users add|passwd` reads instead of prompting (a secret, so never a setting)."""
 
 
+class ReportSchedule(_Section):
+    """A report `fleetstream serve` writes on its own after each complete week (Monday to Monday, UTC) or month,
+    for one org, to `<report dir>/scheduled/<org>/`, announced on `api.reports_topic`."""
+
+    org_id: str = Field(min_length=1)
+    kind: Literal["fleet_health", "alerts", "data_quality", "dyno_runs"]
+    format: Literal["csv", "xlsx", "pdf"] = "pdf"
+    every: Literal["weekly", "monthly"] = "weekly"
+    vehicle_ids: list[str] = Field(default_factory=list)
+    """Only these vehicles; empty = every vehicle of the org."""
+
+
 class ApiSettings(_Section):
     """`fleetstream serve`: the read-side HTTP API. The JWT secret only from the environment (JWT_SECRET_KEY)."""
 
@@ -407,6 +420,16 @@ class ApiSettings(_Section):
     users_topic: str = "fleetstream.users"
     acks_topic: str = "alert.acknowledged"
     audit_topic: str = "audit.log"
+    events_topic: str = "analytics.events"
+    metric_values_topic: str = "analytics.metric.values"
+    definitions_topic: str = "analytics.definitions"
+    reports_topic: str = "analytics.report.generated"
+    """Where each generated report (requested or scheduled) is announced."""
+    max_batch_events: int = Field(default=1000, ge=1, le=100_000)
+    """Events (or metric values) one batch request may carry."""
+    report_schedules: list[ReportSchedule] = Field(default_factory=list)
+    schedule_check_s: float = Field(default=300.0, gt=0)
+    """How often serve looks for a scheduled report that is due (and catches up after a restart)."""
     default_org: str | None = None
     """The org that owns records carrying no org id (dyno stations); None = nobody sees them."""
     cache_ttl_s: float = Field(default=300.0, ge=0)

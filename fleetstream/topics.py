@@ -59,6 +59,10 @@ DERIVED_TOPICS: Mapping[str, str] = {
     "alert.created": "alert",
     "alert.acknowledged": "alert_ack",
     "audit.log": "audit_entry",
+    "analytics.events": "analytics_event",
+    "analytics.metric.values": "metric_value",
+    "analytics.definitions": "analytics_definition",
+    "analytics.report.generated": "report_generated",
 }
 """Topics the worker and the read side write from other records, with their record types."""
 
@@ -76,6 +80,10 @@ SAMPLES_FIELD: Mapping[str, str | None] = {
     "alert_ack": None,
     "audit_entry": None,
     "user_account": None,
+    "analytics_event": None,
+    "metric_value": None,
+    "analytics_definition": None,
+    "report_generated": None,
     "dead_letter": None,
 }
 """The array field holding a batch's samples per record type; None for record types that are one sample each."""

@@ -152,6 +152,8 @@ class KeyStage:
         self.seconds_seen: list[int] = s.get("seconds_seen", [])
         self.active_alerts: dict[str, str] = s.get("active_alerts", {})
         self.period_alerts: list[dict[str, Any]] = s.get("period_alerts", [])
+        self.acks_ms: dict[str, int] = s.get("acks_ms", {})
+        """alert_id → earliest acknowledgement by a person (alert.acknowledged), for time to acknowledge."""
         self.net_matched: int = s.get("net_matched", 0)
         self.net_total: int = s.get("net_total", 0)
         self.travel = LocationTotals.from_dict(s["locations"]) if "locations" in s else LocationTotals()
@@ -190,6 +192,11 @@ class KeyStage:
             else:
                 self.active_alerts.pop(alert["alert_id"], None)
             self.period_alerts.append(dict(alert))
+
+    def acknowledgement(self, ack: Mapping[str, Any]) -> None:
+        """An alert acknowledged by a person (written by `fleetstream serve`): the earliest one counts."""
+        alert_id, acked_ms = str(ack["alert_id"]), int(ack["acked_ms"])
+        self.acks_ms[alert_id] = min(acked_ms, self.acks_ms.get(alert_id, acked_ms))
 
     def dtc_batch(self, dtcs: Sequence[Mapping[str, Any]], now_ms: int, wall_s: float) -> StageOutput:
         out = self._advance(np.array([int(d["timestamp_ms"]) for d in dtcs], dtype=np.int64), now_ms, wall_s)
@@ -260,7 +267,7 @@ class KeyStage:
         kpis = VehicleKpis(
             vehicle_id=self.key, health_score=health,
             uptime_pct=uptime_pct(seen_ms, start, end) if seen_ms else None,
-            alerts=alert_stats(self.period_alerts, {}, start, end),
+            alerts=alert_stats(self.period_alerts, self.acks_ms, start, end),
             network_matched=self.net_matched, network_total=self.net_total,
             distance_mi=self.travel.distance_mi if self.saw_locations else None,
             idle_time_s=self.travel.idle_ms / 1000 if self.saw_locations else None)
@@ -273,6 +280,7 @@ class KeyStage:
         self.seconds_seen = [s for s in self.seconds_seen if s * 1000 >= end]
         self.period_alerts = [a for a in self.period_alerts if a["event"] == "fired" and a["alert_id"] in
                               self.active_alerts]
+        self.acks_ms = {a: t for a, t in self.acks_ms.items() if a in self.active_alerts}  # later acks of ongoing ones
         self.travel.reset_totals()
         self.saw_locations = False
         return records
@@ -282,7 +290,7 @@ class KeyStage:
             "fleet_id": self.fleet_id, "period_start_ms": self.period_start_ms, "max_event_ms": self.max_event_ms,
             "samples_total": self.samples_total, "samples_flagged": self.samples_flagged,
             "last_data_ms": self.last_data_ms, "seconds_seen": self.seconds_seen,
-            "active_alerts": self.active_alerts, "period_alerts": self.period_alerts,
+            "active_alerts": self.active_alerts, "period_alerts": self.period_alerts, "acks_ms": self.acks_ms,
             "net_matched": self.net_matched, "net_total": self.net_total,
             "locations": self.travel.to_dict(), "saw_locations": self.saw_locations,
             "dtcs": self.dtcs.to_dict(), "dyno": self.dyno.to_dict(), "metrics": self.metrics.to_dict(),
@@ -295,6 +303,8 @@ class KeyStage:
 Output = tuple[str, bytes | None, bytes]
 State = MutableMapping[str, Any]
 
+ACKS_TOPIC = "alert.acknowledged"
+"""Acknowledgements by people, keyed by vehicle like the validated topics (the read API publishes them)."""
 _SAMPLE_TOPICS = {"telemetry.signals.valid": "name", "dyno.samples.valid": "channel"}
 
 
@@ -389,6 +399,8 @@ class Analyzer:
             out.extend(stage.locations(record["points" if "points" in record else "locations"], now_ms, wall_s))
         elif topic == "telemetry.netstats.valid":
             out.extend(stage.network_stats(record, now_ms, wall_s))
+        elif topic == ACKS_TOPIC:
+            stage.acknowledgement(record)
         if not key_done:
             key_applied[topic] = offset + 1
             keys[record_key] = Live(stage, partition, key_applied) if live else _state(stage, partition, key_applied)

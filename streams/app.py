@@ -27,7 +27,7 @@ from fleetstream.health import PartHealth
 from fleetstream.schemas.codec import Codec, DecodeError, serializer
 from fleetstream.schemas.deadletter import dead_letter
 from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES, SampleBatch
-from fleetstream.streams.analytics import AnalyticsConfig, Analyzer, settle
+from fleetstream.streams.analytics import ACKS_TOPIC, AnalyticsConfig, Analyzer, settle
 from fleetstream.streams.credentials import broker_credentials
 from fleetstream.streams.offsets import OFFSETS_TABLE, OffsetBook, OwnedOffsetsConsumer, instance_id
 from fleetstream.streams.outputs import Output, deliver, fit
@@ -155,7 +155,7 @@ def create_app(settings: Settings, group_instance_id: str | None = None,
     valid_topics = [valid_topic(t) for t in raw_topics if t != "fleet.faults"]
     partitions = max(t.partitions for t in settings.topics.topics)
     offsets_table = app.Table(OFFSETS_TABLE, default=None, key_type=str, partitions=partitions)
-    book = OffsetBook(offsets_table, [*raw_topics, *valid_topics], settings.kafka.client())
+    book = OffsetBook(offsets_table, [*raw_topics, *valid_topics, ACKS_TOPIC], settings.kafka.client())
     app.offset_book = book  # type: ignore[attr-defined]  # read by OwnedOffsetsConsumer
     app.on_partitions_revoked.connect(partial(_forget, book))
     source = app.topic(*raw_topics, key_serializer="raw", value_serializer="raw")
@@ -286,8 +286,9 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
     table_options: dict[str, Any] = {"default": None, "key_type": str, "partitions": max(partitions)}
     channels = app.Table(ANALYTICS_TABLES[0], **table_options)
     keys = app.Table(ANALYTICS_TABLES[1], **table_options)
-    input_topics = [*settings.topics.raw, *valid_topics]
-    source = app.topic(*valid_topics, key_serializer="raw", value_serializer="raw")
+    # acknowledgements join the validated topics: keyed by vehicle, so they reach the key's state (time to ack)
+    input_topics = [*settings.topics.raw, *valid_topics, ACKS_TOPIC]
+    source = app.topic(*valid_topics, ACKS_TOPIC, key_serializer="raw", value_serializer="raw")
     for name in ("telemetry.windows", "analytics.threshold.exceeded", "alert.created", "analytics.kpi",
                  *[dead_letter_topic(t) for t in valid_topics]):
         sinks.setdefault(name, app.topic(name, key_serializer="raw", value_serializer="raw"))

@@ -76,6 +76,9 @@ ROUTES: dict[str, Route] = {
     "analytics.threshold.exceeded": Route("alerts", "alert"),
     "alert.acknowledged": Route("alert_acks", "alert_ack"),
     "audit.log": Route("audit_log", "audit_entry"),
+    "analytics.events": Route("analytics_events", "analytics_event"),
+    "analytics.metric.values": Route("metric_values", "metric_value"),
+    "analytics.definitions": Route("analytics_definitions", "analytics_definition"),
 }
 """Topics the sink stores; every `dlq.*` topic additionally goes to dead_letters."""
 
@@ -280,6 +283,19 @@ _audit_entries = _flat(
     {"ts": "ts_ms"},
 )
 
+_analytics_events = _flat(
+    ("org_id", "event_type", "event_name", "event_id", "user_id", "session_id", "vehicle_id", "source",
+     "tracked_by"),
+    {"ts": "timestamp_ms", "properties": "properties_json", "context": "context_json", "received_at": "received_ms"},
+)
+_metric_values = _flat(
+    ("org_id", "metric", "value_id", "metric_type", "value", "unit", "dimensions", "recorded_by"),
+    {"ts": "timestamp_ms"},
+)
+_analytics_definitions = _flat(
+    ("org_id", "kind", "name", "deleted", "updated_by"), {"body": "body_json", "updated_at": "updated_ms"},
+)
+
 _DEAD_LETTER_FIELDS = ("source_topic", "stage", "error_code", "reason", "sample_count", "attempt", "original")
 
 
@@ -330,6 +346,9 @@ _MAPPERS: dict[str, Callable[[Sequence[SourcedRecord]], Columns]] = {
     "alert": _alerts,
     "alert_ack": _alert_acks,
     "audit_entry": _audit_entries,
+    "analytics_event": _analytics_events,
+    "metric_value": _metric_values,
+    "analytics_definition": _analytics_definitions,
     "dead_letter": _dead_letters,
 }
 

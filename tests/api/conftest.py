@@ -178,7 +178,11 @@ _ROUTES = {"signals": rows.Route("samples", "signal_batch"), "dyno": rows.Route(
            "dtcs": rows.Route("dtcs", "dtc_batch"), "kpis": rows.Route("kpis", "kpi"),
            "alerts": rows.Route("alerts", "alert"), "windows": rows.Route("window_aggregates", "window_aggregate"),
            "dead_letters": rows.DEAD_LETTERS, "acks": rows.Route("alert_acks", "alert_ack"),
-           "audit": rows.Route("audit_log", "audit_entry"), "gps": rows.Route("gps_points", "gps_batch")}
+           "audit": rows.Route("audit_log", "audit_entry"), "gps": rows.Route("gps_points", "gps_batch"),
+           "events": rows.Route("analytics_events", "analytics_event"),
+           "metric_values": rows.Route("metric_values", "metric_value"),
+           "definitions": rows.Route("analytics_definitions", "analytics_definition"),
+           "reports": None}
 
 
 def _produce(bootstrap: str, topics: dict[str, str], records: dict[str, list[tuple[str, str, dict[str, Any]]]]) -> None:
@@ -230,10 +234,12 @@ def world(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         home=home, kafka={"bootstrap_servers": kafka_bootstrap},
         clickhouse={"dsn": f"chdb://{home / 'store'}", "query_port": 0, "batch_seconds": 0.3},
         api={"jwt_secret": SECRET, "users_topic": f"test.api.users.{uid}", "acks_topic": topics["acks"],
-             "audit_topic": topics["audit"], "default_org": f"acme-{uid}", "cache_ttl_s": 300})
+             "audit_topic": topics["audit"], "events_topic": topics["events"],
+             "metric_values_topic": topics["metric_values"], "definitions_topic": topics["definitions"],
+             "reports_topic": topics["reports"], "default_org": f"acme-{uid}", "cache_ttl_s": 300})
     w = World(uid, t0, settings, "", f"acme-{uid}", f"beta-{uid}", [f"a{i}-{uid}" for i in (1, 2, 3)],
               f"b1-{uid}", f"cell-{uid}", f"run-{uid}", {k: f"al-{k}-{uid}" for k in ("a1", "a2", "a3", "b1")})
-    sink = ClickHouseSink(settings, routes={topics[s]: r for s, r in _ROUTES.items()}, subscribe_dlq=False,
+    sink = ClickHouseSink(settings, routes={topics[s]: r for s, r in _ROUTES.items() if r}, subscribe_dlq=False,
                           group_id=f"api-{uid}")
     stop = threading.Event()
     sink_thread = threading.Thread(target=sink.run, args=(stop,), name="sink", daemon=True)

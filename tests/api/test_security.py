@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,16 +60,32 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 
 def example_body(schema: dict[str, Any], op: Operation) -> Any:
-    """A minimal valid body for the operation: required fields with their first enum value or a placeholder."""
+    """A minimal valid body for the operation, built from its schema: required fields only, lists at their
+    minimum length, a value that fits each enum, pattern or type (so the request reaches the endpoint's work)."""
     body = op.spec.get("requestBody")
     if body is None:
         return None
-    node = _resolve(schema, body["content"]["application/json"]["schema"])
-    out: dict[str, Any] = {}
-    for name in node.get("required", []):
-        prop = _resolve(schema, node["properties"][name])
-        out[name] = prop["enum"][0] if "enum" in prop else prop.get("const", "x")
-    return out
+    return _example(schema, body["content"]["application/json"]["schema"])
+
+
+_STRINGS = ("x", "vehicle_id", "page_view")
+
+
+def _example(schema: dict[str, Any], node: dict[str, Any]) -> Any:
+    node = _resolve(schema, node)
+    if "enum" in node or "const" in node:
+        return node["enum"][0] if "enum" in node else node["const"]
+    kind = node.get("type")
+    if kind == "object" or "properties" in node:
+        return {name: _example(schema, node["properties"][name]) for name in node.get("required", [])}
+    if kind == "array":
+        return [_example(schema, node.get("items", {})) for _ in range(max(1, node.get("minItems", 1)))]
+    if kind in ("number", "integer"):
+        return max(1, node.get("minimum", 1))
+    if kind == "boolean":
+        return False
+    pattern = node.get("pattern")
+    return next((v for v in _STRINGS if pattern is None or re.match(pattern, v)), "x")
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -87,6 +104,9 @@ def report_a(world: World) -> str:
     with world.client("fm") as c:
         made = c.post("/api/v1/reports/generate", json={"kind": "fleet_health", "format": "csv"})
     assert made.status_code == 201
+    with world.client("fm") as c:  # a saved segment of org A, for the path parameter `name`
+        assert c.post("/api/v1/segments", json={"name": f"seg_{world.uid}", "rules": [
+            {"field": "fleet_id", "operator": "eq", "value": "north"}]}).status_code == 201
     report_id: str = made.json()["report_id"]
     return report_id
 
@@ -116,7 +136,8 @@ def _call(client: httpx.Client, schema: dict[str, Any], op: Operation, url: str,
 
 def _params_of_a(world: World, report_id: str, vehicle: str | None = None) -> dict[str, str]:
     return {"vehicle_id": vehicle or world.vehicles_a[0], "user_id": world.user_id("owner"),
-            "alert_id": world.alerts["a1"], "run_id": world.run_id, "report_id": report_id, "channel": "EngineSpeed"}
+            "alert_id": world.alerts["a1"], "run_id": world.run_id, "report_id": report_id, "channel": "EngineSpeed",
+            "name": f"seg_{world.uid}"}
 
 
 def test_the_schema_lists_every_data_endpoint_as_secured(schema: dict[str, Any]) -> None:

@@ -108,7 +108,8 @@ class RecordingReader:
 def test_every_source_is_filtered_by_the_bound_org() -> None:
     for name, subquery in SOURCES.items():
         assert "{__orgs:Array(String)}" in subquery, name
-        assert "{__all:UInt8}" in subquery or name == "audit_log", name
+        # org-wide records: the audit trail and the org's metric and segment definitions
+        assert "{__all:UInt8}" in subquery or name in ("audit_log", "definitions"), name
 
 
 def test_the_layer_binds_the_callers_scope_and_never_formats_it_into_the_sql() -> None:
@@ -175,3 +176,42 @@ def test_cache_answers_within_its_ttl_and_refresh_recomputes() -> None:
     now[0] = 301
     assert cache.get_or_compute(("k",), lambda: next(calls)) == (2, False)
     assert cache.get_or_compute(("other",), lambda: next(calls)) == (3, False)
+
+
+def test_concurrent_misses_of_one_key_compute_once() -> None:
+    import threading
+
+    cache = TtlCache(300)
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow() -> int:
+        calls.append(1)
+        started.set()
+        release.wait(10)
+        return 42
+
+    results: list[tuple[Any, bool]] = []
+    first = threading.Thread(target=lambda: results.append(cache.get_or_compute(("dash",), slow)))
+    first.start()
+    started.wait(10)
+    waiters = [threading.Thread(target=lambda: results.append(cache.get_or_compute(("dash",), slow)))
+               for _ in range(5)]
+    for t in waiters:
+        t.start()
+    release.set()
+    for t in (first, *waiters):
+        t.join(10)
+    assert len(calls) == 1
+    assert sorted(results, key=lambda r: r[1]) == [(42, False)] + [(42, True)] * 5
+
+
+def test_a_failed_computation_fails_its_waiters_and_is_not_cached() -> None:
+    cache = TtlCache(300)
+
+    def broken() -> int:
+        raise RuntimeError("store down")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_compute(("k",), broken)
+    assert cache.get_or_compute(("k",), lambda: 7) == (7, False)

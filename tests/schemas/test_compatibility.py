@@ -57,4 +57,6 @@ def test_every_design_record_type_has_a_schema():
         "fleet_fault_batch", "window_aggregate", "kpi", "alert", "dead_letter",
         # the read side (fleetstream serve): acknowledgements, audit entries, users
         "alert_ack", "audit_entry", "user_account",
+        # seed 004's side: tracked events, metric values, metric/segment definitions, report announcements
+        "analytics_event", "metric_value", "analytics_definition", "report_generated",
     }

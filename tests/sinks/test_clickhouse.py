@@ -107,10 +107,20 @@ RECORDS: dict[str, dict[str, Any]] = {
     "dead_letter": {"source_topic": "telemetry.signals", "partition": 2, "offset": 41, "key": b"veh-1",
                     "original": b"\x00\x01garbage", "stage": "validate", "error_code": "out_of_range",
                     "reason": "rpm above 20000", "sample_count": 4, "first_seen_ms": NOW_MS, "attempt": 1},
+    "analytics_event": {"event_id": "e1", "org_id": "org", "event_type": "click", "event_name": "open_report",
+                        "user_id": "u1", "session_id": "s1", "vehicle_id": "veh-1", "source": "web",
+                        "properties_json": '{"button": "pdf"}', "context_json": "{}", "timestamp_ms": NOW_MS,
+                        "received_ms": NOW_MS + 5, "tracked_by": "api-user"},
+    "metric_value": {"value_id": "v1", "org_id": "org", "metric": "active_users", "metric_type": "gauge",
+                     "value": 150.0, "unit": "users", "dimensions": {"region": "north"}, "timestamp_ms": NOW_MS,
+                     "recorded_by": "api-user"},
+    "analytics_definition": {"org_id": "org", "kind": "metric", "name": "active_users",
+                             "body_json": '{"metric_type": "gauge"}', "deleted": False, "updated_ms": NOW_MS,
+                             "updated_by": "api-user"},
 }
 EXPECTED_ROWS = {"signal_batch": 3, "dyno_sample_batch": 2, "dtc_batch": 2, "gps_batch": 2, "network_stats": 1,
                  "fleet_location_batch": 1, "fleet_fault_batch": 1, "window_aggregate": 1, "kpi": 1, "alert": 1,
-                 "dead_letter": 1}
+                 "dead_letter": 1, "analytics_event": 1, "metric_value": 1, "analytics_definition": 1}
 TABLE_OF = {**{r.record_type: r.table for r in rows.ROUTES.values()}, "dead_letter": "dead_letters"}
 
 

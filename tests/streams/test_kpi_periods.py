@@ -55,3 +55,17 @@ def test_dyno_run_kpis_never_use_a_channel_of_unknown_unit():
     # unknown(code=4,sub=1): its numbers may be kW, so no peak_hp (in hp) is computed from them.
     assert {k["name"]: k["value"] for k in run_kpis("hp")}["peak_hp"] == 50.0
     assert run_kpis("unknown(code=4,sub=1)") == []
+
+
+def test_an_acknowledgement_from_the_read_api_sets_the_time_to_acknowledge():
+    stage = KeyStage(AnalyticsConfig.from_settings(StreamsSettings()), "1001")
+    start = 1_764_000_000_000 // PERIOD_MS * PERIOD_MS
+    feed(stage, [start + 1_000])
+    stage.alerts([{"alert_id": "a1", "event": "fired", "severity": "critical", "started_ms": start + 10_000,
+                   "ended_ms": None}])
+    stage.acknowledgement({"alert_id": "a1", "acked_ms": start + 70_000})
+    stage.acknowledgement({"alert_id": "a1", "acked_ms": start + 90_000})  # a second person: the first counts
+    restored = KeyStage(stage.config, "1001", stage.to_dict())  # the state survives its changelog
+    kpis = {k["name"]: k["value"] for k in feed(restored, [start + PERIOD_MS + 20_000])}
+    assert kpis["mean_time_to_ack_ms"] == 60_000.0
+    assert kpis["alerts_unacknowledged"] == 0
