@@ -19,9 +19,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from fleetstream.api import board, live
+from fleetstream.api import analytics_routes, board, live
 from fleetstream.api.pages import mount_pages
-from fleetstream.api import analytics_routes
 from fleetstream.api.routes import router
 from fleetstream.api.services import Services
 from fleetstream.api.store import QueryError

@@ -40,8 +40,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-from fleetstream.admin import create_topics
 
+from fleetstream.admin import create_topics
 from fleetstream.benchmarks.common import machine_info, machine_line, private_kafka, render_table
 from fleetstream.config import KafkaSettings, Settings, TopicSettings
 
