@@ -1,8 +1,7 @@
 """`fleetstream bench`: the pipeline's benchmarks, compared with peers in one interleaved run.
 
-`suite` (`bench_all`) runs them all; `produce`, `e2e`, `soak` and `peers_bench` are the single benches, and
-`common` what they share. The parts' own benches are still in `producers/bench.py`, `streams/bench.py` and
-`sinks/bench.py`.
+`suite` (`bench_all`) runs them all; `produce`, `edge` (the edge agent), `worker`, `sink`, `e2e`, `soak`,
+`read_api`, `dashboard` and `peers_bench` are the single benches, and `common` what they share.
 """
 
 from typing import TYPE_CHECKING

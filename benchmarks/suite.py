@@ -29,10 +29,10 @@ FIGURES = (
 def bench_all(settings: Settings, bootstrap: str, quick: bool = False) -> dict[str, Any]:
     """Run produce, streams (with the peers), sink, e2e and edge; `quick` shrinks every workload for a smoke run."""
     from fleetstream.benchmarks.e2e import bench_e2e_private
+    from fleetstream.benchmarks.edge import bench_edge
     from fleetstream.benchmarks.peers_bench import bench_peers
     from fleetstream.benchmarks.produce import bench_produce
-    from fleetstream.producers.bench import bench_edge
-    from fleetstream.sinks.bench import bench_sink
+    from fleetstream.benchmarks.sink import bench_sink
 
     parts: dict[str, Callable[[], dict[str, Any]]] = {
         "produce": lambda: bench_produce(bootstrap, samples=200_000 if quick else 2_000_000,

@@ -744,8 +744,8 @@ def bench_worker_cmd(
     """Our worker alone: throughput on a preloaded backlog (validate + dedup + windows + alerts + KPIs) and the
     latency of `.valid` records and of final windows at a fixed offered rate."""
     from fleetstream.benchmarks.common import render_json
+    from fleetstream.benchmarks.worker import bench_streams, to_table
     from fleetstream.stack import running_broker
-    from fleetstream.streams.bench import bench_streams, to_table
 
     settings = settings_of(ctx)
     with running_broker(settings) as bootstrap:
@@ -845,7 +845,7 @@ def bench_edge_cmd(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Resident memory and CPU of one edge agent publishing `rate` samples/s, and its drain rate after an outage."""
-    from fleetstream.producers.bench import bench_edge, to_table
+    from fleetstream.benchmarks.edge import bench_edge, to_table
     from fleetstream.stack import running_broker
 
     with running_broker(settings_of(ctx)) as bootstrap:
@@ -861,7 +861,7 @@ def bench_sink_cmd(
 ) -> None:
     """Rows/s into ClickHouse by batch size (1k, 10k, 100k) through the sink's insert path, next to a plain
     clickhouse-connect columnar insert of the same rows."""
-    from fleetstream.sinks.bench import bench_sink, to_table
+    from fleetstream.benchmarks.sink import bench_sink, to_table
 
     report = bench_sink(dsn, repeats=repeats)
     typer.echo(json.dumps(report) if as_json else to_table(report))

@@ -1,6 +1,6 @@
 """One batch insert, as the sink does it: column lists or an Arrow table, with the deduplication token.
 
-Shared by the sink and `sinks/bench.py`, so the benchmark measures the code that runs in production.
+Shared by the sink and `benchmarks/sink.py`, so the benchmark measures the code that runs in production.
 """
 
 from __future__ import annotations

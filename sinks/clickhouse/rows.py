@@ -9,7 +9,7 @@ ints into DateTime64(3) as-is, with no datetime objects in between.
 The samples table, which takes nearly all rows, has a faster path: `samples_arrow` builds an Arrow table from
 the records' `SampleBatch` columns (numpy arrays handed to Arrow, no Python object per sample), with the
 per-record columns gathered by index in C (`take`); the sink inserts it with `insert_arrow` (see
-`sinks/bench.py` for the figures).
+`benchmarks/sink.py` for the figures).
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ def test_a_small_spool_budget_drops_nothing_while_the_broker_is_up(
 @pytest.mark.slow
 def test_edge_bench_measures_a_publishing_agent_process_and_a_full_drain(kafka_bootstrap: str,
                                                                          tmp_path: Path) -> None:
-    from fleetstream.producers.bench import bench_edge, to_table
+    from fleetstream.benchmarks.edge import bench_edge, to_table
 
     result = bench_edge(kafka_bootstrap, rate=500, seconds=3, outage_samples=20_000, work_dir=tmp_path)
     steady, drain = result["steady_state"], result["drain"]

@@ -125,7 +125,7 @@ def test_replayed_arrow_batch_is_stored_once_in_samples_and_rollups(store: Clien
 
 
 def test_bench_measures_the_real_path_and_stores_every_row_once(tmp_path: Path) -> None:
-    from fleetstream.sinks.bench import bench_sink, to_table
+    from fleetstream.benchmarks.sink import bench_sink, to_table
 
     dsn = f"chdb://{tmp_path / 'bench'}"
     report = bench_sink(dsn, batch_sizes=(200, 1_000), repeats=2)

@@ -12,7 +12,7 @@ Two measurements against a real broker (issue 7's targets: under 80 MB RSS and u
   the broker up starts on that spool and the bench times how long until the spool is empty → samples/s.
 
 Both check their result: the topic must hold as many records as the agent spooled.
-`python -m fleetstream.producers.bench [--rate --seconds --outage-samples --json]` runs it (`--private-broker` starts a
+`python -m fleetstream.benchmarks.edge [--rate --seconds --outage-samples --json]` runs it (`--private-broker` starts a
 broker of its own on free ports).
 """
 
@@ -269,7 +269,7 @@ def to_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fleetstream.producers.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fleetstream.benchmarks.edge", description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the configured ones)")
     parser.add_argument("--private-broker", action="store_true", help="start a broker of its own on free ports")
     parser.add_argument("--rate", type=int, default=1000, help="samples/s of the steady-state agent")
