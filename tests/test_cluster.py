@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetstream.schemas.topics import sample_count
+from fleetstream.topics import sample_count
 
 from fleetstream.admin import create_topics
 from fleetstream.config import KafkaSettings, Settings
