@@ -879,11 +879,15 @@ def bench_api_cmd(
     probe: Annotated[list[str] | None, typer.Option(help="Only these probes (repeatable): dashboard, aggregate, "
                                                          "dashboard_compute, aggregate_compute (the default), "
                                                          "dashboard_uncached.")] = None,
+    browser: Annotated[bool, typer.Option(help="Also time the fleet dashboard page in Chromium with VEHICLES "
+                                               "vehicles (`bench dashboard`): key dashboard_load_ms.")] = True,
+    chromium: Annotated[str, typer.Option(help="The Chromium binary Playwright drives.")] = "/usr/bin/chromium",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """p50/p95/p99 latency of the fleet dashboard and of a metrics aggregate with USERS concurrent users, on a
     store loaded with VEHICLES vehicles and DAYS days of windows and KPIs (`fleetstream serve` in its own
-    process, a private broker and a temporary store; ~2 GB of disk for the defaults)."""
+    process, a private broker and a temporary store; ~2 GB of disk for the defaults); then, unless
+    --no-browser, the fleet dashboard's load time in Chromium (`bench dashboard`, its own generated fleet)."""
     from fleetstream.benchmarks.common import render_json
     from fleetstream.benchmarks.read_api import PROBES, bench_api, to_table
 
@@ -891,10 +895,24 @@ def bench_api_cmd(
     if unknown:
         typer.echo(f"error: unknown probe {', '.join(unknown)}; choose from {', '.join(PROBES)}", err=True)
         raise typer.Exit(2)
+    if browser and not Path(chromium).exists():
+        from fleetstream.errors import ConfigError
+
+        raise ConfigError(f"no Chromium at {chromium}", "install it (`apt-get install chromium`), pass "
+                          "--chromium PATH, or --no-browser")
     report = bench_api(settings_of(ctx), vehicles=vehicles, days=days, users=users, requests_per_user=requests,
                        kpi_minutes=kpi_minutes, window_minutes=window_minutes, probes=probe,
                        progress=lambda line: typer.echo(line, err=True))
-    typer.echo(render_json(report) if as_json else to_table(report))
+    text = to_table(report)
+    if browser:
+        from fleetstream.benchmarks import dashboard
+
+        typer.echo("timing the fleet dashboard in Chromium", err=True)
+        page = dashboard.bench_dashboard(settings_of(ctx), vehicles=vehicles, days=days, chromium=chromium)
+        report = {**report, "dashboard_load_ms": page["dashboard_load_ms"],
+                  "dashboard_load_warm_ms": page["dashboard_load_warm_ms"], "browser": page}
+        text += "\n\n" + dashboard.to_table(page)
+    typer.echo(render_json(report) if as_json else text)
 
 
 # --- read side ---------------------------------------------------------------------------------------------

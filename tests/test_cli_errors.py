@@ -103,6 +103,8 @@ ROWS = [
     row("agent", "run", "--config", "{missing}", says="does not exist"),
     row("stack", "up", "--timeout-s", "soon", says="--timeout-s"),
     row("bench", "produce", "--samples", "lots", says="--samples"),
+    row("bench", "api", "--chromium", "{missing}", says="--no-browser"),
+    row("bench", "api", "--probe", "nope", "--no-browser", says="unknown probe nope"),
     # runtime: the input was well-formed but the work failed
     row("inspect", "{junk}", exit_code=RUNTIME, says="expected one of the formats inspect knows"),
     row("inspect", "{empty}", exit_code=RUNTIME, says="an empty file"),
