@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, cast
 
 import faust
+from faust.types import TP
 
 from fleetstream.admin import min_insync_for, with_cluster_replication
 from fleetstream.config import Settings
@@ -29,7 +30,14 @@ from fleetstream.schemas.deadletter import dead_letter
 from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES, SampleBatch
 from fleetstream.streams.analytics import ACKS_TOPIC, AnalyticsConfig, Analyzer, settle
 from fleetstream.streams.credentials import broker_credentials
-from fleetstream.streams.offsets import OFFSETS_TABLE, OffsetBook, OwnedOffsetsConsumer, instance_id
+from fleetstream.streams.offsets import (
+    EXIT_RESTART,
+    OFFSETS_TABLE,
+    OffsetBook,
+    OwnedOffsetsConsumer,
+    instance_id,
+    processed_to_end,
+)
 from fleetstream.streams.outputs import Output, deliver, fit
 from fleetstream.streams.validation import Validator
 from fleetstream.topics import dead_letter_topic, record_type_of, sample_count, valid_topic
@@ -190,8 +198,15 @@ def create_app(settings: Settings, group_instance_id: str | None = None,
     async def commit_owned() -> None:
         """Tell the group the owned offsets (faust's own commit runs only when its streams acked something)."""
         book.check_rewinds()
+        await book.retry_rewinds(app)
         if not app.rebalancing:
             await cast(OwnedOffsetsConsumer, app.consumer).commit_owned()
+
+    @app.timer(interval=5.0)
+    async def watch_progress() -> None:
+        """Never sit silent: a positioned input partition with records waiting that does not move ends the worker
+        (the supervisor restarts it, and it resumes from its owned offsets)."""
+        await _exit_if_stalled(app, book)
 
     if health is not None:
         _follow_health(app, health, stats)
@@ -245,6 +260,28 @@ def _follow_health(app: faust.App, health: PartHealth, stats: StreamStats) -> No
             health.metrics.batch_seconds.labels(health.part).observe(seconds)
         counted.messages, counted.valid_samples = stats.messages, stats.valid_samples + stats.dead_letter_samples
         counted.dead_letters_by_code = Counter(stats.dead_letters_by_code)
+async def _exit_if_stalled(app: faust.App, book: OffsetBook) -> None:
+    if app.rebalancing or getattr(app, "in_recovery", False) or app.consumer is None:
+        book.reset_progress()
+        return
+    consumer: Any = app.consumer
+    inputs = [tp for tp in consumer.assignment() if tp.topic in book.topics]
+    if not inputs:
+        return
+    try:
+        highwaters = await consumer.highwaters(*inputs)
+    except Exception as exc:  # a broker hiccup: judge next time
+        log.debug("progress not checked: end offsets unknown (%s)", exc)
+        return
+    stalled = book.stalled(highwaters, time.monotonic())
+    if stalled:
+        log.critical("input partitions positioned but not moving for %.0f s with records waiting: %s (paused: %s); "
+                     "exiting (%d) so that the restarted worker resumes from its owned offsets", book.STALL_S,
+                     ", ".join(f"{tp.topic}[{tp.partition}] at {book.expected.get(tp)} of {highwaters[tp]}"
+                               for tp in stalled),
+                     sorted(f"{tp.topic}[{tp.partition}]" for tp in consumer._paused_partitions if tp in stalled),
+                     EXIT_RESTART)
+        os._exit(EXIT_RESTART)
 
 
 def _forget(book: OffsetBook, sender: Any, /, *revoked: Any, signal: Any = None, **_: Any) -> None:
@@ -274,8 +311,8 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
                    valid_topics: list[str], codec: Codec) -> None:
     """The analytics agent (dedup, windows, alerts, KPIs) over the validated topics, with its state tables.
 
-    The idle flush visits only keys of partitions this worker owns in every input topic and has read to their
-    end (`_ready`): a key's backlog may wait in its raw partition while its state is idle.
+    The idle flush visits only keys of partitions whose every input partition is processed to its end
+    (`_ready_partitions`): a key's backlog may wait in its raw partition while its state is idle.
     """
     config = AnalyticsConfig.from_settings(settings.streams)
     analyzer = Analyzer(config, codec)
@@ -320,7 +357,7 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
             # Tables being recovered or reassigned: nothing is idle yet.
             active_since_s[:] = [time.time()]
             return
-        ready = await _ready_partitions(app, book, input_topics)
+        ready = await _ready_partitions(app, book, input_topics, valid_topics, max(partitions))
         async with lock:
             outputs, updates = analyzer.flush_idle(channels.data, keys.data, int(time.time() * 1000), time.time(),
                                                    active_since_s=active_since_s[0], ready=ready.__contains__)
@@ -330,25 +367,33 @@ def _add_analytics(app: faust.App, settings: Settings, sinks: dict[str, faust.To
                                       if store is channels.data})
 
 
-async def _ready_partitions(app: faust.App, book: OffsetBook, topics: list[str]) -> set[int]:
-    """Partition numbers this worker owns in every input topic and has processed to their end (asked of the
-    broker now: the fetcher's high watermarks are stale or unknown for partitions without recent records).
+async def _ready_partitions(app: faust.App, book: OffsetBook, topics: list[str], state_topics: list[str],
+                            partitions: int) -> set[int]:
+    """Partition numbers whose keys the idle flush may close: this worker owns the number in every topic its state
+    comes from (`state_topics`), and every input topic's partition of that number is processed to its end.
 
-    Keys are partitioned alike in every topic (murmur2 on the key, same partition count), so these are all the
-    partitions where records of the keys stored under such a number can wait.
+    Processed means durable, never merely admitted: a raw batch admitted but not yet delivered would have
+    its `.valid` records missing from the end offsets, and the flush would close their windows early. This
+    worker's partitions are judged by its durable offsets, the others by the group's committed offsets (which
+    follow their owner's durable offsets): faust may give raw[n] and `.valid[n]` to different workers. Progress
+    is read before the end offsets (asked of the broker now; the fetcher's are stale): a raw record processed
+    by then has its outputs in `.valid` before `.valid`'s end is read.
     """
     consumer: Any = app.consumer
-    owned = [tp for tp in consumer.assignment() if tp.topic in topics]
-    numbers = {tp.partition for tp in owned}
-    ready = {n for n in numbers if sum(1 for tp in owned if tp.partition == n) == len(set(topics))}
-    if not ready:
-        return ready
-    try:
-        highwaters = await consumer.highwaters(*[tp for tp in owned if tp.partition in ready])
-    except Exception as exc:  # a broker hiccup: flush nothing this time
-        log.warning("idle flush skipped: the input partitions' end offsets are unknown (%s)", exc)
+    assignment = consumer.assignment()
+    numbers = {n for n in range(partitions) if all(TP(t, n) in assignment for t in state_topics)}
+    if not numbers:
         return set()
-    return {n for n in ready if all(book.read_to_end(tp, highwaters.get(tp)) for tp in owned if tp.partition == n)}
+    tps = [TP(t, n) for t in topics for n in sorted(numbers)]
+    progress = {tp: book.durable(tp) for tp in tps if tp in assignment}
+    try:
+        progress.update(await consumer.group_offsets([tp for tp in tps if progress.get(tp) is None]))
+        highwaters = await consumer.highwaters(*tps)
+    except Exception as exc:  # a broker hiccup: flush nothing this time
+        log.warning("idle flush skipped: the input partitions' offsets are unknown (%s)", exc)
+        return set()
+    return {n for n in numbers
+            if all(processed_to_end(progress.get(TP(t, n)), highwaters.get(TP(t, n))) for t in topics)}
 
 
 VALIDATE_BATCH = 1000
@@ -463,21 +508,46 @@ async def _persist(table: Any, changes: Mapping[str, dict[str, Any]]) -> None:
 ANALYTICS_TABLES = ("analytics-channels", "analytics-keys")
 
 
+CHANGELOG_CONFIG = {
+    "cleanup.policy": "compact",
+    # A restarted worker reads its changelogs from their start before it processes anything, and every batch
+    # rewrites its keys' whole states: left to the defaults (1 GB segments, compacted only once closed) they
+    # grow by GBs an hour, and the restart with them (49 s after 20 minutes of 5,000 samples/s). Small segments,
+    # rolled at least every minute, and a low dirty ratio let the log cleaner keep them near one value per key.
+    "segment.bytes": str(16 * 1024 * 1024),
+    "segment.ms": "60000",
+    "min.cleanable.dirty.ratio": "0.1",
+    "min.compaction.lag.ms": "0",
+}
+"""Topic configuration of the tables' changelogs, set on creation and on every worker start."""
+
+
 def ensure_changelog_topics(settings: Settings) -> None:
-    """Create the analytics tables' changelog topics (compacted, partitioned like the source topics).
+    """Create the tables' changelog topics (compacted, partitioned like the source topics), and give existing
+    ones `CHANGELOG_CONFIG` (changelogs created by an earlier version kept the broker's defaults).
 
     faust would create them on first use, but a worker that starts on a fresh broker can then see them with
     no partitions yet and refuse to write its tables (PartitionsMismatch); creating them first avoids that.
     """
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
     from fleetstream.admin import ensure_topics
 
     factor = settings.topics.replication_factor or 1
-    ensure_topics(settings.kafka.bootstrap_servers,
-                  [f"{settings.streams.app_id}-{table}-changelog" for table in (*ANALYTICS_TABLES, OFFSETS_TABLE)],
-                  partitions=max(t.partitions for t in settings.topics.topics),
-                  replication_factor=factor,
-                  config={"cleanup.policy": "compact", "min.insync.replicas": str(min_insync_for(factor))},
-                  client_config=settings.kafka.client_config)
+    names = [f"{settings.streams.app_id}-{table}-changelog" for table in (*ANALYTICS_TABLES, OFFSETS_TABLE)]
+    config = {**CHANGELOG_CONFIG, "min.insync.replicas": str(min_insync_for(factor))}
+    created = ensure_topics(settings.kafka.bootstrap_servers, names,
+                            partitions=max(t.partitions for t in settings.topics.topics),
+                            replication_factor=factor, config=config, client_config=settings.kafka.client_config)
+    existing = [name for name in names if name not in created]
+    if not existing:
+        return
+    admin = AdminClient(settings.kafka.client())
+    entries = [ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+               for key, value in config.items()]
+    resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries) for name in existing]
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(timeout=30)
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:

@@ -33,17 +33,21 @@ from typing import Any
 
 import faust
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from mode import Service
 
-__all__ = ["EXIT_UNRECOVERABLE_GAP", "OFFSETS_TABLE", "OffsetBook", "OwnedOffsetsConsumer", "instance_id"]
+__all__ = ["EXIT_RESTART", "EXIT_UNRECOVERABLE_GAP", "OFFSETS_TABLE", "OffsetBook", "OwnedOffsetsConsumer",
+           "instance_id", "processed_to_end"]
 
 log = logging.getLogger(__name__)
 
 OFFSETS_TABLE = "input-offsets"
 """The table (and changelog topic suffix) of the owned input offsets."""
 
-EXIT_UNRECOVERABLE_GAP = 75
-"""Exit status when a gap could not be re-read in-process: the supervisor restarts the worker, which resumes
-from its owned offsets (EX_TEMPFAIL)."""
+EXIT_RESTART = 75
+"""Exit status when the worker cannot go on in-process (a gap not re-read, a stalled partition, its group
+coordination ended): the supervisor restarts it, and it resumes from its owned offsets (EX_TEMPFAIL)."""
+
+EXIT_UNRECOVERABLE_GAP = EXIT_RESTART
 
 
 def _key(tp: Any) -> str:
@@ -59,6 +63,9 @@ class OffsetBook:
     """
 
     REWIND_DEADLINE_S = 30.0
+    RESEEK_S = 3.0
+    STALL_S = 30.0
+    """How long an input partition with records waiting may make no progress before the worker gives up."""
 
     def __init__(self, table: Any, input_topics: Iterable[str], kafka_config: Mapping[str, Any]):
         self.table = table
@@ -67,7 +74,9 @@ class OffsetBook:
         self.expected: dict[Any, int] = {}
         self._fresh: set[Any] = set()
         self._rewinding: dict[Any, float] = {}  # partition -> when we sought back to `expected`
+        self._reseek: dict[Any, float] = {}  # partition -> when we last sought back again
         self._committed: dict[Any, int] = {}
+        self._progress: dict[Any, tuple[int | None, float]] = {}  # partition -> (expected offset, since when)
 
     # --- durable state ----------------------------------------------------------------------------------
 
@@ -103,6 +112,8 @@ class OffsetBook:
         self.expected[tp] = position
         self._fresh.add(tp)
         self._rewinding.pop(tp, None)
+        self._reseek.pop(tp, None)
+        self._progress.pop(tp, None)
 
     def forget(self, tps: Iterable[Any]) -> None:
         """Partitions revoked: another worker may move them on before they come back."""
@@ -112,7 +123,9 @@ class OffsetBook:
             self.expected.pop(tp, None)
             self._fresh.discard(tp)
             self._rewinding.pop(tp, None)
+            self._reseek.pop(tp, None)
             self._committed.pop(tp, None)
+            self._progress.pop(tp, None)
 
     def committable(self, assignment: Iterable[Any]) -> dict[Any, int]:
         """Owned offsets of assigned input partitions that the group has not been told yet."""
@@ -127,10 +140,25 @@ class OffsetBook:
     def committed(self, offsets: Mapping[Any, int]) -> None:
         self._committed.update(offsets)
 
-    def read_to_end(self, tp: Any, highwater: int | None) -> bool:
-        """Whether everything of `tp` up to `highwater` (the next offset to be written) is processed."""
-        expected = self.expected.get(tp)
-        return highwater is not None and expected is not None and expected >= highwater
+    def stalled(self, highwaters: Mapping[Any, int], now_s: float) -> list[Any]:
+        """Partitions among `highwaters` (assigned inputs and their end offsets) with records waiting whose
+        expected offset has not moved for `STALL_S`: positioned, yet nothing arrives."""
+        stalled = []
+        for tp, highwater in highwaters.items():
+            position = self.expected.get(tp)
+            if (position if position is not None else self.durable(tp) or 0) >= highwater:
+                self._progress.pop(tp, None)
+                continue
+            seen = self._progress.get(tp)
+            if seen is None or seen[0] != position:
+                self._progress[tp] = (position, now_s)
+            elif now_s - seen[1] > self.STALL_S:
+                stalled.append(tp)
+        return stalled
+
+    def reset_progress(self) -> None:
+        """A rebalance or a table recovery: no partition is expected to move until it ends."""
+        self._progress.clear()
 
     # --- the gap guard ----------------------------------------------------------------------------------
 
@@ -166,6 +194,7 @@ class OffsetBook:
             self.expected[tp] = offset + 1
             self._fresh.discard(tp)
             self._rewinding.pop(tp, None)
+            self._reseek.pop(tp, None)
         return admitted
 
     async def _explained(self, app: faust.App, tp: Any, want: int, offset: int) -> bool:
@@ -187,6 +216,24 @@ class OffsetBook:
         await app.consumer.seek(tp, want)
         return False
 
+    async def retry_rewinds(self, app: faust.App) -> None:
+        """Seek again where a seek back has not delivered its offset within `RESEEK_S`.
+
+        The seek can be undone before the offset sought arrives: faust drops fetched records of a partition it
+        does not count as active at that moment (around a rebalance), after aiokafka has moved past them, so the
+        record sought back to went by unseen, and the partition waited for it until the deadline (exit 75).
+        """
+        now = time.monotonic()
+        for tp, since in list(self._rewinding.items()):
+            last = self._reseek.get(tp, since)
+            want = self.expected.get(tp)
+            if want is None or now - last < self.RESEEK_S or app.rebalancing:
+                continue
+            self._reseek[tp] = now
+            log.warning("%s: offset %d did not come %.0f s after seeking back to it; seeking again", tp, want,
+                        now - since)
+            await app.consumer.seek(tp, want)
+
     def check_rewinds(self) -> None:
         """Exit (`EXIT_UNRECOVERABLE_GAP`) if a partition sought back has not delivered its missing offset within
         `REWIND_DEADLINE_S`: the restarted worker resumes from its owned offsets (a crash, never a skip)."""
@@ -197,6 +244,14 @@ class OffsetBook:
                              "of seeking back; exiting so that the restarted worker resumes from its owned offsets",
                              tp, self.expected.get(tp), self.REWIND_DEADLINE_S)
                 os._exit(EXIT_UNRECOVERABLE_GAP)
+
+
+def processed_to_end(progress: int | None, highwater: int | None) -> bool:
+    """Whether a partition whose processed records end before `progress` (the next offset to process; None:
+    nothing processed) holds nothing unprocessed below `highwater` (its end offset; None: unknown)."""
+    if highwater is None:
+        return False
+    return highwater == 0 or (progress is not None and progress >= highwater)
 
 
 def first_offset_from(kafka_config: Mapping[str, Any], topic: str, partition: int, offset: int,
@@ -242,15 +297,52 @@ class OwnedOffsetsConsumer(AIOKafkaConsumer):
         unknown = [tp for tp, position in starts.items() if position is None]
         if unknown:  # neither owned nor committed: the log start
             starts.update((await self.earliest_offsets(*unknown)).items())
-        for tp in inputs:
-            position = int(starts[tp] or 0)
-            await self._seek(tp, position)
+        positions = {tp: int(starts[tp] or 0) for tp in inputs}
+        await self._seek_all(positions)
+        for tp, position in positions.items():
             self._rewinds().pop(tp, None)
             book.positioned(tp, position)
             committed[tp] = position
         log.info("input partitions positioned at their owned offsets: %s",
                  ", ".join(f"{tp.topic}[{tp.partition}]@{starts[tp]}" for tp in inputs))
         return committed
+
+    async def group_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        """The group's committed offsets of these partitions (any partition, assigned or not), in one request."""
+        return await self._group_offsets(tps)
+
+    def coordination_failure(self) -> BaseException | None:
+        """The error that ended aiokafka's group coordination, if it ended with one.
+
+        The consumer then never joins or rebalances again, and faust does not notice: the worker sits idle with
+        whatever it had. It happens, for one, when a static member restarted with another topic set gets the
+        assignment of its previous run back ("Received an assignment for unsubscribed topic").
+        """
+        consumer = getattr(getattr(self, "_thread", None), "_consumer", None)
+        task = getattr(getattr(consumer, "_coordinator", None), "_coordination_task", None)
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
+    @Service.task
+    async def _watch_coordination(self) -> None:
+        """Exit (`EXIT_RESTART`) with the reason if the group coordination ended: the worker would hang. A task of
+        the consumer's own, since faust starts its timers only after the first assignment."""
+        while not self.should_stop:
+            await self.sleep(1.0)
+            failure = self.coordination_failure()
+            if failure is None:
+                continue
+            hint = ""
+            if "unsubscribed topic" in str(failure):
+                conf = self.app.conf
+                hint = (f" The group gave this static member ({conf.consumer_group_instance_id}) the assignment of "
+                        f"its previous run, which read other topics (a changed configuration or version). Hint: "
+                        f"start it again once {conf.broker_session_timeout:.0f} s (the session timeout) have passed "
+                        f"since the previous process stopped, or give it another streams.instance_id.")
+            log.critical("the worker's consumer group coordination failed: %s.%s Exiting (%d).", failure, hint,
+                         EXIT_RESTART)
+            os._exit(EXIT_RESTART)
 
     async def _group_offsets(self, tps: list[Any]) -> dict[Any, int]:
         if not tps:
@@ -268,6 +360,26 @@ class OwnedOffsetsConsumer(AIOKafkaConsumer):
     async def seek(self, partition: Any, offset: int) -> None:
         self._rewinds()[partition] = offset
         await super().seek(partition, offset)
+
+    async def _seek(self, partition: Any, offset: int) -> None:
+        await self._seek_all({partition: offset})
+
+    async def _seek_all(self, positions: Mapping[Any, int]) -> None:
+        """Seek in the consumer's own thread, all partitions in one call (each call waits for that thread).
+
+        faust calls aiokafka's `seek` from the app's thread, racing aiokafka's fetcher in the consumer thread: a
+        response for the old position, stored after the seek had cleared the partition's buffer, was delivered
+        and moved the position past the offset sought, which then never came (a partition sought back stalled
+        until the gap guard's deadline ended the worker).
+        """
+        thread: Any = self._thread
+        consumer = thread._ensure_consumer()
+
+        async def seek() -> None:
+            for tp, offset in positions.items():
+                consumer.seek(tp, offset)
+
+        await thread.call_thread(seek)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         rewinds = self._rewinds()

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetstream.topics import sample_count
 
 from fleetstream.admin import create_topics
 from fleetstream.config import KafkaSettings, Settings
@@ -35,6 +34,7 @@ from fleetstream.demo import Services, _wait_for_sink
 from fleetstream.schemas import codec
 from fleetstream.stack import LocalCluster
 from fleetstream.testing import free_ports
+from fleetstream.topics import sample_count
 from tests.pipeline import KPI_PERIOD_MS, MAX_AGE_MS, RETENTION_DAYS, Pipeline, TopicReader
 from tests.test_health import wait_for_status
 

@@ -141,11 +141,23 @@ def test_events_fetched_before_the_partition_was_positioned_are_dropped() -> Non
     assert _process(book, app, (A, 20), (A, 21)) == [(A, 20), (A, 21)]
 
 
-def test_read_to_end_needs_a_known_position_at_the_high_watermark() -> None:
-    book, _ = _book()
-    assert not book.read_to_end(A, 10)
-    book.expected[A] = 10
-    assert book.read_to_end(A, 10) and not book.read_to_end(A, 11) and not book.read_to_end(A, None)
+def test_processed_to_end_needs_progress_at_the_end_offset() -> None:
+    assert offsets.processed_to_end(10, 10) and offsets.processed_to_end(None, 0)
+    assert not offsets.processed_to_end(None, 10) and not offsets.processed_to_end(9, 10)
+    assert not offsets.processed_to_end(10, None)
+
+
+def test_a_positioned_partition_that_does_not_move_with_records_waiting_is_stalled() -> None:
+    book, app = _book()
+    book.positioned(A, 5)
+    book.positioned(B, 7)
+    assert book.stalled({A: 9, B: 7}, now_s=0.0) == []
+    assert book.stalled({A: 9, B: 7}, now_s=book.STALL_S + 1) == [A]  # B has nothing waiting
+    _process(book, app, (A, 5))
+    assert book.stalled({A: 9}, now_s=book.STALL_S + 2) == []  # it moved: the clock starts again
+    assert book.stalled({A: 9}, now_s=2 * book.STALL_S + 3) == [A]
+    book.reset_progress()  # a rebalance
+    assert book.stalled({A: 9}, now_s=2 * book.STALL_S + 4) == []
 
 
 def test_instance_ids_are_stable_per_slot_and_distinct_between_live_workers(tmp_path: Any) -> None:
@@ -158,3 +170,19 @@ def test_instance_ids_are_stable_per_slot_and_distinct_between_live_workers(tmp_
     again_lock.close()
     second_lock.close()
     assert instance_id("app", "configured-id", tmp_path) == ("configured-id", None)
+
+
+def test_a_seek_back_whose_offset_does_not_come_is_sought_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    book, app = _book()
+    book.positioned(A, 0)
+    _process(book, app, (A, 0))
+    _process(book, app, (A, 5))  # 1..4 skipped by the stream: sought back to 1
+    assert app.consumer.seeks == [(A, 1)]
+    asyncio.run(book.retry_rewinds(app))
+    assert app.consumer.seeks == [(A, 1)]  # not yet: it may still come
+    monkeypatch.setattr(OffsetBook, "RESEEK_S", 0.0)
+    asyncio.run(book.retry_rewinds(app))
+    assert app.consumer.seeks == [(A, 1), (A, 1)]
+    _process(book, app, (A, 1))  # it came: no more seeks
+    asyncio.run(book.retry_rewinds(app))
+    assert app.consumer.seeks == [(A, 1), (A, 1)]
