@@ -317,11 +317,12 @@ class Spool:
             while prefix < len(chunk) and acked[prefix]:
                 prefix += 1
             if prefix:
-                with self._lock:
-                    queue.write_cursor(chunk[prefix - 1][1])
+                # counted before the cursor moves: whoever sees nothing pending sees these records counted
                 self.stats.published_records += prefix
                 self.stats.published_samples += sum(entry.samples for entry, _ in chunk[:prefix])
                 self.stats.last_latency_s = time.time() - chunk[prefix - 1][0].appended_at
+                with self._lock:
+                    queue.write_cursor(chunk[prefix - 1][1])
             if prefix < len(chunk):
                 self.stats.failed_publishes += len(chunk) - prefix
             return prefix

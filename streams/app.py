@@ -273,7 +273,14 @@ async def _exit_if_stalled(app: faust.App, book: OffsetBook) -> None:
     except Exception as exc:  # a broker hiccup: judge next time
         log.debug("progress not checked: end offsets unknown (%s)", exc)
         return
-    stalled = book.stalled(highwaters, time.monotonic())
+    now = time.monotonic()
+    stalled = book.stalled(highwaters, now)
+    again = book.to_seek_again(stalled, now)
+    for tp in again:
+        log.warning("%s[%d] positioned at %s but nothing arrived for %.0f s with records waiting (end %d); seeking "
+                    "it again", tp.topic, tp.partition, book.expected.get(tp), book.STALL_S, highwaters[tp])
+        await consumer.seek(tp, book.expected[tp])
+    stalled = [tp for tp in stalled if tp not in again]
     if stalled:
         log.critical("input partitions positioned but not moving for %.0f s with records waiting: %s (paused: %s); "
                      "exiting (%d) so that the restarted worker resumes from its owned offsets", book.STALL_S,

@@ -77,6 +77,7 @@ class OffsetBook:
         self._reseek: dict[Any, float] = {}  # partition -> when we last sought back again
         self._committed: dict[Any, int] = {}
         self._progress: dict[Any, tuple[int | None, float]] = {}  # partition -> (expected offset, since when)
+        self._nudged: set[Any] = set()  # stalled partitions sought again once, until they move
 
     # --- durable state ----------------------------------------------------------------------------------
 
@@ -148,13 +149,26 @@ class OffsetBook:
             position = self.expected.get(tp)
             if (position if position is not None else self.durable(tp) or 0) >= highwater:
                 self._progress.pop(tp, None)
+                self._nudged.discard(tp)
                 continue
             seen = self._progress.get(tp)
             if seen is None or seen[0] != position:
+                if seen is not None:
+                    self._nudged.discard(tp)
                 self._progress[tp] = (position, now_s)
             elif now_s - seen[1] > self.STALL_S:
                 stalled.append(tp)
         return stalled
+
+    def to_seek_again(self, stalled: Sequence[Any], now_s: float) -> list[Any]:
+        """The stalled partitions not yet sought again since they last moved: each gets one seek to its expected
+        offset and another `STALL_S` before the worker gives up on it (a fetch that stopped delivering one
+        partition resumes from a fresh position; seeking to the expected offset never skips a record)."""
+        fresh = [tp for tp in stalled if tp not in self._nudged and self.expected.get(tp) is not None]
+        for tp in fresh:
+            self._nudged.add(tp)
+            self._progress[tp] = (self.expected.get(tp), now_s)
+        return fresh
 
     def reset_progress(self) -> None:
         """A rebalance or a table recovery: no partition is expected to move until it ends."""

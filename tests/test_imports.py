@@ -43,6 +43,9 @@ def module_files(root: Path) -> dict[str, Path]:
             relative = path.relative_to(folder)
             if relative.parts[0] in PARTS and prefix == "fleetstream":
                 continue  # the links to the parts' folders, read from the folders themselves
+            if not all((folder.joinpath(*relative.parts[:i]) / "__init__.py").is_file()
+                       for i in range(len(relative.parts))):
+                continue  # not a module of the package (the peers' jobs and their virtualenv, say)
             names = [prefix, *relative.with_suffix("").parts]
             modules[".".join(names[:-1] if names[-1] == "__init__" else names)] = path
     return modules

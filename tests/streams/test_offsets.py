@@ -160,6 +160,21 @@ def test_a_positioned_partition_that_does_not_move_with_records_waiting_is_stall
     assert book.stalled({A: 9}, now_s=2 * book.STALL_S + 4) == []
 
 
+def test_a_stalled_partition_is_sought_again_once_before_the_worker_gives_up() -> None:
+    book, app = _book()
+    book.positioned(A, 5)
+    book.stalled({A: 9}, now_s=0.0)
+    stalled = book.stalled({A: 9}, now_s=book.STALL_S + 1)
+    assert book.to_seek_again(stalled, now_s=book.STALL_S + 1) == [A]  # first: seek again, give it STALL_S more
+    assert book.stalled({A: 9}, now_s=book.STALL_S + 2) == []
+    stalled = book.stalled({A: 9}, now_s=2 * book.STALL_S + 2)
+    assert stalled == [A] and book.to_seek_again(stalled, now_s=2 * book.STALL_S + 2) == []  # still stuck: give up
+    _process(book, app, (A, 5))  # it moved after all: a later stall gets its seek again
+    book.stalled({A: 9}, now_s=3 * book.STALL_S)
+    stalled = book.stalled({A: 9}, now_s=4 * book.STALL_S + 1)
+    assert book.to_seek_again(stalled, now_s=4 * book.STALL_S + 1) == [A]
+
+
 def test_instance_ids_are_stable_per_slot_and_distinct_between_live_workers(tmp_path: Any) -> None:
     first, first_lock = instance_id("app", None, tmp_path)
     second, second_lock = instance_id("app", None, tmp_path)

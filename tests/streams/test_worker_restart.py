@@ -74,12 +74,17 @@ def test_worker_killed_mid_stream_resumes_from_its_changelogs(kafka_bootstrap: s
 
     outputs = Outputs(settings, data.keys)
     worker = Services(settings)
-    producer_done = threading.Event()
+    producer_done, killed = threading.Event(), threading.Event()
     errors: list[BaseException] = []
+    # The last quarter of the stream waits for the kill: on a loaded machine the worker can fall behind the
+    # producer's pace, and the kill must still land while data flows.
+    gate = len(paced) * 3 // 4
 
     def pace() -> None:
         try:
-            for chunk in paced:
+            for i, chunk in enumerate(paced):
+                if i == gate:
+                    killed.wait(180)
                 produce(settings, chunk)
                 time.sleep(PACE_S)
         except BaseException as exc:  # surfaced in the test thread
@@ -90,10 +95,10 @@ def test_worker_killed_mid_stream_resumes_from_its_changelogs(kafka_bootstrap: s
     try:
         worker.start("worker", "worker")
         wait_for_worker(settings, worker)
-        producer = threading.Thread(target=pace, name="restart-test-producer")
+        producer = threading.Thread(target=pace, name="restart-test-producer", daemon=True)
         producer.start()
         # Let some windows close, then kill the worker while data still flows (windows of every channel open).
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while len(outputs.records["telemetry.windows"]) < 150 and time.monotonic() < deadline:
             worker.check()
             outputs.poll(0.2)
@@ -101,6 +106,7 @@ def test_worker_killed_mid_stream_resumes_from_its_changelogs(kafka_bootstrap: s
         assert before_kill >= 150 and not producer_done.is_set(), "the kill must land mid-stream"
         worker.processes["worker"].send_signal(signal.SIGKILL)
         worker.processes["worker"].wait(10)
+        killed.set()
         producer.join(120)
         assert not errors, errors
         outputs.poll(1.0)
@@ -120,6 +126,7 @@ def test_worker_killed_mid_stream_resumes_from_its_changelogs(kafka_bootstrap: s
                   sorted(set(expected.windows) - emitted))
             raise
     finally:
+        killed.set()  # a failure before the kill must not leave the producer waiting
         outputs.close()
         worker.stop(timeout_s=15)
 
