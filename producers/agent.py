@@ -24,11 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleetstream.config import HealthSettings, KafkaSettings
 from fleetstream.config_sources import ConfigError, Layer, build, read_yaml_mapping, validate
-from fleetstream.health import PartHealth, PartMetrics
+from fleetstream.health import PartHealth
 from fleetstream.producers.edge import EdgeProducer
 from fleetstream.producers.reliability import Backoff, CircuitBreaker, SourceHealth
 from fleetstream.producers.sources import SOURCE_TYPES, Emit, Record, Source, SourceSpec, build_source
 from fleetstream.producers.spool import Spool, SpoolEntry
+from fleetstream.prometheus import PartMetrics
 from fleetstream.schemas.codec import serializer
 from fleetstream.topics import record_type_of, sample_count
 

@@ -28,6 +28,7 @@ from fleetstream.schemas.deadletter import dead_letter
 from fleetstream.schemas.sample_batch import SampleBatch
 from fleetstream.schemas.units import is_unknown_unit
 from fleetstream.streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
+from fleetstream.streams.custom_metrics import MetricDefinition, MetricsAggregator
 from fleetstream.streams.dedup import ChannelDedup
 from fleetstream.streams.kpis import (
     DynoRunTracker,
@@ -41,7 +42,6 @@ from fleetstream.streams.kpis import (
     uptime_pct,
     vehicle_records,
 )
-from fleetstream.streams.metrics import MetricDefinition, MetricsAggregator
 from fleetstream.streams.windows import ChannelWindows, WindowSpec
 from fleetstream.topics import dead_letter_topic, record_type_of
 
