@@ -97,7 +97,7 @@ class FlakyClient:
 
 
 def test_failed_insert_is_retried_with_the_same_token_and_reported() -> None:
-    client, errors, sleeps = FlakyClient(failures=2), [], []
+    client, errors, sleeps = FlakyClient(failures=2), list[str](), list[float]()
     insert_retrying(client, "samples", {"a": [1]}, "t-0-1-2", on_retry=errors.append,  # type: ignore[arg-type]
                     sleep=sleeps.append)
     assert client.tokens == ["t-0-1-2"] * 3
