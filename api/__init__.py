@@ -9,7 +9,9 @@
 """
 
 from fleetstream.api.app import create_app
+from fleetstream.api.rbac import Role
 from fleetstream.api.server import serve
 from fleetstream.api.services import ConfigError, Services
+from fleetstream.api.users import UserError, UserStore
 
-__all__ = ["ConfigError", "Services", "create_app", "serve"]
+__all__ = ["ConfigError", "Role", "Services", "UserError", "UserStore", "create_app", "serve"]

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from fleetstream.api import analytics_routes, board, live
@@ -111,7 +111,7 @@ def _add_health(app: FastAPI) -> None:
     @app.get("/metrics", tags=["health"], response_class=Response)
     def metrics(request: Request) -> Response:
         services: Services = request.app.state.services
-        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _audited(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from fleetstream import errors
 from fleetstream.admin import replication_for
@@ -20,32 +18,15 @@ from fleetstream.api.throttle import LoginThrottle
 from fleetstream.api.tokens import TokenIssuer
 from fleetstream.api.users import UserStore
 from fleetstream.config import Settings
+from fleetstream.prometheus import ApiMetrics
 
-__all__ = ["ApiMetrics", "ConfigError", "Services"]
+__all__ = ["ConfigError", "Services"]
 
 log = logging.getLogger(__name__)
 
 
 class ConfigError(errors.ConfigError):
     """The API cannot start as configured (no JWT secret, ...)."""
-
-
-@dataclass
-class ApiMetrics:
-    """Prometheus metrics of one app (own registry, so tests can run several apps in one process)."""
-
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        self.requests = Counter("fleetstream_api_requests", "HTTP requests", ["method", "route", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("fleetstream_api_request_seconds", "Request latency", ["route"],
-                                 registry=self.registry)
-        self.denied = Counter("fleetstream_api_denied", "Requests refused: unauthenticated, forbidden, out of scope",
-                              ["reason"], registry=self.registry)
-        self.publish_failures = Counter("fleetstream_api_publish_failures", "Audit or ack records not delivered",
-                                        ["topic"], registry=self.registry)
-        self.cache = Counter("fleetstream_api_cache", "Cache lookups", ["result"], registry=self.registry)
 
 
 @dataclass

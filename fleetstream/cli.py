@@ -209,7 +209,7 @@ def status_cmd(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json
     whether it is ready and what failed; the groups' lag comes from Kafka (committed offsets against the end of
     each partition). Exits 1 when Kafka or a part is not ready, so scripts and cron can use it.
     """
-    from fleetstream.sinks.clickhouse.consumer import GROUP_ID
+    from fleetstream.sinks.clickhouse import GROUP_ID
     from fleetstream.status import collect, render
 
     settings = settings_of(ctx)
@@ -228,7 +228,7 @@ def status_cmd(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json
 @app.command("worker")
 def worker(ctx: typer.Context) -> None:
     """Run the faust-streaming worker (validation, windows, KPIs, alerts) until interrupted."""
-    from fleetstream.streams.app import run_worker
+    from fleetstream.streams import run_worker
 
     settings = settings_of(ctx)
     run_worker(settings, loglevel=settings.log_level)
@@ -252,8 +252,8 @@ def simulate_vehicles(
 
     Exits 0 only when the broker acknowledged every message (also after an interrupt)."""
     from fleetstream.kafka import require_kafka
-    from fleetstream.producers.edge import EdgeProducer
-    from fleetstream.producers.vehicle_sim import TOPICS, VehicleFleetSimulator, run_simulation
+    from fleetstream.producers import EdgeProducer, VehicleFleetSimulator, run_simulation
+    from fleetstream.producers.vehicle_sim import TOPICS
 
     settings = settings_of(ctx)
     require_kafka(settings.kafka, TOPICS)
@@ -278,7 +278,7 @@ def simulate_jetdrive(
     """Stream realistic dyno pulls (RPM sweep, drum-consistent power and torque, AFR, MAP, IAT, TPS) as JetDrive."""
     import threading
 
-    from fleetstream.producers.jetdrive import JetDriveSimulator
+    from fleetstream.producers import JetDriveSimulator
 
     stop = threading.Event()
     if seconds:
@@ -303,7 +303,7 @@ def inspect_cmd(
 ) -> None:
     """What a capture or file decodes to, without publishing anything: format, counts, channels with units,
     time span, value ranges, and errors with their offsets. Exits 1 when the file has errors."""
-    from fleetstream.producers.inspection import inspect
+    from fleetstream.producers import inspect
 
     report = inspect(path, fmt)
     typer.echo(report.to_json() if as_json else report.to_text())
@@ -336,9 +336,14 @@ def import_cmd(
     import time as time_
 
     from fleetstream.kafka import require_kafka
-    from fleetstream.producers.edge import EdgeProducer
-    from fleetstream.producers.files import FileFormatError, ImportLedger, import_file, load_mapping
-    from fleetstream.producers.vehicle_client import parse_time_ms
+    from fleetstream.producers import (
+        EdgeProducer,
+        FileFormatError,
+        ImportLedger,
+        import_file,
+        load_mapping,
+        parse_time_ms,
+    )
 
     settings = settings_of(ctx)
     start_ms = None
@@ -401,8 +406,7 @@ def poll(
     from datetime import datetime
 
     from fleetstream.kafka import require_kafka
-    from fleetstream.producers.edge import EdgeProducer
-    from fleetstream.producers.fleet import TOKEN_VARIABLES, build_poller
+    from fleetstream.producers import TOKEN_VARIABLES, EdgeProducer, build_poller
 
     settings = settings_of(ctx)
     if provider not in TOKEN_VARIABLES:
@@ -452,7 +456,7 @@ def agent_run(
     import signal
     import threading
 
-    from fleetstream.producers.agent import Agent, load_agent_config
+    from fleetstream.producers import Agent, load_agent_config
 
     config = load_agent_config(agent_config)
     settings = settings_of(ctx)
@@ -471,7 +475,7 @@ def agent_status(
     spool_dir: Annotated[Path, typer.Option(help="The agent's spool_dir.")] = Path(".fleetstream/spool"),
 ) -> None:
     """Health of a running (or the last) agent: sources, circuit states, spool backlog, counters."""
-    from fleetstream.producers.agent import read_status
+    from fleetstream.producers import read_status
 
     try:
         echo_json(read_status(spool_dir))
@@ -501,7 +505,8 @@ def _until_signalled(seconds: float = 0.0) -> Any:
 @db_app.command("migrate")
 def db_migrate(ctx: typer.Context) -> None:
     """Apply pending migrations (sinks/migrations/*.sql) in order; safe to run again."""
-    from fleetstream.sinks.clickhouse import connect, migrate
+    from fleetstream.sinks import migrate
+    from fleetstream.store import connect
 
     settings = settings_of(ctx)
     client = connect(settings.clickhouse_dsn, lock_wait_s=10)
@@ -515,7 +520,8 @@ def db_migrate(ctx: typer.Context) -> None:
 @db_app.command("status")
 def db_status(ctx: typer.Context) -> None:
     """Which migrations are applied and which are pending."""
-    from fleetstream.sinks.clickhouse import connect, status
+    from fleetstream.sinks import status
+    from fleetstream.store import connect
 
     client = connect(settings_of(ctx).clickhouse_dsn, lock_wait_s=10)
     try:
@@ -536,8 +542,8 @@ def sink_clickhouse(
     With the embedded store it also serves read-only queries on 127.0.0.1 (clickhouse.query_port), which
     is how `fleetstream query` reaches the store while the sink owns it.
     """
-    from fleetstream.sinks.clickhouse import ClickHouseSink
-    from fleetstream.sinks.clickhouse.faults import Fault
+    from fleetstream.sinks import ClickHouseSink
+    from fleetstream.sinks.clickhouse import Fault
 
     # a second sink on the same embedded store ends with StoreLockedError, naming the holder's pid
     stats = ClickHouseSink(settings_of(ctx), fault=Fault.from_env()).run(_until_signalled(seconds))
@@ -566,7 +572,8 @@ def query_cmd(
 
     Works while the sink runs (through its query endpoint) and when it does not (opening the store).
     """
-    from fleetstream.sinks.clickhouse import list_queries, render, run_query, run_sql
+    from fleetstream.sinks import list_queries, run_query, run_sql
+    from fleetstream.sinks.clickhouse import render
 
     if name is None and sql is None:
         for named in list_queries():
@@ -620,7 +627,7 @@ def export_cmd(
                                       file_okay=False)],
 ) -> None:
     """Export a time range as Parquet with Hive-style date partitions (the layout BigQuery, Spark, DuckDB read)."""
-    from fleetstream.sinks.export import export_parquet
+    from fleetstream.sinks import export_parquet
 
     result = export_parquet(settings_of(ctx), table, _day_or_instant(from_, "--from"), _day_or_instant(to, "--to"),
                             out)
@@ -652,7 +659,7 @@ def sink_graphql(
     Kafka, and the offsets were committed.
     """
     from fleetstream.kafka import require_kafka
-    from fleetstream.sinks.graphql import GraphQLForwarder
+    from fleetstream.sinks import GraphQLForwarder
     from fleetstream.topics import dead_letter_topic
 
     settings = settings_of(ctx)
@@ -938,7 +945,7 @@ def _users(ctx: typer.Context) -> Any:
     from confluent_kafka import KafkaException
 
     from fleetstream.admin import replication_for
-    from fleetstream.api.users import UserError, UserStore
+    from fleetstream.api import UserError, UserStore
 
     settings = settings_of(ctx)
     store = UserStore(settings.kafka, settings.api.users_topic)
@@ -953,7 +960,7 @@ def _users(ctx: typer.Context) -> Any:
 
 
 def _user_command(action: Any) -> Any:
-    from fleetstream.api.users import UserError
+    from fleetstream.api import UserError
 
     try:
         return action()
@@ -979,7 +986,7 @@ def users_add(
     machine: Annotated[bool, typer.Option(help="No password: a machine user that only uses API keys.")] = False,
 ) -> None:
     """Add a user (stored when the broker acknowledged it)."""
-    from fleetstream.api.rbac import Role
+    from fleetstream.api import Role
 
     if role not in Role.__members__.values():
         typer.echo(f"error: unknown role {role}; one of {', '.join(r.value for r in Role)}", err=True)

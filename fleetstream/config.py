@@ -340,7 +340,7 @@ class StreamsSettings(_Section):
     """The analytics stage of the worker: dedup, event-time windows, KPIs, alerts, custom metrics.
 
     `alert_rules`, `dtc` and `metrics` stay plain data here (their models belong to the streams part:
-    streams.alerts.AlertRule, streams.alerts.DtcAlertSettings, streams.metrics.MetricDefinition); `load_settings`
+    streams.alerts.AlertRule, streams.alerts.DtcAlertSettings, streams.custom_metrics.MetricDefinition); `load_settings`
     checks what a file or variable sets against those models, and the worker validates them again at start.
     """
 
@@ -360,7 +360,7 @@ class StreamsSettings(_Section):
     dtc: Annotated[dict[str, Any], CheckedAs("fleetstream.streams.alerts:DtcAlertSettings")] = Field(
         default_factory=dict)
     metrics: Annotated[list[dict[str, Any]], MergeBy("name"),
-                       CheckedAs("fleetstream.streams.metrics:MetricDefinition")] = Field(default_factory=list)
+                       CheckedAs("fleetstream.streams.custom_metrics:MetricDefinition")] = Field(default_factory=list)
     instance_id: str | None = None
     """Static group membership id (KIP-345); default `<app_id>-<host>-<n>`, n the lowest free slot on the host."""
     session_timeout_s: float = Field(default=10.0, ge=6.0)

@@ -35,7 +35,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from fleetstream.admin import create_topics, wait_for_group
 from fleetstream.config import Settings
-from fleetstream.schemas.codec import serializer
+from fleetstream.schemas import serializer
 from fleetstream.topics import RAW_TOPICS, dead_letter_topic, record_type_of, sample_count, valid_topic
 
 __all__ = ["Services", "TopicTally", "run_demo", "summary_text"]
@@ -201,7 +201,7 @@ def _provenance(start: Watermarks, topics: list[str]) -> str:
 
 def _stored_counts(settings: Settings, start: Watermarks) -> tuple[int, int]:
     """(valid samples stored, validation dead-letter samples stored) for this run, asked of the running sink."""
-    from fleetstream.sinks.clickhouse import run_sql
+    from fleetstream.sinks import run_sql
 
     stored = " + ".join(f"(SELECT count() FROM fleetstream.{table} WHERE {_provenance(start, topics)})"
                         for table, topics in _TABLE_TOPICS.items())
@@ -216,8 +216,7 @@ def _stored_counts(settings: Settings, start: Watermarks) -> tuple[int, int]:
 
 
 def _vehicles(settings: Settings, seconds: float, vehicles: int, stop: threading.Event, counts: Counter[str]) -> None:
-    from fleetstream.producers.edge import EdgeProducer
-    from fleetstream.producers.vehicle_sim import VehicleFleetSimulator, run_simulation
+    from fleetstream.producers import EdgeProducer, VehicleFleetSimulator, run_simulation
 
     with EdgeProducer(settings.kafka) as producer:
         run_simulation(VehicleFleetSimulator(vehicles=vehicles, first_vehicle_id=1001), producer, seconds, stop=stop)
@@ -226,7 +225,7 @@ def _vehicles(settings: Settings, seconds: float, vehicles: int, stop: threading
 
 def _test_cell(settings: Settings, seconds: float, stop: threading.Event, counts: Counter[str]) -> None:
     """A dyno cell's edge agent: a JetDrive simulator and client on loopback multicast, an MTS on a tty."""
-    from fleetstream.producers.agent import Agent, AgentConfig, SourceSpec
+    from fleetstream.producers import Agent, AgentConfig, SourceSpec
 
     config = AgentConfig(station_id="demo-cell-1", spool_dir=settings.home / "demo-agent-spool", metrics_port=None,
                          sources=[
@@ -244,8 +243,7 @@ def _test_cell(settings: Settings, seconds: float, stop: threading.Event, counts
 
 
 def _file_import(settings: Settings, counts: Counter[str]) -> None:
-    from fleetstream.producers.edge import EdgeProducer
-    from fleetstream.producers.files import import_file
+    from fleetstream.producers import EdgeProducer, import_file
 
     sample = Path(__file__).parents[1] / "producers" / "samples" / "dyno_pull.wp8"
     start_ms = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp() * 1000)  # inside the validation horizon
@@ -258,8 +256,7 @@ def _file_import(settings: Settings, counts: Counter[str]) -> None:
 
 def _vehicle_client(settings: Settings, seconds: float, stop: threading.Event, counts: Counter[str]) -> None:
     """A device's code, unchanged but for the import: IcsAnalytics fed by a simulated vehicle."""
-    from fleetstream.producers.vehicle_client import IcsAnalytics
-    from fleetstream.producers.vehicle_sim import VehicleFleetSimulator
+    from fleetstream.producers import IcsAnalytics, VehicleFleetSimulator
 
     simulator = VehicleFleetSimulator(vehicles=1, first_vehicle_id=9101, bad_sample_rate=0.0, malformed_rate=0.0)
     with IcsAnalytics(device_id=9001, vehicle_id=9101, fleet_id=42, org_id=7, batch_size=200,
@@ -306,8 +303,7 @@ def _call_client(client: Any, topic: str, record: dict[str, Any]) -> None:
 
 def _fleet_apis(settings: Settings, counts: Counter[str]) -> None:
     """Both providers' pollers, each against a local fake of its API, polled twice (the second incrementally)."""
-    from fleetstream.producers.edge import EdgeProducer
-    from fleetstream.producers.fleet import build_poller
+    from fleetstream.producers import EdgeProducer, build_poller
     from fleetstream.producers.fleet.fake_providers import start_fake
 
     now = datetime.now(UTC)
@@ -435,7 +431,7 @@ def _api_tour(settings: Settings) -> dict[str, Any]:
 
 
 def _start_forwarder(settings: Settings, stop: threading.Event) -> tuple[Any, threading.Thread]:
-    from fleetstream.sinks.graphql import GraphQLForwarder
+    from fleetstream.sinks import GraphQLForwarder
 
     forwarder = GraphQLForwarder(settings)
     thread = threading.Thread(target=forwarder.run, args=(stop,), name="demo-graphql-forwarder", daemon=True)
@@ -458,7 +454,7 @@ def _drain_forwarder(forwarder: Any, stop: threading.Event, thread: threading.Th
 def _wait_for_sink(settings: Settings, services: Services, timeout_s: float = 120.0) -> None:
     """Wait until the sink answers queries. With the embedded store the demo never opens it itself: the
     sink process owns it, so readiness is its query endpoint appearing."""
-    from fleetstream.sinks.clickhouse import embedded_path, is_embedded
+    from fleetstream.store import embedded_path, is_embedded
     from fleetstream.store.query_server import discover
 
     deadline = time.monotonic() + timeout_s

@@ -1,4 +1,4 @@
-"""Health and Prometheus metrics of a long-running part: one HTTP endpoint and one metric set for every part.
+"""Health of a long-running part: one HTTP endpoint for every part, serving its Prometheus metrics too.
 
 Each part (worker, ClickHouse sink, GraphQL sink, edge agent) builds a `PartHealth` at start and serves:
 
@@ -37,11 +37,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from fleetstream.config import HealthSettings, KafkaSettings
 from fleetstream.errors import FleetstreamError
 from fleetstream.logs import LibrdkafkaLog
+from fleetstream.prometheus import PartMetrics
 
 __all__ = [
     "ANNOUNCE_DIR",
@@ -49,7 +50,6 @@ __all__ = [
     "HealthAddressInUse",
     "LagTracker",
     "PartHealth",
-    "PartMetrics",
     "announced",
     "consumer_lag",
     "group_lag",
@@ -63,7 +63,6 @@ ANNOUNCE_DIR = "health"
 """Under the home: one `<part>-<pid>.json` per running part with its health address."""
 
 _PROBE_LOG = LibrdkafkaLog(max_level=logging.DEBUG)  # a down broker is what the readiness check reports
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _NEVER_COMMITTED = -1001  # librdkafka's OFFSET_INVALID: the group has no committed offset there
 
 
@@ -79,48 +78,6 @@ def parse_address(address: str) -> tuple[str, int]:
     """`host:port` (checked by config.HealthSettings) → (host, port)."""
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-class PartMetrics:
-    """The metrics every part exposes, in one registry the part may add its own metrics to.
-
-    Updated once per batch or per probe, never per record: a metrics call per record is what makes a hot loop slow.
-    """
-
-    def __init__(self, part: str, registry: CollectorRegistry | None = None) -> None:
-        self.part = part
-        self.registry = r = registry or CollectorRegistry()
-        self.messages = Counter("fleetstream_messages", "Messages (records) handled", ["part"], registry=r)
-        self.samples = Counter("fleetstream_samples", "Samples or rows handled", ["part"], registry=r)
-        self.dead_letters = Counter("fleetstream_dead_letters", "Records dead-lettered, by reason",
-                                    ["part", "reason"], registry=r)
-        self.batch_seconds = Histogram("fleetstream_batch_seconds", "Time to handle one batch end to end",
-                                       ["part"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.rebalances = Counter("fleetstream_rebalances", "Partition assignments received", ["part"], registry=r)
-        self.consumer_lag = Gauge("fleetstream_consumer_lag", "Records behind the end of each partition, from "
-                                  "the group's committed offsets", ["part", "group", "topic", "partition"],
-                                  registry=r)
-        self.ready = Gauge("fleetstream_ready", "1 when every readiness check passes", ["part"], registry=r)
-        self.check_ok = Gauge("fleetstream_check_ok", "1 when this readiness check passes", ["part", "check"],
-                              registry=r)
-        self.errors = Counter("fleetstream_errors", "Errors the part recorded (see /health for the last one)",
-                              ["part"], registry=r)
-
-    def count(self, messages: int = 0, samples: int = 0, dead_letters: Mapping[str, int] | None = None,
-              batch_seconds: float | None = None) -> None:
-        """Count one batch: its messages, samples, dead letters by reason, and how long it took."""
-        if messages:
-            self.messages.labels(self.part).inc(messages)
-        if samples:
-            self.samples.labels(self.part).inc(samples)
-        for reason, n in (dead_letters or {}).items():
-            if n:
-                self.dead_letters.labels(self.part, reason).inc(n)
-        if batch_seconds is not None:
-            self.batch_seconds.labels(self.part).observe(batch_seconds)
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 @dataclass

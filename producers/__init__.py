@@ -17,25 +17,31 @@ if TYPE_CHECKING:
     from fleetstream.producers.agent import Agent, AgentConfig, load_agent_config, read_status
     from fleetstream.producers.edge import EdgeProducer
     from fleetstream.producers.files import FileFormatError, ImportLedger, import_file, load_mapping
+    from fleetstream.producers.fleet import TOKEN_VARIABLES, build_poller
     from fleetstream.producers.inspection import inspect
+    from fleetstream.producers.jetdrive import JetDriveSimulator
     from fleetstream.producers.sources import Source, SourceSpec
-    from fleetstream.producers.vehicle_client import IcsAnalytics
+    from fleetstream.producers.vehicle_client import IcsAnalytics, parse_time_ms
     from fleetstream.producers.vehicle_sim import VehicleFleetSimulator, run_simulation
 
 __all__ = [
+    "TOKEN_VARIABLES",
     "Agent",
     "AgentConfig",
     "EdgeProducer",
     "FileFormatError",
     "IcsAnalytics",
     "ImportLedger",
+    "JetDriveSimulator",
     "Source",
     "SourceSpec",
     "VehicleFleetSimulator",
+    "build_poller",
     "import_file",
     "inspect",
     "load_agent_config",
     "load_mapping",
+    "parse_time_ms",
     "read_status",
     "run_simulation",
 ]
@@ -44,8 +50,10 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "fleetstream.producers.agent": ["Agent", "AgentConfig", "load_agent_config", "read_status"],
     "fleetstream.producers.edge": ["EdgeProducer"],
     "fleetstream.producers.files": ["FileFormatError", "ImportLedger", "import_file", "load_mapping"],
+    "fleetstream.producers.fleet": ["TOKEN_VARIABLES", "build_poller"],
     "fleetstream.producers.inspection": ["inspect"],
+    "fleetstream.producers.jetdrive": ["JetDriveSimulator"],
     "fleetstream.producers.sources": ["Source", "SourceSpec"],
-    "fleetstream.producers.vehicle_client": ["IcsAnalytics"],
+    "fleetstream.producers.vehicle_client": ["IcsAnalytics", "parse_time_ms"],
     "fleetstream.producers.vehicle_sim": ["VehicleFleetSimulator", "run_simulation"],
 })

@@ -19,16 +19,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import start_http_server
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleetstream.config import HealthSettings, KafkaSettings
 from fleetstream.config_sources import ConfigError, Layer, build, read_yaml_mapping, validate
-from fleetstream.health import PartHealth, PartMetrics
+from fleetstream.health import PartHealth
 from fleetstream.producers.edge import EdgeProducer
 from fleetstream.producers.reliability import Backoff, CircuitBreaker, SourceHealth
 from fleetstream.producers.sources import SOURCE_TYPES, Emit, Record, Source, SourceSpec, build_source
 from fleetstream.producers.spool import Spool, SpoolEntry
+from fleetstream.prometheus import AgentMetrics, PartMetrics
 from fleetstream.schemas.codec import serializer
 from fleetstream.topics import record_type_of, sample_count
 
@@ -81,25 +82,6 @@ def load_agent_config(path: Path) -> AgentConfig:
     return config
 
 
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        labels = ["source"]
-        self.received = Counter("fleetstream_agent_received_samples", "Samples spooled", labels, registry=self.registry)
-        self.published = Counter("fleetstream_agent_published_records", "Records acknowledged by Kafka",
-                                 registry=self.registry)
-        self.failed = Counter("fleetstream_agent_failed_publishes", "Records Kafka did not acknowledge (retried)",
-                              registry=self.registry)
-        self.dropped = Gauge("fleetstream_agent_dropped_samples", "Samples dropped by the disk budget",
-                             ["reason"], registry=self.registry)
-        self.spooled_bytes = Gauge("fleetstream_agent_spool_pending_bytes", "Bytes waiting in the spool",
-                                   registry=self.registry)
-        self.latency = Gauge("fleetstream_agent_spool_latency_seconds", "Spool-to-ack latency of the last chunk",
-                             registry=self.registry)
-        self.circuit = Gauge("fleetstream_agent_circuit_open", "1 when the source's breaker is open",
-                             labels, registry=self.registry)
-
-
 class Agent:
     """Runs sources, the spool and the drain loop until `stop()` (see the module docstring)."""
 
@@ -116,7 +98,7 @@ class Agent:
         self.health = {name: SourceHealth(name) for name in self._sources}
         self.breakers = {name: CircuitBreaker(config.failure_threshold, config.open_seconds,
                                               config.success_threshold) for name in self._sources}
-        self.metrics = _Metrics()
+        self.metrics = AgentMetrics()
         self.part_health = None if health is None else PartHealth(
             "edge_agent", kafka, health, health.edge_agent, home=home, store=self._check_spool, needs_assignment=False,
             metrics=PartMetrics("edge_agent", self.metrics.registry))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from fleetstream.exports import lazy_exports
 
 if TYPE_CHECKING:
-    from fleetstream.schemas.codec import Codec, DecodeError, decode, encode
+    from fleetstream.schemas.codec import Codec, DecodeError, decode, encode, serializer
     from fleetstream.schemas.deadletter import dead_letter, dead_letter_envelope
     from fleetstream.schemas.registry import record_types
     from fleetstream.schemas.units import UNKNOWN_UNIT, UnknownUnitError, canonical_unit, to_canonical
@@ -30,11 +30,12 @@ __all__ = [
     "decode",
     "encode",
     "record_types",
+    "serializer",
     "to_canonical",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "fleetstream.schemas.codec": ["Codec", "DecodeError", "decode", "encode"],
+    "fleetstream.schemas.codec": ["Codec", "DecodeError", "decode", "encode", "serializer"],
     "fleetstream.schemas.deadletter": ["dead_letter", "dead_letter_envelope"],
     "fleetstream.schemas.registry": ["record_types"],
     "fleetstream.schemas.units": ["UNKNOWN_UNIT", "UnknownUnitError", "canonical_unit", "to_canonical"],

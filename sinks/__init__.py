@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from fleetstream.exports import lazy_exports
 
 if TYPE_CHECKING:
-    from fleetstream.sinks.clickhouse import ClickHouseSink, migrate, run_query, run_sql, status
+    from fleetstream.sinks.clickhouse import ClickHouseSink, list_queries, migrate, run_query, run_sql, status
     from fleetstream.sinks.export import export_parquet
     from fleetstream.sinks.graphql import GraphQLForwarder
 
@@ -22,6 +22,7 @@ __all__ = [
     "ClickHouseSink",
     "GraphQLForwarder",
     "export_parquet",
+    "list_queries",
     "migrate",
     "run_query",
     "run_sql",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "fleetstream.sinks.clickhouse": ["ClickHouseSink", "migrate", "run_query", "run_sql", "status"],
+    "fleetstream.sinks.clickhouse": ["ClickHouseSink", "list_queries", "migrate", "run_query", "run_sql", "status"],
     "fleetstream.sinks.export": ["export_parquet"],
     "fleetstream.sinks.graphql": ["GraphQLForwarder"],
 })

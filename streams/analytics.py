@@ -16,6 +16,7 @@ allowed lateness) passes their end, or when the shell flushes a key that has gon
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +26,10 @@ import numpy as np
 from fleetstream.config import StreamsSettings
 from fleetstream.schemas.codec import Codec
 from fleetstream.schemas.deadletter import dead_letter
-from fleetstream.schemas.sample_batch import SampleBatch
+from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES, SampleBatch
 from fleetstream.schemas.units import is_unknown_unit
 from fleetstream.streams.alerts import AlertRule, DtcAlerts, DtcAlertSettings, ThresholdAlerts
+from fleetstream.streams.custom_metrics import MetricDefinition, MetricsAggregator
 from fleetstream.streams.dedup import ChannelDedup
 from fleetstream.streams.kpis import (
     DynoRunTracker,
@@ -41,9 +43,9 @@ from fleetstream.streams.kpis import (
     uptime_pct,
     vehicle_records,
 )
-from fleetstream.streams.metrics import MetricDefinition, MetricsAggregator
 from fleetstream.streams.windows import ChannelWindows, WindowSpec
-from fleetstream.topics import dead_letter_topic, record_type_of
+from fleetstream.topics import UnknownTopic, dead_letter_topic, record_type_of, samples_field_of
+from fleetstream.topics import topic as topic_model
 
 __all__ = ["AnalyticsConfig", "Analyzer", "ChannelStage", "KeyStage", "StageOutput", "encode_outputs"]
 
@@ -305,7 +307,18 @@ State = MutableMapping[str, Any]
 
 ACKS_TOPIC = "alert.acknowledged"
 """Acknowledgements by people, keyed by vehicle like the validated topics (the read API publishes them)."""
-_SAMPLE_TOPICS = {"telemetry.signals.valid": "name", "dyno.samples.valid": "channel"}
+_CHANNEL_FIELD = {"signal_batch": "name", "dyno_sample_batch": "channel"}
+"""The batch-level field that names the channel of a sample batch, per record type in `SAMPLE_BATCH_TYPES`."""
+
+
+@functools.cache
+def _valid_record_type(topic: str) -> str | None:
+    """The record type of a validated topic (asked of the topic model); None for any other topic."""
+    try:
+        model = topic_model(topic)
+    except UnknownTopic:
+        return None
+    return model.record_type if model.kind == "valid" else None
 
 
 @dataclass
@@ -369,7 +382,7 @@ class Analyzer:
 
     def decode(self, topic: str, value: bytes) -> dict[str, Any] | SampleBatch:
         """A validated message as `process` takes it: signal and dyno batches straight into columns."""
-        if topic in _SAMPLE_TOPICS:
+        if _valid_record_type(topic) in SAMPLE_BATCH_TYPES:
             return self.codec.decode_batch(value, record_type_of(topic))
         return self.codec.decode(value, record_type_of(topic))
 
@@ -384,7 +397,8 @@ class Analyzer:
         assert isinstance(stage, KeyStage)
         out = StageOutput()
         outputs: list[Output] = []
-        if topic in _SAMPLE_TOPICS:
+        record_type = _valid_record_type(topic)
+        if record_type in SAMPLE_BATCH_TYPES:
             batch = record if isinstance(record, SampleBatch) else \
                 SampleBatch.from_record(record_type_of(topic), record)
             outputs += self._samples(topic, partition, offset, key, batch, record_key, stage, out, now_ms, wall_s,
@@ -393,11 +407,11 @@ class Analyzer:
             raise TypeError(f"a sample batch on {topic}, which carries {record_type_of(topic)} records")
         elif key_done:
             return []
-        elif topic == "telemetry.dtcs.valid":
+        elif record_type == "dtc_batch":
             out.extend(stage.dtc_batch(record["dtcs"], now_ms, wall_s))
-        elif topic in ("telemetry.gps.valid", "fleet.locations.valid"):
-            out.extend(stage.locations(record["points" if "points" in record else "locations"], now_ms, wall_s))
-        elif topic == "telemetry.netstats.valid":
+        elif record_type in ("gps_batch", "fleet_location_batch"):
+            out.extend(stage.locations(record[str(samples_field_of(record_type))], now_ms, wall_s))
+        elif record_type == "network_stats":
             out.extend(stage.network_stats(record, now_ms, wall_s))
         elif topic == ACKS_TOPIC:
             stage.acknowledgement(record)
@@ -409,7 +423,7 @@ class Analyzer:
     def _samples(self, topic: str, partition: int, offset: int, key: bytes | None, record: SampleBatch,
                  record_key: str, stage: KeyStage, out: StageOutput, now_ms: int, wall_s: float,
                  channels: State, live: bool, key_done: bool = False) -> list[Output]:
-        channel = str(record[_SAMPLE_TOPICS[topic]])
+        channel = str(record[_CHANNEL_FIELD[record.record_type]])
         numeric = record if record.has_value.all() else record.take(record.has_value)
         ts, values, flags = numeric.timestamp_ms, numeric.value, numeric.flags
         channel_key = f"{record_key}\x1f{channel}"

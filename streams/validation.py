@@ -23,7 +23,7 @@ import numpy.typing as npt
 from fleetstream.config import ChannelRange, ValidationSettings
 from fleetstream.schemas.sample_batch import SampleBatch
 from fleetstream.schemas.units import UnknownUnitError, to_canonical
-from fleetstream.topics import SAMPLES_FIELD
+from fleetstream.topics import samples_field_of
 
 __all__ = ["FLAG_ABOVE_WARNING", "FLAG_BELOW_WARNING", "FLAG_CLAMPED", "Outcome", "Rejected", "Validator"]
 
@@ -110,7 +110,7 @@ class Validator:
         return Outcome(record, valid_samples=1)
 
     def _validate_batch(self, record_type: str, record: dict[str, Any], now_ms: int) -> Outcome:
-        samples_field = SAMPLES_FIELD[record_type]
+        samples_field = samples_field_of(record_type)
         assert samples_field is not None
         check = self._sample_checks[record_type]
         time_field = _TIME_FIELD.get(record_type, "timestamp_ms")
@@ -306,7 +306,8 @@ def _fmt(limit: float | None) -> str:
 
 
 def _count(record_type: str, record: dict[str, Any]) -> int:
-    field_name = SAMPLES_FIELD.get(record_type)
+    """`topics.sample_count` for a record that may lack its samples array (it failed the required fields)."""
+    field_name = samples_field_of(record_type)
     return 1 if field_name is None else len(record.get(field_name) or ())
 
 

@@ -5,6 +5,7 @@
 """
 
 from fleetstream.sinks.clickhouse.consumer import GROUP_ID, ClickHouseSink, SinkStats, dlq_topic_for
+from fleetstream.sinks.clickhouse.faults import Fault
 from fleetstream.sinks.clickhouse.migrations import (
     Migration,
     MigrationError,
@@ -31,6 +32,7 @@ __all__ = [
     "GROUP_ID",
     "ROUTES",
     "ClickHouseSink",
+    "Fault",
     "Migration",
     "MigrationError",
     "MigrationStatus",

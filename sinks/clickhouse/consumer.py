@@ -1,28 +1,22 @@
-"""The ClickHouse sink: Kafka topics → batched, exactly-once inserts, offsets committed after the insert.
+"""The ClickHouse sink's consumer loop: Kafka topics → batched, exactly-once inserts, offsets committed after.
 
 One confluent-kafka consumer (group `fleetstream-clickhouse`, manual commits) reads every stored topic
-and all `dlq.*` topics. Messages are decoded on arrival and buffered per partition by a
-`PartitionBatcher`; a batch is inserted when it reaches `batch_rows` rows or `batch_seconds` age, as one
-column-oriented insert into its table with `insert_deduplication_token = <topic>-<partition>-<first>-<last>`.
-The sequence per batch is: record range `before` → insert → produce the batch's dead letters → record
-`after` → commit offsets synchronously. A crash anywhere in it leads to a replay that is either skipped
-(`after`) or re-formed to the same range and deduplicated by ClickHouse (`before`); see `offsets.py`.
+and all `dlq.*` topics. Messages are decoded on arrival and buffered per partition (`batches`); a batch is
+inserted when it reaches `batch_rows` rows or `batch_seconds` age, as one column-oriented insert into its
+table with `insert_deduplication_token = <topic>-<partition>-<first>-<last>` (`inserts`). The sequence per
+batch is: record range `before` → insert → produce the batch's dead letters → record `after` → commit
+offsets synchronously. A crash anywhere in it leads to a replay that is either skipped (`after`) or
+re-formed to the same range and deduplicated by ClickHouse (`before`); see `offsets`.
 
-Rows of the samples table (nearly all of them) are inserted as an Arrow table (`rows.samples_arrow`), the
-other tables as column lists; both through `inserts.insert_batch`, which the benchmark measures too.
-Prometheus counters (`metrics.SinkMetrics`) are served at `/metrics` beside `/health` on the loopback
-endpoint. `fault` (test-only, `faults.Fault`) kills the process at a chosen point of the sequence.
-
-A message that does not decode is never dropped: it becomes a dead letter (stage `sink`) on the
-dead-letter topic of its stream, or, when it was read from a dead-letter topic, a `dead_letters` row
-straight away. A record whose batch id the stream already stored is skipped as a re-sent copy when its
-bytes are the same (the digest kept in `ingested_batches`), and becomes a `batch_id_conflict` dead letter
-when they differ: two sources or runs that reused an id must not lose the second one's data silently.
+This module is the shell that wires the pieces, each in a module named after it and testable without a
+broker: `batches` (cutting and the flush policy), `dedup` (batch ids already stored), `deadletters` (what is
+not stored, and where it goes), `offsets` (the recorded ranges), `commits` (offsets to Kafka), `inserts`.
+Prometheus counters (`fleetstream.prometheus.SinkMetrics`) are served at `/metrics` beside `/health` on the
+loopback endpoint. `fault` (test-only, `faults.Fault`) kills the process at a chosen point of the sequence.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -31,24 +25,29 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from fleetstream.config import Settings, group_instance_id
-from fleetstream.health import LagTracker, PartHealth, PartMetrics
-from fleetstream.kafka import DeliveryTracker
+from fleetstream.health import LagTracker, PartHealth
+from fleetstream.prometheus import PartMetrics, SinkMetrics
 from fleetstream.schemas.codec import DecodeError, serializer
-from fleetstream.schemas.deadletter import dead_letter_envelope
 from fleetstream.schemas.sample_batch import SAMPLE_BATCH_TYPES
 from fleetstream.sinks.clickhouse import rows
 from fleetstream.sinks.clickhouse.batches import Batch, Buffered, PartitionBatcher
+from fleetstream.sinks.clickhouse.commits import Commits
+from fleetstream.sinks.clickhouse.deadletters import (
+    DeadLetterSender,
+    Rejected,
+    dlq_topic_for,
+    stored_dead_letter_columns,
+)
+from fleetstream.sinks.clickhouse.dedup import IngestedBatches, sort_out
 from fleetstream.sinks.clickhouse.faults import Fault
-from fleetstream.sinks.clickhouse.inserts import insert_batch, size_of
-from fleetstream.sinks.clickhouse.metrics import SinkMetrics
+from fleetstream.sinks.clickhouse.inserts import insert_retrying, size_of
 from fleetstream.sinks.clickhouse.migrations import migrate
 from fleetstream.sinks.clickhouse.offsets import OffsetStore, RangeState
 from fleetstream.sinks.clickhouse.rows import Route, SourcedRecord
 from fleetstream.store.client import Client, connect, is_embedded
-from fleetstream.topics import dead_letter_topic
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -60,46 +59,6 @@ log = logging.getLogger(__name__)
 GROUP_ID = "fleetstream-clickhouse"
 DLQ_PATTERN = r"^dlq\..*"
 """Every dead-letter topic, including ones created after the sink started (librdkafka regex subscription)."""
-
-_INSERT_ATTEMPTS = 5
-
-
-def _stream(topic: str) -> str:
-    """The stream a topic belongs to, for batch identities: `telemetry.signals.valid` → `telemetry.signals`."""
-    return topic.removesuffix(".valid")
-
-
-def dlq_topic_for(topic: str) -> str:
-    """Where the sink sends a record of `topic` it cannot store: `dlq.<topic>`, the topic model's rule."""
-    return dead_letter_topic(topic)
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A consumed message the sink does not store: it goes to the stream's dead-letter topic with this reason."""
-
-    item: Buffered
-    error_code: str
-    reason: str
-    sample_count: int = 1
-
-
-@dataclass(frozen=True)
-class _Stored:
-    """Where a batch id was first stored, and the digest of that record's bytes ('' before migration 015)."""
-
-    digest: str
-    topic: str
-    partition: int
-    offset: int
-
-    def __str__(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
-
-
-def digest_of(raw: bytes) -> str:
-    """The content digest kept with a batch id: equal bytes, equal digest (producers encode deterministically)."""
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 @dataclass
@@ -165,11 +124,11 @@ class ClickHouseSink:
         self._serve_queries = serve_queries
         self._codec = serializer(settings.kafka.schema_registry_url)
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
-        self._deliveries = DeliveryTracker(settings.kafka.bootstrap_servers)
+        self._commits: Commits | None = None
+        self._dead_letters = DeadLetterSender(settings.kafka, self._codec, dlq_topic)
         self._offsets: OffsetStore | None = None
+        self._ingested: IngestedBatches | None = None
         self._batchers: dict[tuple[str, int], PartitionBatcher] = {}
-        self._skipped_commits: dict[tuple[str, int], int] = {}
         self._query_server: Any = None
         self._last_activity = time.monotonic()
         self._lag = LagTracker()
@@ -192,6 +151,7 @@ class ClickHouseSink:
             return
         migrate(self.client, self.settings.clickhouse.retention_days)
         self._offsets = OffsetStore(self.client, self.group_id)
+        self._ingested = IngestedBatches(self.client)
         topics = [*self.routes, *([DLQ_PATTERN] if self.subscribe_dlq else [])]
         instance_id = group_instance_id(self.settings.home, self.settings.clickhouse.instance_id,
                                         f"{self.group_id} {' '.join(sorted(topics))}")
@@ -204,6 +164,7 @@ class ClickHouseSink:
             **self._consumer_overrides,
         })
         self._consumer = Consumer(config)
+        self._commits = Commits(self._consumer, self.health.error)
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("ClickHouse sink subscribed to %d topics%s as group %s, member %s", len(self.routes),
                  " and dlq.*" if self.subscribe_dlq else "", self.group_id,
@@ -232,10 +193,8 @@ class ClickHouseSink:
                 self._query_server = None
             if self._consumer is not None:
                 self._consumer.close()
-                self._consumer = None
-            if self._producer is not None:
-                self._producer.flush(10)
-                self._producer = None
+                self._consumer = self._commits = None
+            self._dead_letters.close()
             if self._owns_client and self._client is not None:
                 self._client.close()  # releases the embedded store for `fleetstream query` and the next sink
                 self._client = None
@@ -277,7 +236,8 @@ class ClickHouseSink:
         if messages:
             self._last_activity = now
         self.flush()
-        self._commit_skipped()
+        assert self._commits is not None
+        self._commits.commit_skipped()
         self._count_messages()
         self._lag.refresh(self._consumer, list(self._batchers))
         return len(messages)
@@ -308,7 +268,8 @@ class ClickHouseSink:
         batcher = self._batcher(topic, partition)
         if not batcher.admits(offset):
             self.stats.replayed_skipped += 1
-            self._skipped_commits[(topic, partition)] = offset + 1
+            assert self._commits is not None
+            self._commits.skipped(topic, partition, offset)
             return
         if batcher.must_cut_before(offset):
             self._store(batcher.take(), batcher)
@@ -353,7 +314,7 @@ class ClickHouseSink:
 
     def _store(self, batch: Batch, batcher: PartitionBatcher) -> None:
         """before → insert → dead letters → after → commit (see the module docstring)."""
-        assert self._offsets is not None and self._consumer is not None
+        assert self._offsets is not None and self._commits is not None
         started = time.perf_counter()
         route = self._route(batch.topic)
         data, stored, dead = self._columns(batch, route)
@@ -361,7 +322,8 @@ class ClickHouseSink:
         self._reached("crash_before_insert")
         if size_of(data):
             self._insert(route.table, data, batch.token)
-            self._remember_batches(batch, stored)
+            assert self._ingested is not None
+            self._ingested.remember(batch, stored)
         self._reached("crash_after_insert")
         if dead:
             self._send_dead_letters(batch.topic, batch.partition, dead)
@@ -370,7 +332,7 @@ class ClickHouseSink:
         batcher.stored(batch)
         self.stats.batches += 1
         self.metrics.batches.labels(route.table).inc()
-        self._commit(batch.topic, batch.partition, batch.last_offset + 1)
+        self._commits.commit(batch.topic, batch.partition, batch.last_offset + 1)
         self.health.metrics.count(messages=len(batch.items), samples=size_of(data),
                                   batch_seconds=time.perf_counter() - started)
 
@@ -378,58 +340,15 @@ class ClickHouseSink:
         if self._fault is not None:
             self._fault.reached(point)
 
-    def _already_ingested(self, batch: Batch) -> dict[str, _Stored]:
-        """Batch ids of this batch's records that an earlier batch of the same stream stored, with where and what."""
-        ids = [i.record["batch_id"] for i in batch.items if i.record is not None and "batch_id" in i.record]
-        if not ids:
-            return {}
-        found = self.client.query(
-            "SELECT batch_id, digest, topic, partition, offset FROM fleetstream.ingested_batches "
-            "WHERE stream = {stream:String} AND batch_id IN {ids:Array(String)} "
-            "AND NOT (topic = {topic:String} AND partition = {partition:Int32} "
-            "AND offset BETWEEN {first:Int64} AND {last:Int64}) ORDER BY ingested_at DESC",
-            parameters={"stream": _stream(batch.topic), "ids": ids, "topic": batch.topic,
-                        "partition": batch.partition, "first": batch.first_offset, "last": batch.last_offset})
-        # oldest last, so it wins: the first copy stored is the one others are compared with
-        return {row[0]: _Stored(row[1], row[2], int(row[3]), int(row[4])) for row in found.result_rows}
-
-    def _remember_batches(self, batch: Batch, stored: list[Buffered]) -> None:
-        """Record the batch ids (and digests) of the records this batch inserted, after the rows themselves."""
-        items = [i for i in stored if i.record is not None and "batch_id" in i.record]
-        if not items:
-            return
-        columns: dict[str, list[Any]] = {
-            "stream": [_stream(batch.topic)] * len(items),
-            "batch_id": [i.record["batch_id"] for i in items if i.record is not None],
-            "topic": [batch.topic] * len(items), "partition": [batch.partition] * len(items),
-            "offset": [i.offset for i in items], "digest": [digest_of(i.raw) for i in items]}
-        insert_batch(self.client, "ingested_batches", columns, batch.token)
-
     def _columns(self, batch: Batch, route: Route) -> tuple[rows.Columns | pa.Table, list[Buffered], list[Rejected]]:
         """The batch's rows (Arrow for samples, column lists otherwise), the messages they come from, and the
-        messages to dead-letter (undecodable, or a batch id already stored with other content).
-
-        Records whose batch id and bytes are already stored (a re-sent copy) and repeats inside the batch are
-        left out.
+        messages to dead-letter (`dedup.sort_out`: undecodable, or a batch id already stored with other content).
         """
-        known = self._already_ingested(batch)
-        good: list[Buffered] = []
-        dead: list[Rejected] = []
-        for i in batch.items:
-            if i.record is None:
-                dead.append(Rejected(i, "malformed", f"the ClickHouse sink could not decode it: {i.error}"))
-                continue
-            batch_id = i.record.get("batch_id")
-            if batch_id is not None:
-                first = known.get(batch_id)
-                if first is not None and first.digest not in ("", digest_of(i.raw)):
-                    dead.append(self._conflict(batch, i, batch_id, first))
-                    continue
-                if first is not None:
-                    self.stats.redelivered_skipped += 1
-                    continue
-                known[batch_id] = _Stored(digest_of(i.raw), batch.topic, batch.partition, i.offset)
-            good.append(i)
+        assert self._ingested is not None
+        sorted_out = sort_out(batch, self._ingested.known(batch))
+        self.stats.redelivered_skipped += sorted_out.redelivered
+        self.stats.batch_id_conflicts += sorted_out.conflicts
+        good, dead = sorted_out.good, sorted_out.dead
         sourced = [SourcedRecord(i.record, batch.topic, batch.partition, i.offset, i.key) for i in good
                    if i.record is not None]
         if route.table == "samples":
@@ -437,89 +356,32 @@ class ClickHouseSink:
         columns = rows.to_columns(route.record_type, sourced)
         if dead and route.table == rows.DEAD_LETTERS.table:
             # A dead-letter topic's own unreadable messages are stored here, not sent to a dlq of a dlq.
-            raw = [(SourcedRecord({"original": d.item.raw}, batch.topic, batch.partition, d.item.offset,
-                                  d.item.key), d.item.error or "") for d in dead]
-            first_seen_ms = int(time.time() * 1000)
-            columns = rows.merge_columns([columns, rows.dead_letter_columns_from_raw(raw, first_seen_ms)])
-            self.stats.dead_letters += len(dead)
-            self.metrics.dead_letters.inc(len(dead))
-            self.health.metrics.count(dead_letters={"malformed": len(dead)})
+            stored = stored_dead_letter_columns(batch, dead, first_seen_ms=int(time.time() * 1000))
+            columns = rows.merge_columns([columns, stored])
+            self._count_dead_letters(Counter({"malformed": len(dead)}))
             dead = []
         return columns, good, dead
 
-    def _conflict(self, batch: Batch, item: Buffered, batch_id: str, first: _Stored) -> Rejected:
-        self.stats.batch_id_conflicts += 1
-        log.warning("batch id %s of %s[%d]@%d was stored from %s with other content: dead-lettered", batch_id,
-                    batch.topic, batch.partition, item.offset, first)
-        return Rejected(item, "batch_id_conflict",
-                        f"batch id {batch_id!r} was already stored from {first} with other content; this record "
-                        f"was not stored (a source or run reused the id)", item.rows)
-
-    def _insert(self, table: str, columns: Any, token: str) -> None:
-        """Insert `columns` (`rows.Columns` or an Arrow table), retrying with the same token; counts the rows."""
+    def _insert(self, table: str, columns: rows.Columns | pa.Table, token: str) -> None:
+        """Insert `columns` (retried with the same token, see `inserts.insert_retrying`); counts the rows."""
         n = size_of(columns)
-        for attempt in range(1, _INSERT_ATTEMPTS + 1):
-            started = time.perf_counter()
-            try:
-                insert_batch(self.client, table, columns, token)
-            except Exception as exc:
-                if attempt == _INSERT_ATTEMPTS:
-                    raise
-                delay = min(0.5 * 2 ** (attempt - 1), 8.0)
-                log.warning("insert of %d rows into %s failed (attempt %d, retry in %.1f s): %s", n, table, attempt,
-                            delay, exc)
-                self.health.error(f"insert into {table}: {exc}")
-                time.sleep(delay)  # same token on retry: an insert that did land is deduplicated
-                continue
-            elapsed = time.perf_counter() - started
-            self.stats.insert_seconds += elapsed
-            self.stats.rows[table] += n
-            self.metrics.rows.labels(table).inc(n)
-            self.metrics.insert_seconds.labels(table).observe(elapsed)
-            log.debug("inserted %d rows into %s in %.3f s (%s)", n, table, elapsed, token)
-            return
+        elapsed = insert_retrying(self.client, table, columns, token, on_retry=self.health.error)
+        self.stats.insert_seconds += elapsed
+        self.stats.rows[table] += n
+        self.metrics.rows.labels(table).inc(n)
+        self.metrics.insert_seconds.labels(table).observe(elapsed)
+        log.debug("inserted %d rows into %s in %.3f s (%s)", n, table, elapsed, token)
 
     def _send_dead_letters(self, topic: str, partition: int, dead: list[Rejected]) -> None:
-        if self._producer is None:
-            self._producer = Producer(self.settings.kafka.producer(**{
-                "enable.idempotence": True, "acks": "all", "compression.type": self.settings.kafka.compression_type,
-                "linger.ms": 5}))
-        target, now_ms = self.dlq_topic(topic), int(time.time() * 1000)
-        round_ = self._deliveries.current_round
+        """Raises unless all were acknowledged; then no commit: the batch replays and they are sent again."""
+        self._dead_letters.send(topic, partition, dead)
+        self._count_dead_letters(Counter(d.error_code for d in dead))
 
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            self._deliveries.report(err, round_, target)
-
-        for rejected in dead:
-            item = rejected.item
-            envelope = dead_letter_envelope(source_topic=topic, partition=partition, offset=item.offset,
-                                            key=item.key, original=item.raw, stage="sink",
-                                            error_code=rejected.error_code, reason=rejected.reason,
-                                            sample_count=rejected.sample_count, now_ms=now_ms)
-            self._producer.produce(target, self._codec.encode("dead_letter", envelope, target), key=item.key,
-                                   on_delivery=delivered)
-            self._deliveries.produced()
-        # DeliveryError unless all were acknowledged; then no commit: the batch is replayed (its insert
-        # deduplicated) and the dead letters sent again
-        self._deliveries.confirm(self._producer, 30.0)
-        self.stats.dead_letters += len(dead)
-        self.metrics.dead_letters.inc(len(dead))
-        self.health.metrics.count(dead_letters=Counter(d.error_code for d in dead))
-        log.warning("%d records of %s[%d] sent to %s (%s)", len(dead), topic, partition, target,
-                    ", ".join(sorted({d.error_code for d in dead})))
-
-    def _commit(self, topic: str, partition: int, next_offset: int) -> None:
-        assert self._consumer is not None
-        try:
-            self._consumer.commit(offsets=[TopicPartition(topic, partition, next_offset)], asynchronous=False)
-        except Exception as exc:  # the batch is recorded `after`, so a lost commit costs a skip, not a duplicate
-            log.warning("commit of %s[%d]@%d failed: %s", topic, partition, next_offset, exc)
-            self.health.error(f"commit of {topic}[{partition}]: {exc}")
-
-    def _commit_skipped(self) -> None:
-        while self._skipped_commits:
-            (topic, partition), next_offset = self._skipped_commits.popitem()
-            self._commit(topic, partition, next_offset)
+    def _count_dead_letters(self, by_reason: Counter[str]) -> None:
+        n = by_reason.total()
+        self.stats.dead_letters += n
+        self.metrics.dead_letters.inc(n)
+        self.health.metrics.count(dead_letters=by_reason)
 
     # rebalances
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from fleetstream.config import load_settings
-from fleetstream.health import PartHealth, PartMetrics
+from fleetstream.health import PartHealth
+from fleetstream.prometheus import PartMetrics, SinkMetrics
 from fleetstream.sinks.clickhouse import rows
 from fleetstream.sinks.clickhouse.endpoint import SinkEndpoint
 from fleetstream.sinks.clickhouse.inserts import insert_batch
-from fleetstream.sinks.clickhouse.metrics import SinkMetrics
 from fleetstream.sinks.clickhouse.migrations import fallback_statement, load_migrations, migrate, status
 from fleetstream.sinks.clickhouse.offsets import InFlight, OffsetStore, RangeState
 from fleetstream.sinks.clickhouse.rows import SourcedRecord

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetstream.schemas import codec
+from fleetstream.streams.custom_metrics import MetricDefinition, MetricsAggregator
 from fleetstream.streams.kpis import (
     AlertStats,
     DynoRunTracker,
@@ -32,7 +33,6 @@ from fleetstream.streams.kpis import (
     uptime_pct,
     vehicle_records,
 )
-from fleetstream.streams.metrics import MetricDefinition, MetricsAggregator
 
 # ---------------------------------------------------------------------------- health
 

@@ -1,5 +1,8 @@
 """Custom metrics from config: counters, gauges and histograms with dimensions, emitted as kpi/v1 records.
 
+These are records of the data (config key `streams.metrics`), not the Prometheus operations counters of a
+part, which live in `fleetstream.prometheus`.
+
 A `MetricDefinition` picks batches by equality filters on the batch's fields (``where``), labels them with
 the values of some of those fields (``dimensions``, e.g. ``name``, ``unit``, ``source``, ``network_name``),
 and aggregates the batch's samples per event-time period (tumbling, ``period_ms``, aligned to the epoch):
