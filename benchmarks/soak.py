@@ -253,7 +253,8 @@ def _kill_broker_and_recover(cluster: LocalCluster, rng: random.Random, services
     log.info("soak: killed broker node %d at %.1f s", node.node_id, kill.at_s)
     while node._running_pid() is not None and time.monotonic() - killed_at < 10:
         time.sleep(0.1)
-    cluster.up(timeout_s=timeout_s)
+    if not _restart(cluster, killed_at + timeout_s):
+        return kill  # counted as unrecovered; the soak goes on with the others
     while time.monotonic() - killed_at < timeout_s:
         services.check()
         now = _progress(admin, consumer, "worker", SINK_GROUP)
@@ -265,6 +266,20 @@ def _kill_broker_and_recover(cluster: LocalCluster, rng: random.Random, services
         time.sleep(0.5)
     log.info("soak: broker node %d whole again after %s s", node.node_id, kill.recovery_s)
     return kill
+
+
+def _restart(cluster: LocalCluster, deadline: float) -> bool:
+    """Start the cluster's stopped node again, retried until `deadline` (a failed start is logged, not raised)."""
+    from fleetstream.stack import StackError
+
+    while time.monotonic() < deadline:
+        try:
+            cluster.up(timeout_s=max(10.0, deadline - time.monotonic()))
+            return True
+        except StackError as exc:
+            log.error("soak: restarting the killed broker failed: %s", exc)
+            time.sleep(2.0)
+    return False
 
 
 def _replicas_complete(consumer: Any) -> bool:
