@@ -21,6 +21,7 @@ letter, KPI and alert equal to the independent computation of test_worker_correc
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
 import os
@@ -238,7 +239,7 @@ def wait_for_members(settings: Settings, group: SupervisedGroup, count: int, tim
         try:
             description = admin.describe_consumer_groups([settings.streams.app_id])[settings.streams.app_id].result(
                 timeout=10)
-        except KafkaException:  # a new group's coordinator may still be loading
+        except (KafkaException, concurrent.futures.TimeoutError):  # a new group's coordinator may still be loading
             time.sleep(0.5)
             continue
         if description.state == ConsumerGroupState.STABLE and len(description.members) == count and all(
