@@ -56,6 +56,9 @@ class Kill:
     part: str
     at_s: float
     recovery_s: float | None = None
+    restarted_s: float | None = None
+    """A broker's: from the kill until the restarted node is in the cluster's metadata again (the rest of its
+    recovery is catching up until every replica is in sync)."""
 
 
 @dataclass
@@ -184,7 +187,8 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
         "workload": {"brokers": len(cluster.nodes) if cluster else 1, "minutes": minutes, "seed": seed,
                      "rate_samples_per_s": rate, "kill_every_s": kill_every_s,
                      "samples_per_message": SAMPLES_PER_MESSAGE, "vehicles": VEHICLES, "channels": len(CHANNELS)},
-        "kills": [{"part": k.part, "at_s": round(k.at_s, 1), "recovery_s": k.recovery_s} for k in kills],
+        "kills": [{"part": k.part, "at_s": round(k.at_s, 1), "recovery_s": k.recovery_s}
+                  | ({"restarted_s": k.restarted_s} if k.restarted_s is not None else {}) for k in kills],
         "soak_samples": produced,
         "soak_kills": len(kills),
         "soak_lost": produced - distinct,
@@ -255,6 +259,7 @@ def _kill_broker_and_recover(cluster: LocalCluster, rng: random.Random, services
         time.sleep(0.1)
     if not _restart(cluster, killed_at + timeout_s):
         return kill  # counted as unrecovered; the soak goes on with the others
+    kill.restarted_s = round(time.monotonic() - killed_at, 2)
     while time.monotonic() - killed_at < timeout_s:
         services.check()
         now = _progress(admin, consumer, "worker", SINK_GROUP)
@@ -264,7 +269,8 @@ def _kill_broker_and_recover(cluster: LocalCluster, rng: random.Random, services
             kill.recovery_s = round(time.monotonic() - killed_at, 2)
             break
         time.sleep(0.5)
-    log.info("soak: broker node %d whole again after %s s", node.node_id, kill.recovery_s)
+    log.info("soak: broker node %d back after %s s, whole again after %s s", node.node_id, kill.restarted_s,
+             kill.recovery_s)
     return kill
 
 
