@@ -105,8 +105,8 @@ def free_port_block(count: int, attempts: int = 200) -> int:
 
     Outside that range because the cluster's nodes are killed and restarted: while a node is down its clients keep
     reconnecting to its port, and a connect to a free port inside the ephemeral range can get that same port as
-    its source and connect to itself (TCP simultaneous open). That socket then holds the port, and the node cannot
-    listen on it again ("port ... already in use by another process").
+    its source and connect to itself (TCP simultaneous open), which would hold the port against the restarted node.
+    (A just-killed node's own closed connections hold it for a few seconds too: `PORT_RELEASE_GRACE_S` in stack.)
     """
     low, high = _outside_ephemeral_range()
     for _ in range(attempts):
