@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fleetstream.config import Settings
+    from fleetstream.stack import LocalCluster
 
 __all__ = [
     "CHANNELS",
@@ -185,11 +186,26 @@ def private_pipeline_settings(base: Settings, name: str) -> Iterator[Settings]:
     whole-pipeline benchmark (`bench e2e`, `bench soak`) runs on, so the peers' or a demo's backlog is not measured."""
     with tempfile.TemporaryDirectory(prefix=f"fleetstream-bench-{name}-") as tmp, \
             private_kafka(Path(tmp) / "kafka") as bootstrap:
-        yield base.model_copy(update={
-            "home": Path(tmp) / "home",
-            "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
-            "clickhouse": base.clickhouse.model_copy(update={"dsn": None}),
-        })
+        yield _pipeline_settings(base, Path(tmp), bootstrap)
+
+
+@contextlib.contextmanager
+def private_cluster_pipeline(base: Settings, name: str, brokers: int) -> Iterator[tuple[Settings, LocalCluster]]:
+    """Like `private_pipeline_settings` on a private local cluster of `brokers` KRaft nodes, returned too so that
+    the benchmark can SIGKILL and restart single brokers (`cluster.nodes`)."""
+    from fleetstream.testing import local_cluster
+
+    with tempfile.TemporaryDirectory(prefix=f"fleetstream-bench-{name}-") as tmp, \
+            local_cluster(Path(tmp) / "kafka", brokers=brokers) as cluster:
+        yield _pipeline_settings(base, Path(tmp), cluster.bootstrap), cluster
+
+
+def _pipeline_settings(base: Settings, tmp: Path, bootstrap: str) -> Settings:
+    return base.model_copy(update={
+        "home": tmp / "home",
+        "kafka": base.kafka.model_copy(update={"bootstrap_servers": bootstrap}),
+        "clickhouse": base.clickhouse.model_copy(update={"dsn": None}),
+    })
 
 
 # --- output ---------------------------------------------------------------------------------------------------------

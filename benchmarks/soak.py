@@ -13,21 +13,31 @@ private broker and a temporary home). This process is the devices: an `EdgeProdu
   on `telemetry.signals.valid` (its end offsets move past where they were when it died); for the sink, its
   consumer group's committed offsets moving on (it commits after each insert). `soak_recovery_p50_s` /
   `soak_recovery_max_s` over the kills.
+
+With `brokers` > 1 the soak runs on a private local cluster of that many KRaft nodes (topics replicated from the
+cluster: 3 copies, `min.insync.replicas` 2) and a broker is one more part to kill: a random node is SIGKILLed and
+restarted at once. Its recovery is from the kill until the node is back and every partition of every topic has
+all its replicas in sync again (the cluster can lose another broker without stopping), and the worker's output
+has moved on since the kill (the pipeline did not stall).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetstream.benchmarks.common import CHANNELS, SAMPLES_PER_MESSAGE, machine_info, machine_line, render_table
 from fleetstream.config import Settings
+
+if TYPE_CHECKING:
+    from fleetstream.stack import LocalCluster
 
 __all__ = ["bench_soak", "bench_soak_private", "to_table"]
 
@@ -38,6 +48,7 @@ SOURCE = "bench-soak"
 SINK_GROUP = "fleetstream-clickhouse"
 PARTS = {"worker": ("worker",), "sink-clickhouse": ("sink", "clickhouse")}
 """Child name -> its `fleetstream` arguments."""
+BROKER = "broker"
 
 
 @dataclass
@@ -45,6 +56,9 @@ class Kill:
     part: str
     at_s: float
     recovery_s: float | None = None
+    restarted_s: float | None = None
+    """A broker's: from the kill until the restarted node is in the cluster's metadata again (the rest of its
+    recovery is catching up until every replica is in sync)."""
 
 
 @dataclass
@@ -115,10 +129,10 @@ def _stored(settings: Settings) -> tuple[int, int]:
 
 
 def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: float = 5_000,
-               kill_every_s: float = 120.0, drain_timeout_s: float = 300.0) -> dict[str, Any]:
-    """Run the soak on `settings` (its broker and home must be the benchmark's own) and report."""
-    import os
-
+               kill_every_s: float = 120.0, drain_timeout_s: float = 300.0,
+               cluster: LocalCluster | None = None) -> dict[str, Any]:
+    """Run the soak on `settings` (its broker and home must be the benchmark's own) and report; with `cluster`
+    (the cluster `settings` points at) its brokers are killed and restarted too."""
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient
 
@@ -134,6 +148,7 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
     admin = AdminClient(settings.kafka.client())
     consumer = Consumer(settings.kafka.client(**{"group.id": "bench-soak-offsets"}))
     rng = random.Random(seed)
+    targets = sorted(PARTS) + ([BROKER] if cluster is not None else [])
     load = _Load(settings, rate)
     kills: list[Kill] = []
     try:
@@ -150,7 +165,12 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
             if time.monotonic() + pause >= end:
                 break
             time.sleep(pause)
-            kills.append(_kill_and_recover(services, rng.choice(sorted(PARTS)), admin, consumer, started))
+            part = rng.choice(targets)
+            if part == BROKER:
+                assert cluster is not None
+                kills.append(_kill_broker_and_recover(cluster, rng, services, admin, consumer, started))
+            else:
+                kills.append(_kill_and_recover(services, part, admin, consumer, started))
         time.sleep(max(0.0, end - time.monotonic()))
         load.stop.set()
         loader.join(60)
@@ -164,9 +184,11 @@ def bench_soak(settings: Settings, minutes: float = 20.0, seed: int = 1, rate: f
     recoveries = [k.recovery_s for k in kills if k.recovery_s is not None]
     return {
         "machine": machine_info(settings.stack.kafka_version),
-        "workload": {"minutes": minutes, "seed": seed, "rate_samples_per_s": rate, "kill_every_s": kill_every_s,
+        "workload": {"brokers": len(cluster.nodes) if cluster else 1, "minutes": minutes, "seed": seed,
+                     "rate_samples_per_s": rate, "kill_every_s": kill_every_s,
                      "samples_per_message": SAMPLES_PER_MESSAGE, "vehicles": VEHICLES, "channels": len(CHANNELS)},
-        "kills": [{"part": k.part, "at_s": round(k.at_s, 1), "recovery_s": k.recovery_s} for k in kills],
+        "kills": [{"part": k.part, "at_s": round(k.at_s, 1), "recovery_s": k.recovery_s}
+                  | ({"restarted_s": k.restarted_s} if k.restarted_s is not None else {}) for k in kills],
         "soak_samples": produced,
         "soak_kills": len(kills),
         "soak_lost": produced - distinct,
@@ -220,6 +242,64 @@ def _kill_and_recover(services: Any, part: str, admin: Any, consumer: Any, start
     return kill
 
 
+def _kill_broker_and_recover(cluster: LocalCluster, rng: random.Random, services: Any, admin: Any, consumer: Any,
+                             started: float, timeout_s: float = 180.0) -> Kill:
+    """SIGKILL a random broker of `cluster`, restart it at once, and time until it is whole again
+    (`_replicas_complete`) and the worker's output moved on since the kill."""
+    node = rng.choice(cluster.nodes)
+    pid = node.status().pid
+    if pid is None:
+        raise RuntimeError(f"broker node {node.node_id} of the soak's cluster is not running")
+    before = _progress(admin, consumer, "worker", SINK_GROUP)
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    kill = Kill(f"{BROKER}-{node.node_id}", killed_at - started)
+    log.info("soak: killed broker node %d at %.1f s", node.node_id, kill.at_s)
+    while node._running_pid() is not None and time.monotonic() - killed_at < 10:
+        time.sleep(0.1)
+    if not _restart(cluster, killed_at + timeout_s):
+        return kill  # counted as unrecovered; the soak goes on with the others
+    kill.restarted_s = round(time.monotonic() - killed_at, 2)
+    while time.monotonic() - killed_at < timeout_s:
+        services.check()
+        now = _progress(admin, consumer, "worker", SINK_GROUP)
+        if before is None:
+            before = now
+        elif now is not None and now > before and _replicas_complete(consumer):
+            kill.recovery_s = round(time.monotonic() - killed_at, 2)
+            break
+        time.sleep(0.5)
+    log.info("soak: broker node %d back after %s s, whole again after %s s", node.node_id, kill.restarted_s,
+             kill.recovery_s)
+    return kill
+
+
+def _restart(cluster: LocalCluster, deadline: float) -> bool:
+    """Start the cluster's stopped node again, retried until `deadline` (a failed start is logged, not raised)."""
+    from fleetstream.stack import StackError
+
+    while time.monotonic() < deadline:
+        try:
+            cluster.up(timeout_s=max(10.0, deadline - time.monotonic()))
+            return True
+        except StackError as exc:
+            log.error("soak: restarting the killed broker failed: %s", exc)
+            time.sleep(2.0)
+    return False
+
+
+def _replicas_complete(consumer: Any) -> bool:
+    """Every partition of every topic has all its replicas in sync (False while the metadata cannot be read)."""
+    from confluent_kafka import KafkaException
+
+    try:
+        topics = consumer.list_topics(timeout=5).topics
+    except KafkaException:
+        return False
+    return all(p.error is None and len(p.isrs) == len(p.replicas)
+               for t in topics.values() for p in t.partitions.values())
+
+
 def _drain(settings: Settings, services: Any, produced: int, timeout_s: float) -> tuple[int, int]:
     """Wait until every acknowledged sample is stored (or the time is up); the final (rows, distinct)."""
     deadline = time.monotonic() + timeout_s
@@ -247,13 +327,20 @@ def to_table(report: dict[str, Any]) -> str:
              f"{report['workload']['minutes']} min at {report['workload']['rate_samples_per_s']:,.0f} samples/s, "
              f"a kill every ~{report['workload']['kill_every_s']:.0f} s (seed {report['workload']['seed']})",
              machine_line(report["machine"])]
-    return render_table("bench soak: SIGKILLs of the worker and the sink under steady load",
+    brokers = report["workload"].get("brokers", 1)
+    title = ("bench soak: SIGKILLs of the worker and the sink under steady load" if brokers == 1 else
+             f"bench soak: SIGKILLs of the worker, the sink and brokers of {brokers} under steady load")
+    return render_table(title,
                         ["kill", "at", "recovered after"], rows, notes)
 
 
-def bench_soak_private(base: Settings, **options: Any) -> dict[str, Any]:
-    """`bench_soak` on a private broker and a temporary home with an embedded ClickHouse, removed afterwards."""
-    from fleetstream.benchmarks.common import private_pipeline_settings
+def bench_soak_private(base: Settings, brokers: int = 1, **options: Any) -> dict[str, Any]:
+    """`bench_soak` on a private broker (or a private cluster of `brokers` nodes, whose brokers are killed too) and
+    a temporary home with an embedded ClickHouse, removed afterwards."""
+    from fleetstream.benchmarks.common import private_cluster_pipeline, private_pipeline_settings
 
+    if brokers > 1:
+        with private_cluster_pipeline(base, "soak", brokers) as (settings, cluster):
+            return bench_soak(settings, cluster=cluster, **options)
     with private_pipeline_settings(base, "soak") as settings:
         return bench_soak(settings, **options)

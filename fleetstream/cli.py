@@ -784,14 +784,18 @@ def bench_soak_cmd(
     seed: Annotated[int, typer.Option(help="Seeds the kill times and which part is killed.")] = 1,
     rate: Annotated[float, typer.Option(help="Offered samples/s.")] = 5_000,
     kill_every: Annotated[float, typer.Option(help="Mean seconds between kills (+-30 %).")] = 120.0,
+    brokers: Annotated[int, typer.Option(min=1, max=5, help="Brokers of the private cluster; above 1 a random "
+                                         "broker is among the parts killed (and restarted).")] = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Steady load through producer -> worker -> ClickHouse sink with a random SIGKILL of the worker or the sink
-    every couple of minutes (restarted at once): samples lost and duplicated, and the recovery time of each kill."""
+    (or, with --brokers 3, a broker) every couple of minutes (restarted at once): samples lost and duplicated, and
+    the recovery time of each kill."""
     from fleetstream.benchmarks.common import render_json
     from fleetstream.benchmarks.soak import bench_soak_private, to_table
 
-    report = bench_soak_private(settings_of(ctx), minutes=minutes, seed=seed, rate=rate, kill_every_s=kill_every)
+    report = bench_soak_private(settings_of(ctx), brokers=brokers, minutes=minutes, seed=seed, rate=rate,
+                                kill_every_s=kill_every)
     typer.echo(render_json(report) if as_json else to_table(report))
     if report["soak_lost"] or report["soak_duplicated"] or report["soak_unrecovered_kills"]:
         raise typer.Exit(1)

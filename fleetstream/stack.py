@@ -74,6 +74,12 @@ JVM_OPTIONS = (
 _LOG_TAIL_LINES = 40
 
 
+PORT_RELEASE_GRACE_S = 15.0
+"""How long a node's start waits for its ports: a node of a cluster SIGKILLed a moment ago leaves its closed
+connections bound to its port for a few seconds (seen in the soak: a restart at once failed with "port ... already in
+use", the next attempt 2 s later started), and Kafka's own bind would then fail too."""
+
+
 class StackError(FleetstreamError, RuntimeError):
     """The local stack cannot be set up, started or stopped; the message says why and what to do."""
 
@@ -360,14 +366,18 @@ class KafkaStack:
     def start(self, java: str, libs: Path, cluster_id: str | None = None) -> str:
         """Write the configuration, format the storage (with `cluster_id`, or a new id) and start the broker
         without waiting for it; return the cluster id. The caller holds the lock and knows it is not running."""
-        self._check_ports_free()
+        self._check_ports_free(grace_s=PORT_RELEASE_GRACE_S)
         self._write_config()
         cluster_id = self._format_storage(java, libs, cluster_id)
         self._start(java, libs)
         return cluster_id
 
-    def _check_ports_free(self) -> None:
+    def _check_ports_free(self, grace_s: float = 0.0) -> None:
+        """Raise if a port is taken, after waiting up to `grace_s` for it to be released."""
+        deadline = time.monotonic() + grace_s
         for name, port in (("kafka_port", self.kafka_port), ("controller_port", self.controller_port)):
+            while not _port_free(port) and time.monotonic() < deadline:
+                time.sleep(0.5)
             if not _port_free(port):
                 raise StackError(
                     f"port {port} ({name}) on 127.0.0.1 is already in use by another process{_port_owner(port)}, "

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import os
+import random
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -98,16 +99,35 @@ def local_stack_settings(home: Path, base: Settings | None = None) -> Settings:
     return base.model_copy(update={"home": home, "stack": stack, "kafka": kafka})
 
 
-def free_port_block(count: int, attempts: int = 50) -> int:
+def free_port_block(count: int, attempts: int = 200) -> int:
     """The first of `count` consecutive loopback ports that were all free a moment ago (for a local cluster,
-    whose node i listens on base + 2 (i - 1))."""
+    whose node i listens on base + 2 (i - 1)), outside the kernel's ephemeral range.
+
+    Outside that range because the cluster's nodes are killed and restarted: while a node is down its clients keep
+    reconnecting to its port, and a connect to a free port inside the ephemeral range can get that same port as
+    its source and connect to itself (TCP simultaneous open), which would hold the port against the restarted node.
+    (A just-killed node's own closed connections hold it for a few seconds too: `PORT_RELEASE_GRACE_S` in stack.)
+    """
+    low, high = _outside_ephemeral_range()
     for _ in range(attempts):
-        base = free_ports(1)[0]
-        if base + count > 65535:
-            continue
+        base = random.randrange(low, high - count)
         if all(_bindable(port) for port in range(base, base + count)):
             return base
-    raise RuntimeError(f"no {count} consecutive free loopback ports found")
+    raise RuntimeError(f"no {count} consecutive free loopback ports found in {low}-{high}")
+
+
+def _outside_ephemeral_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> tuple[int, int]:
+    """(low, high) of loopback ports the kernel never picks as a connection's source: below its ephemeral range
+    (Linux's from `path`, else the IANA one, 49152-65535), or above it when the range starts too low."""
+    try:
+        first, last = (int(v) for v in path.read_text().split()[:2])
+    except (OSError, ValueError):
+        first, last = 49152, 65535
+    if first > 12_000:
+        return 10_000, first
+    if last < 63_000:
+        return last + 1, 65_536
+    return 10_000, 32_768  # no range is outside: keep the old behaviour's odds
 
 
 def _bindable(port: int) -> bool:

@@ -65,3 +65,37 @@ def test_bench_e2e_measures_latency_and_a_sustained_rate(kafka_bootstrap):
     # the stages of a batch add up to its total (less the query's own time), so none exceeds the total's p99
     assert all(0 <= stage["p50_ms"] <= latency["p99_ms"] for stage in latency["stages"].values())
     assert report["steps"] and "sustained_samples_per_s" in report
+
+
+def test_soak_counts_a_broker_recovered_only_once_every_replica_is_in_sync_again():
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaException
+
+    from fleetstream.benchmarks.soak import _replicas_complete
+
+    def consumer(*isrs: list[int]) -> SimpleNamespace:
+        partitions = {i: SimpleNamespace(error=None, replicas=[1, 2, 3], isrs=isr) for i, isr in enumerate(isrs)}
+        metadata = SimpleNamespace(topics={"telemetry.signals": SimpleNamespace(partitions=partitions)})
+        return SimpleNamespace(list_topics=lambda timeout: metadata)
+
+    def unreachable(timeout: float) -> None:
+        raise KafkaException("all brokers down")
+
+    assert _replicas_complete(consumer([1, 2, 3], [3, 1, 2]))
+    assert not _replicas_complete(consumer([1, 2, 3], [1, 3]))  # node 2 restarted but not caught up yet
+    assert not _replicas_complete(SimpleNamespace(list_topics=unreachable))
+
+
+def test_soak_table_names_the_brokers_killed():
+    from fleetstream.benchmarks.soak import to_table
+
+    machine = {"cores": 2, "memory_gb": 8, "load_avg_1_5_15": [1, 2, 3],
+               "versions": {"confluent_kafka": "x", "librdkafka": "y", "fastavro": "z", "kafka": "4"},
+               "python": "3.12"}
+    report = {"machine": machine, "kills": [{"part": "broker-2", "at_s": 61.0, "recovery_s": 12.5}],
+              "soak_samples": 100, "soak_lost": 0, "soak_duplicated": 0, "soak_recovery_p50_s": 12.5,
+              "soak_recovery_max_s": 12.5,
+              "workload": {"brokers": 3, "minutes": 1, "rate_samples_per_s": 10, "kill_every_s": 60, "seed": 1}}
+    table = to_table(report)
+    assert "brokers of 3" in table and "kill 1: broker-2" in table and "12.5 s" in table

@@ -329,3 +329,18 @@ def test_three_broker_cluster_replicates_topics_and_serves_clients_with_one_brok
     finally:
         kafka_cluster3.up(timeout_s=120)  # restarts the killed node only
     assert kafka_cluster3.status().running == 3
+
+
+def test_a_local_cluster_listens_outside_the_ephemeral_range_so_a_reconnecting_client_cannot_take_its_port(
+        tmp_path: Path) -> None:
+    from fleetstream.testing import _outside_ephemeral_range, free_port_block
+
+    linux = tmp_path / "range"
+    linux.write_text("32768\t60999\n")
+    assert _outside_ephemeral_range(linux) == (10_000, 32_768)
+    linux.write_text("1024 40000\n")
+    assert _outside_ephemeral_range(linux) == (40_001, 65_536)
+    assert _outside_ephemeral_range(tmp_path / "missing") == (10_000, 49_152)
+    low, high = _outside_ephemeral_range()
+    base = free_port_block(6)
+    assert low <= base and base + 6 <= high

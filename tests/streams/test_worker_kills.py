@@ -181,10 +181,12 @@ def _assert_results_exact(data: Telemetry, outputs: Outputs) -> None:
         sorted(expected_episodes(data.arrivals[(data.alert_key, "coolant")], data.alert_key))
 
 
-def _complete(data: Telemetry) -> Callable[[Outputs], bool]:
+def _complete(data: Telemetry, seconds: int = SECONDS) -> Callable[[Outputs], bool]:
+    """Whether the outputs hold every expected window, every valid batch and the last KPI period of a stream of
+    `seconds` of data (`missing` says what is not there yet)."""
     expected = set(expected_windows(data.arrivals).windows)
     batches = set(_valid_batches(data))
-    last_period = data.base_ms + (SECONDS - 1) * 1_000 // 10_000 * 10_000
+    last_period = data.base_ms + (seconds - 1) * 1_000 // 10_000 * 10_000
 
     def done(out: Outputs) -> bool:
         windows = {(w["key"], w["channel"], w["window_kind"], w["window_start_ms"])
