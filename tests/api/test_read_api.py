@@ -52,6 +52,21 @@ def test_fleet_dashboard_of_each_tenant_equals_direct_sql(world: World) -> None:
     assert not any(v in str(other) for v in world.vehicles_a)
 
 
+def test_dashboard_health_trend_and_scores_from_one_scan_equal_direct_sql(world: World) -> None:
+    trend = world.sql(f"""SELECT toDate(period_end) AS day, avg(value) AS mean_health,
+                                 uniqExact(scope_id) AS vehicles
+                          FROM fleetstream.kpis WHERE scope = 'vehicle' AND name = 'health_score'
+                          AND scope_id IN {_in(world.vehicles_a)} GROUP BY day ORDER BY day""")
+    with world.client("fm") as c:
+        body = c.get("/api/v1/dashboards/fleet", params={**world.range_params, "refresh": "true"}).json()
+    assert [(d["day"], d["vehicles"]) for d in body["health_trend"]] == [(t["day"], t["vehicles"]) for t in trend]
+    assert [d["mean_health"] for d in body["health_trend"]] == pytest.approx([t["mean_health"] for t in trend])
+    assert {v["vehicle_id"]: v["health"] for v in body["vehicle_health"]} == _expected_health(world,
+                                                                                               world.vehicles_a)
+    a1, a2, a3 = world.vehicles_a
+    assert {v["vehicle_id"]: v["band"] for v in body["vehicle_health"]} == {a1: "fair", a2: "good", a3: "critical"}
+
+
 def test_alert_stats_equal_direct_sql(world: World) -> None:
     episodes = world.sql(f"""SELECT alert_id, any(severity) AS severity, min(started) AS started,
                                     minIf(ended, event = 'resolved') AS resolved
