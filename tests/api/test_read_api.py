@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import time
 from typing import Any
 
@@ -276,3 +277,25 @@ def test_health_and_prometheus_metrics(world: World) -> None:
         metrics = c.get("/metrics").text
         assert c.get("/docs").status_code == 200 and "/api/v1/dashboards/fleet" in c.get("/openapi.json").text
     assert "fleetstream_api_requests_total" in metrics and "fleetstream_api_denied_total" in metrics
+
+
+def _get(conn: socket.socket, path: str) -> bytes:
+    """One HTTP/1.1 request on a kept-alive connection; the response head (b'' when the server had closed it)."""
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return head
+        head += chunk
+    return head
+
+
+def test_an_idle_kept_alive_connection_outlives_the_clients_pool_expiry(world: World) -> None:
+    """httpx (and the SDK) reuse an idle connection for 5 s: a server closing it at the same 5 s races the next
+    request, and the client sees "server disconnected without sending a response"."""
+    host, port = world.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        assert _get(conn, "/health/live").startswith(b"HTTP/1.1 200")
+        time.sleep(6.5)  # longer than httpx's keepalive_expiry and uvicorn's default keep-alive timeout
+        assert _get(conn, "/health/live").startswith(b"HTTP/1.1 200")
