@@ -19,9 +19,9 @@ from typing import Any
 from fleetstream.api.rbac import Principal
 from fleetstream.api.scoped import ScopedReader
 
-__all__ = ["BANDS", "DateRange", "alert_stats", "dyno_run", "dyno_runs", "executive_dashboard", "fleet_dashboard",
-           "fleet_health", "health_trend", "owner_dashboard", "technician_dashboard", "uptime", "vehicle_channels",
-           "vehicle_exists", "window_series"]
+__all__ = ["BANDS", "DateRange", "HealthScores", "alert_stats", "dyno_run", "dyno_runs", "executive_dashboard",
+           "fleet_dashboard", "fleet_health", "health_by_vehicle", "health_scores", "health_trend", "owner_dashboard",
+           "technician_dashboard", "uptime", "vehicle_channels", "vehicle_exists", "window_series"]
 
 BANDS = ("excellent", "good", "fair", "poor", "critical")
 _BAND = "multiIf(health >= 90, 'excellent', health >= 75, 'good', health >= 50, 'fair', health >= 25, 'poor', " \
@@ -44,15 +44,51 @@ class DateRange:
         return {"from": self.start.isoformat(), "to": self.end.isoformat()}
 
 
-_LATEST_HEALTH = f"""
-    SELECT vehicle_id, argMax(value, period_end) AS health
-    FROM @kpis WHERE scope = 'vehicle' AND name = 'health_score' AND period_end > {_FROM} AND period_end <= {_TO}
-    GROUP BY vehicle_id"""
+_HEALTH_PERIODS = f"""
+    FROM @kpis WHERE scope = 'vehicle' AND name = 'health_score' AND period_end > {_FROM} AND period_end <= {_TO}"""
+
+_HEALTH_BY_VEHICLE_AND_DAY = f"""
+    SELECT vehicle_id, argMax(last_value, last_end) AS health, {_BAND} AS band,
+           groupArray((day, total, periods)) AS days
+    FROM (SELECT vehicle_id, toDate(period_end) AS day, sum(value) AS total, count() AS periods,
+                 argMax(value, period_end) AS last_value, max(period_end) AS last_end
+          {_HEALTH_PERIODS}
+          GROUP BY vehicle_id, day)
+    GROUP BY vehicle_id ORDER BY vehicle_id"""
+
+
+@dataclass(frozen=True)
+class HealthScores:
+    """Each vehicle's latest health score in the range (0..100) with its band, and the daily trend."""
+
+    vehicles: list[dict[str, Any]]
+    trend: list[dict[str, Any]]
+    """Per UTC day of the range: mean health score of the day's periods and how many vehicles had one."""
+
+
+def health_scores(reader: ScopedReader, who: Principal, rng: DateRange) -> HealthScores:
+    """The vehicles' latest scores and the daily trend from one read of the health KPIs.
+
+    Both come from the same rows, which are most of a dashboard's work: one scan grouped by vehicle and day
+    gives each vehicle's last score (the last of its days' last scores) and each day's sum, count and
+    vehicles, instead of one scan for each."""
+    rows = reader.rows(_HEALTH_BY_VEHICLE_AND_DAY, rng.params(), who)
+    days: dict[str, list[float]] = {}
+    for row in rows:
+        for day, total, periods in row.pop("days"):
+            acc = days.setdefault(day, [0.0, 0, 0])
+            acc[0] += total
+            acc[1] += periods
+            acc[2] += 1
+    trend = [{"day": day, "mean_health": total / periods, "vehicles": vehicles}
+             for day, (total, periods, vehicles) in sorted(days.items())]
+    return HealthScores(rows, trend)
 
 
 def health_by_vehicle(reader: ScopedReader, who: Principal, rng: DateRange) -> list[dict[str, Any]]:
     """Each vehicle's latest health score in the range (0..100) and its band."""
-    sql = f"SELECT vehicle_id, health, {_BAND} AS band FROM ({_LATEST_HEALTH}) ORDER BY vehicle_id"
+    sql = f"SELECT vehicle_id, argMax(value, period_end) AS health, {_BAND} AS band {_HEALTH_PERIODS} " \
+          "GROUP BY vehicle_id ORDER BY vehicle_id"
     return reader.rows(sql, rng.params(), who)
 
 
@@ -69,21 +105,18 @@ def _mean(values: list[float]) -> float | None:
 
 def health_trend(reader: ScopedReader, who: Principal, rng: DateRange) -> list[dict[str, Any]]:
     """Mean vehicle health score (0..100) per UTC day of the range."""
-    return reader.rows(f"""
-        SELECT toDate(period_end) AS day, avg(value) AS mean_health, uniqExact(vehicle_id) AS vehicles
-        FROM @kpis WHERE scope = 'vehicle' AND name = 'health_score' AND period_end > {_FROM} AND period_end <= {_TO}
-        GROUP BY day ORDER BY day""", rng.params(), who)
+    return health_scores(reader, who, rng).trend
 
 
 def fleet_health(reader: ScopedReader, who: Principal, rng: DateRange) -> dict[str, Any]:
-    vehicles = health_by_vehicle(reader, who, rng)
-    trend = health_trend(reader, who, rng)
+    scores = health_scores(reader, who, rng)
+    vehicles = scores.vehicles
     mean = _mean([v["health"] for v in vehicles])
     return {"range": rng.as_dict(), "vehicles_scored": len(vehicles),
             "average_health_score": None if mean is None else mean / 100,
             "health_distribution": _distribution(vehicles),
             "needs_attention": [v["vehicle_id"] for v in vehicles if v["band"] in ("poor", "critical")],
-            "trend": trend, "vehicles": vehicles}
+            "trend": scores.trend, "vehicles": vehicles}
 
 
 def uptime(reader: ScopedReader, who: Principal, rng: DateRange) -> dict[str, Any]:
@@ -187,7 +220,8 @@ def fleet_dashboard(reader: ScopedReader, who: Principal, rng: DateRange) -> dic
 
     Also what the fleet web page draws (alerts by severity, the daily health trend, each vehicle's health),
     so the page needs one computation of the health scores and alert statistics rather than three."""
-    vehicles = health_by_vehicle(reader, who, rng)
+    scores = health_scores(reader, who, rng)
+    vehicles = scores.vehicles
     stats = alert_stats(reader, who, rng)
     return {
         "range": rng.as_dict(),
@@ -196,7 +230,7 @@ def fleet_dashboard(reader: ScopedReader, who: Principal, rng: DateRange) -> dic
         "top_issues": _top_issues(reader, who, rng),
         "alert_stats": stats["total"],
         "alerts_by_severity": stats["by_severity"],
-        "health_trend": health_trend(reader, who, rng),
+        "health_trend": scores.trend,
         "vehicle_health": vehicles,
         "data_quality": _data_quality(reader, who, rng),
         "recent_alerts": recent_alerts(reader, who, rng, limit=10),

@@ -81,9 +81,12 @@ SOURCES: dict[str, str] = {
     "alerts": _keyed_table("alerts"),
     "windows": _keyed_table("window_aggregates"),
     "dead_letters": _keyed_table("dead_letters", final=True),  # re-sent dead letters collapse only with FINAL
-    "kpis": ("(SELECT *, if(scope = 'run', dimensions['station_id'], scope_id) AS vehicle_id "
-             "FROM fleetstream.kpis WHERE scope IN ('vehicle', 'run') "
-             f"AND if(scope = 'run', dimensions['station_id'], scope_id) IN {_DIRECTORY})"),
+    # one branch per scope, so a vehicle KPI is selected by the sort key's (scope, scope_id) and its dimensions
+    # map is never read; a dyno run's KPI belongs to its station
+    "kpis": ("(SELECT *, scope_id AS vehicle_id FROM fleetstream.kpis "
+             f"WHERE scope = 'vehicle' AND scope_id IN {_DIRECTORY} "
+             "UNION ALL SELECT *, dimensions['station_id'] AS vehicle_id FROM fleetstream.kpis "
+             f"WHERE scope = 'run' AND dimensions['station_id'] IN {_DIRECTORY})"),
     # seed 004's side: events carry an org (and maybe a vehicle); custom metric values and definitions belong to
     # the whole org, so a caller limited to some vehicles sees none of their values
     "events": (f"(SELECT * FROM fleetstream.analytics_events FINAL WHERE org_id IN {_ORGS} AND "

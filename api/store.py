@@ -5,9 +5,11 @@
   reads go to its read-only loopback endpoint (`fleetstream.store.query_server`). The endpoint's address is looked up
   from the discovery file and kept until a request to it fails.
 - Embedded store, no sink: this process opens the store and keeps it while queries come, closing it after
-  `idle_close_s` without one, so a sink that starts meanwhile gets it (the sink waits up to 30 s for the
-  lock). Opening costs about 2 s (chDB loads the tables), a query on an open store tens of milliseconds,
-  hence not one open per query. In-process queries are serialised: one process holds one chDB session.
+  `idle_close_s` (20 s) without one, so a sink that starts meanwhile gets it: the sink waits up to 30 s for
+  the lock, longer than the idle time. Opening costs 1-2 s (chDB loads the tables), a query on an open
+  store tens of milliseconds, so the store must stay open between the requests of a working session, not
+  only within one (a 2 s idle time put a re-open into many dashboards). In-process queries are serialised:
+  one process holds one chDB session.
 
 Every statement runs with ClickHouse's `readonly=1` whichever way it goes. Only `fleetstream.api.scoped.ScopedReader`
 calls this; endpoints never do.
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 class StoreReader:
     """Runs read statements on the configured ClickHouse, whichever process owns it."""
 
-    def __init__(self, settings: Settings, timeout_s: float = 60.0, idle_close_s: float = 2.0):
+    def __init__(self, settings: Settings, timeout_s: float = 60.0, idle_close_s: float = 20.0):
         self._dsn = settings.clickhouse_dsn
         self._timeout_s = timeout_s
         self._idle_close_s = idle_close_s
@@ -44,6 +46,7 @@ class StoreReader:
         self._last_used = 0.0
         self._endpoint: str | None = None
         self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
 
     @property
     def mode(self) -> str:
@@ -108,14 +111,21 @@ class StoreReader:
                 return execute_read_only(self._embedded, sql, parameters)
             finally:
                 self._last_used = time.monotonic()
-                timer = threading.Timer(self._idle_close_s, self._close_if_idle)
-                timer.daemon = True
-                timer.start()
+                if self._watcher is None:  # one watcher per opening, not a timer thread per query
+                    self._watcher = threading.Thread(target=self._close_when_idle, name="store-idle-close",
+                                                     daemon=True)
+                    self._watcher.start()
 
-    def _close_if_idle(self) -> None:
-        with self._lock:
-            if time.monotonic() - self._last_used >= self._idle_close_s:
-                self._close_embedded()
+    def _close_when_idle(self) -> None:
+        """Closes the embedded store once no query came for `idle_close_s`; ends with the opening it watches."""
+        while True:
+            with self._lock:
+                idle_s = time.monotonic() - self._last_used
+                if self._embedded is None or idle_s >= self._idle_close_s:
+                    self._close_embedded()
+                    self._watcher = None
+                    return
+            time.sleep(self._idle_close_s - idle_s)
 
     def _close_embedded(self) -> None:
         if self._embedded is not None:

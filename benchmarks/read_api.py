@@ -6,7 +6,7 @@ vehicles over `days` days: KPIs (health_score and uptime_pct every `kpi_minutes`
 tumbling window aggregates of one channel every `window_minutes`, an hourly sample per vehicle (the
 vehicle directory and the hourly rollup), alert episodes and DTCs. Then `fleetstream serve` runs as its own
 process on the store (embedded, opened in that process) and `users` clients (sharing 10 fleet-manager
-accounts of the org) call it concurrently over HTTP from this process, one connection per request.
+accounts of the org) call it concurrently over HTTP from this process on kept-alive connections.
 
 Each probe is one named function in PROBES that gets the running server and returns its figures; a new
 probe (a browser's `dashboard_load_ms`, say) is one more entry. The built-in probes:
@@ -249,9 +249,8 @@ async def _concurrent(target: ApiTarget, call: Callable[[httpx.AsyncClient, str]
     """Every user sends `requests_per_user` requests one after the other, all users at once; latencies in ms."""
     latencies: list[float] = []
     failures: list[str] = []
-    # a connection per request: with kept-alive connections a run of 100 users failed on reuse ("server
-    # disconnected without sending a response"), not understood yet; loopback connects cost ~1 ms
-    limits = httpx.Limits(max_connections=len(target.tokens), max_keepalive_connections=0)
+    # kept-alive connections, as real clients use them (serve keeps idle ones longer than httpx's pool does)
+    limits = httpx.Limits(max_connections=len(target.tokens), max_keepalive_connections=len(target.tokens))
     async with httpx.AsyncClient(base_url=target.base_url, timeout=600, limits=limits) as client:
         async def user(token: str) -> None:
             for _ in range(target.requests_per_user):

@@ -24,6 +24,7 @@ from confluent_kafka import Producer
 from fleetstream.admin import ensure_topics
 from fleetstream.api.app import create_app
 from fleetstream.api.rbac import Role
+from fleetstream.api.server import server_config
 from fleetstream.api.services import Services
 from fleetstream.config import Settings, load_settings
 from fleetstream.schemas.codec import encode
@@ -250,7 +251,7 @@ def world(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     services = Services.start(settings)
     _users(w, services)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(services), "127.0.0.1", port))
     server_thread = threading.Thread(target=server.run, name="api", daemon=True)
     server_thread.start()
     deadline = time.monotonic() + 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import time
 from typing import Any
 
@@ -50,6 +51,21 @@ def test_fleet_dashboard_of_each_tenant_equals_direct_sql(world: World) -> None:
     assert other["fleet_summary"]["total_vehicles"] == 1
     assert other["fleet_summary"]["average_health_score"] == pytest.approx(0.99)
     assert not any(v in str(other) for v in world.vehicles_a)
+
+
+def test_dashboard_health_trend_and_scores_from_one_scan_equal_direct_sql(world: World) -> None:
+    trend = world.sql(f"""SELECT toDate(period_end) AS day, avg(value) AS mean_health,
+                                 uniqExact(scope_id) AS vehicles
+                          FROM fleetstream.kpis WHERE scope = 'vehicle' AND name = 'health_score'
+                          AND scope_id IN {_in(world.vehicles_a)} GROUP BY day ORDER BY day""")
+    with world.client("fm") as c:
+        body = c.get("/api/v1/dashboards/fleet", params={**world.range_params, "refresh": "true"}).json()
+    assert [(d["day"], d["vehicles"]) for d in body["health_trend"]] == [(t["day"], t["vehicles"]) for t in trend]
+    assert [d["mean_health"] for d in body["health_trend"]] == pytest.approx([t["mean_health"] for t in trend])
+    assert {v["vehicle_id"]: v["health"] for v in body["vehicle_health"]} == _expected_health(world,
+                                                                                               world.vehicles_a)
+    a1, a2, a3 = world.vehicles_a
+    assert {v["vehicle_id"]: v["band"] for v in body["vehicle_health"]} == {a1: "fair", a2: "good", a3: "critical"}
 
 
 def test_alert_stats_equal_direct_sql(world: World) -> None:
@@ -261,3 +277,25 @@ def test_health_and_prometheus_metrics(world: World) -> None:
         metrics = c.get("/metrics").text
         assert c.get("/docs").status_code == 200 and "/api/v1/dashboards/fleet" in c.get("/openapi.json").text
     assert "fleetstream_api_requests_total" in metrics and "fleetstream_api_denied_total" in metrics
+
+
+def _get(conn: socket.socket, path: str) -> bytes:
+    """One HTTP/1.1 request on a kept-alive connection; the response head (b'' when the server had closed it)."""
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return head
+        head += chunk
+    return head
+
+
+def test_an_idle_kept_alive_connection_outlives_the_clients_pool_expiry(world: World) -> None:
+    """httpx (and the SDK) reuse an idle connection for 5 s: a server closing it at the same 5 s races the next
+    request, and the client sees "server disconnected without sending a response"."""
+    host, port = world.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        assert _get(conn, "/health/live").startswith(b"HTTP/1.1 200")
+        time.sleep(6.5)  # longer than httpx's keepalive_expiry and uvicorn's default keep-alive timeout
+        assert _get(conn, "/health/live").startswith(b"HTTP/1.1 200")
