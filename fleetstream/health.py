@@ -43,6 +43,7 @@ from fleetstream.config import HealthSettings, KafkaSettings
 from fleetstream.errors import FleetstreamError
 from fleetstream.logs import LibrdkafkaLog
 from fleetstream.prometheus import PartMetrics
+from fleetstream.store.discovery import process_alive
 
 __all__ = [
     "ANNOUNCE_DIR",
@@ -440,19 +441,9 @@ def announced(home: Path) -> list[dict[str, Any]]:
             pid = int(info["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if not _alive(pid):
+        if not process_alive(pid):
             with contextlib.suppress(OSError):
                 path.unlink()
             continue
         found.append(info)
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
